@@ -1,0 +1,61 @@
+"""The `sortctl` command: one entry point, one module per subcommand.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when chosen, so `sortctl --help` stays fast and a
+broken optional dependency of one command does not take the others down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("control.demo", "simulator + controller sorting parcels end to end"),
+    "run": ("control.service.cli", "run the controller service against the site's PLCs"),
+    "status": ("control.status_cli", "show the controller's state and counters"),
+    "plan": ("control.plan_cli", "replay a manifest through a sort plan (what-if)"),
+    "sim": ("plc_sim.cli", "run the PLC simulator (OPC UA + Modbus TCP + camera)"),
+    "bench": ("benchmarks.cli", "run a benchmark and print its figures"),
+}
+
+
+def _add_arguments(sp: argparse.ArgumentParser, module_name: str) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            sp.set_defaults(_missing=True)
+            return
+        raise
+    module.add_arguments(sp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Build only the chosen subcommand's arguments: cheap start-up, isolated failures.
+    parser = argparse.ArgumentParser(
+        prog="sortctl", description="sortcentre: parcel sorter control, simulation and planning."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = args_list[0] if args_list else None
+    for name, (module_name, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(_module=module_name)
+        if name == chosen:
+            _add_arguments(sp, module_name)
+    args = parser.parse_args(args_list)
+    if getattr(args, "_missing", False):
+        parser.error(f"command {args.command!r} is not available in this build")
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
