@@ -76,6 +76,7 @@ def decode_message(header_bytes: bytes, payload: bytes) -> CameraFrame:
     try:
         h = json.loads(header_bytes)
         width, height, encoding = int(h["width"]), int(h["height"]), str(h["encoding"])
+        image: npt.NDArray[np.uint8]
         if encoding == "gray8":
             if len(payload) != width * height:
                 raise StreamError(f"payload {len(payload)} bytes, expected {width * height}")
@@ -84,7 +85,7 @@ def decode_message(header_bytes: bytes, payload: bytes) -> CameraFrame:
             decoded = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
             if decoded is None or decoded.shape != (height, width):
                 raise StreamError("PNG payload does not decode to the announced size")
-            image = decoded
+            image = np.asarray(decoded, dtype=np.uint8)
         else:
             raise StreamError(f"unknown encoding {encoding!r}")
         return CameraFrame(
