@@ -1,0 +1,309 @@
+"""The event store: SQLite in WAL mode; every PLC event, parcel outcome and unit state change.
+
+Contract with the PLC rings: a cycle's events and everything decided from them are committed
+in ONE transaction, and only then are the rings acknowledged. Ring events are keyed on
+(plc, stream, seq) with INSERT OR IGNORE, so replaying a ring after a reconnect or a restart
+stores nothing twice.
+
+Durability: ``synchronous=FULL`` by default. In WAL mode NORMAL survives a crash of this
+process but may lose the last commits on power loss or an OS crash; since the PLC may
+overwrite a ring slot as soon as we ack it, an acked event lost that way would be lost for
+good. FULL syncs the WAL on every commit; we commit once per cycle that has something to
+store, not per row, so the fsync cost is paid at most ~100 times a second.
+
+The store is synchronous and not thread-safe: the service owns it from one writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Batch", "EventStore", "ParcelRow", "StoreStatus"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ring_events (
+    plc TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    t REAL NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (plc, stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parcels (
+    tracking_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
+    lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
+    lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
+    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS parcels_open ON parcels(final) WHERE final = 0;
+CREATE TABLE IF NOT EXISTS parcel_events (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, tracking_id INTEGER NOT NULL, kind TEXT NOT NULL,
+    lap INTEGER NOT NULL, chute INTEGER NOT NULL, reason TEXT NOT NULL, identity TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS parcel_events_tid ON parcel_events(tracking_id);
+CREATE TABLE IF NOT EXISTS unit_events (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+    code INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class ParcelRow:
+    """A parcel's durable summary: enough to rebuild its tracking slot after a restart."""
+
+    tracking_id: int
+    state: str
+    final: bool = False
+    lap: int = 0
+    chute: int = 0
+    reason: str = ""
+    identity: str = ""
+    scan_status: str = ""
+    lead: int = 0
+    trail: int = 0
+    inducted_t: float = 0.0
+    updated_t: float = 0.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one cycle wants durable; committed as one transaction."""
+
+    ring_events: list[tuple[str, str, int, float, dict[str, int]]] = field(default_factory=list)
+    parcels: dict[int, ParcelRow] = field(default_factory=dict)
+    parcel_events: list[tuple[float, int, str, int, int, str, str, str]] = field(default_factory=list)
+    unit_events: list[tuple[float, str, str, int, str]] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.ring_events or self.parcels or self.parcel_events or self.unit_events or self.meta)
+
+    def ring(self, plc: str, stream: str, seq: int, t: float, data: dict[str, int]) -> None:
+        self.ring_events.append((plc, stream, seq, t, data))
+
+    def parcel(self, row: ParcelRow) -> None:
+        self.parcels[row.tracking_id] = row
+
+    def parcel_event(
+        self, t: float, tid: int, kind: str, lap: int = 0, chute: int = 0, reason: str = "",
+        identity: str = "", detail: str = "",
+    ) -> None:
+        self.parcel_events.append((t, tid, kind, lap, chute, reason, identity, detail))
+
+    def unit_event(self, t: float, kind: str, name: str, code: int = 0, detail: str = "") -> None:
+        self.unit_events.append((t, kind, name, code, detail))
+
+    def merge(self, other: Batch) -> None:
+        """Fold a failed batch into the next one so a retry loses nothing."""
+        self.ring_events[:0] = other.ring_events
+        self.parcels = {**other.parcels, **self.parcels}
+        self.parcel_events[:0] = other.parcel_events
+        self.unit_events[:0] = other.unit_events
+        self.meta = {**other.meta, **self.meta}
+
+
+@dataclass(slots=True)
+class StoreStatus:
+    """What `sortctl status` shows."""
+
+    unit_state: str
+    unit_mode: str
+    inducted: int
+    in_flight: int
+    by_state: dict[str, int]
+    by_chute: dict[int, int]
+    by_reason: dict[str, int]
+    recirculations: int
+    active_alarms: dict[str, str]
+    last_seqs: dict[str, int]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "unit_state": self.unit_state,
+            "unit_mode": self.unit_mode,
+            "inducted": self.inducted,
+            "in_flight": self.in_flight,
+            "by_state": self.by_state,
+            "by_chute": {str(k): v for k, v in self.by_chute.items()},
+            "by_reason": self.by_reason,
+            "recirculations": self.recirculations,
+            "active_alarms": self.active_alarms,
+            "last_seqs": self.last_seqs,
+        }
+
+
+class EventStore:
+    def __init__(
+        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", *, readonly: bool = False
+    ) -> None:
+        self.path = Path(path)
+        if readonly:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing ---------------------------------------------------------------------------
+    def commit(self, batch: Batch) -> int:
+        """Store a cycle's batch in one transaction; returns how many ring events were new.
+
+        Raises sqlite3.Error on failure, after rolling back: nothing of the batch is stored,
+        and the caller must neither ack nor drop it.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO ring_events (plc, stream, seq, t, data) VALUES (?,?,?,?,?)",
+                [(p, s, q, t, json.dumps(d, separators=(",", ":"))) for p, s, q, t, d in batch.ring_events],
+            )
+            new = db.total_changes - before
+            if batch.parcels:
+                db.executemany(
+                    "INSERT INTO parcels (tracking_id, state, final, lap, chute, reason, identity, scan_status,"
+                    " lead, trail, inducted_t, updated_t) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(tracking_id) DO UPDATE SET state=excluded.state, final=excluded.final,"
+                    " lap=excluded.lap, chute=excluded.chute, reason=excluded.reason,"
+                    " identity=CASE WHEN excluded.identity != '' THEN excluded.identity ELSE identity END,"
+                    " scan_status=excluded.scan_status,"
+                    " lead=excluded.lead, trail=excluded.trail, updated_t=excluded.updated_t",
+                    [
+                        (r.tracking_id, r.state, int(r.final), r.lap, r.chute, r.reason, r.identity,
+                         r.scan_status, r.lead, r.trail, r.inducted_t, r.updated_t)
+                        for r in batch.parcels.values()
+                    ],
+                )
+            if batch.parcel_events:
+                db.executemany(
+                    "INSERT INTO parcel_events (t, tracking_id, kind, lap, chute, reason, identity, detail)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    batch.parcel_events,
+                )
+            if batch.unit_events:
+                db.executemany(
+                    "INSERT INTO unit_events (t, kind, name, code, detail) VALUES (?,?,?,?,?)", batch.unit_events
+                )
+            if batch.meta:
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    list(batch.meta.items()),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return new
+
+    # -- reading -----------------------------------------------------------------------------
+    def last_seq(self, plc: str, stream: str) -> int:
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM ring_events WHERE plc=? AND stream=?", (plc, stream)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def last_seqs(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT plc, stream, MAX(seq) FROM ring_events GROUP BY plc, stream")
+        return {f"{p}.{s}": int(q) for p, s, q in rows}
+
+    def has_ring_event(self, plc: str, stream: str, seq: int) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM ring_events WHERE plc=? AND stream=? AND seq=?", (plc, stream, seq)
+        ).fetchone()
+        return row is not None
+
+    def ring_events(self, plc: str, stream: str) -> list[tuple[int, dict[str, int]]]:
+        rows = self._db.execute(
+            "SELECT seq, data FROM ring_events WHERE plc=? AND stream=? ORDER BY seq", (plc, stream)
+        )
+        return [(int(q), json.loads(d)) for q, d in rows]
+
+    def parcels(self, *, open_only: bool = False) -> list[ParcelRow]:
+        sql = (
+            "SELECT tracking_id, state, final, lap, chute, reason, identity, scan_status, lead, trail,"
+            " inducted_t, updated_t FROM parcels"
+        )
+        if open_only:
+            sql += " WHERE final = 0"
+        return [
+            ParcelRow(int(r[0]), r[1], bool(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7], int(r[8]),
+                      int(r[9]), float(r[10]), float(r[11]))
+            for r in self._db.execute(sql + " ORDER BY tracking_id")
+        ]
+
+    def parcel_events(self, tracking_id: int | None = None) -> list[tuple[float, int, str, int, int, str, str]]:
+        sql = "SELECT t, tracking_id, kind, lap, chute, reason, identity FROM parcel_events"
+        args: tuple[int, ...] = ()
+        if tracking_id is not None:
+            sql += " WHERE tracking_id=?"
+            args = (tracking_id,)
+        return [tuple(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    def unit_events(self, kind: str | None = None) -> list[tuple[float, str, str, int, str]]:
+        sql = "SELECT t, kind, name, code, detail FROM unit_events"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind=?"
+            args = (kind,)
+        return [tuple(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    def meta(self, key: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def active_alarms(self) -> dict[str, str]:
+        active: dict[str, str] = {}
+        for _t, kind, name, _code, detail in self.unit_events():
+            if kind == "alarm":
+                active[name] = detail
+            elif kind == "alarm_clear":
+                active.pop(name, None)
+        return active
+
+    def status(self) -> StoreStatus:
+        db = self._db
+        states = list(db.execute("SELECT name FROM unit_events WHERE kind='state' ORDER BY id DESC LIMIT 1"))
+        modes = list(db.execute("SELECT name FROM unit_events WHERE kind='mode' ORDER BY id DESC LIMIT 1"))
+        by_state = dict(db.execute("SELECT state, COUNT(*) FROM parcels GROUP BY state").fetchall())
+        by_chute = {
+            int(c): int(n)
+            for c, n in db.execute(
+                "SELECT chute, COUNT(*) FROM parcels WHERE state IN ('sorted','rejected') GROUP BY chute"
+            )
+        }
+        by_reason = dict(
+            db.execute("SELECT reason, COUNT(*) FROM parcels WHERE final=1 GROUP BY reason").fetchall()
+        )
+        recirc = db.execute("SELECT COUNT(*) FROM parcel_events WHERE kind='recirculated'").fetchone()[0]
+        total = sum(by_state.values())
+        in_flight = db.execute("SELECT COUNT(*) FROM parcels WHERE final=0").fetchone()[0]
+        return StoreStatus(
+            unit_state=states[0][0] if states else "UNKNOWN",
+            unit_mode=modes[0][0] if modes else "PRODUCTION",
+            inducted=int(total),
+            in_flight=int(in_flight),
+            by_state={str(k): int(v) for k, v in by_state.items()},
+            by_chute=by_chute,
+            by_reason={str(k): int(v) for k, v in by_reason.items()},
+            recirculations=int(recirc),
+            active_alarms=self.active_alarms(),
+            last_seqs=self.last_seqs(),
+        )
+
+
+def count_states(rows: Iterable[ParcelRow]) -> Counter[str]:
+    return Counter(r.state for r in rows)

@@ -1,0 +1,300 @@
+"""The table of parcels in flight: numpy arrays, encoder arithmetic mod 2**32, per-cycle masks.
+
+Positions are never stored in millimetres: every parcel keeps the encoder counts latched by the
+PLC (induct edges, scan trigger) and all arithmetic is on uint32 counts, wrapping like the PLC's
+counter. A signed distance is the wrapped difference reinterpreted as int32, which is right as
+long as two counts being compared are less than 2**31 counts apart (at 1 count/mm: 2,147 km).
+
+The diverter PLC fires by itself when its encoder reaches ``fire_count``; the controller only
+has to arm in time. ``fire_count`` is the count at which the parcel's centre is on the diverter
+centreline::
+
+    fire = (leading + trailing) / 2 + diverter_mm * counts_per_mm + lap * loop_counts   (mod 2**32)
+
+and it is cross-checked against the scan trigger of the same lap: a parcel whose two anchors
+disagree, or whose anchors straddle an encoder glitch, has an uncertain position and is never
+armed (it goes round again, or to reject) - an uncertain parcel must not reach a wrong chute.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from control.config.site import Site
+from control.lifecycle import FINAL, ParcelState, check, log_refused
+
+__all__ = ["CycleMasks", "Geometry", "TrackingTable", "sdiff", "sdiff_arr", "wrap"]
+
+log = logging.getLogger(__name__)
+
+MOD = 1 << 32
+MASK = MOD - 1
+P = ParcelState
+U32 = npt.NDArray[np.uint32]
+I64 = npt.NDArray[np.int64]
+Slots = npt.NDArray[np.intp]
+
+
+def wrap(x: int) -> int:
+    """An integer as the PLC's 32-bit counter would hold it."""
+    return x & MASK
+
+
+def sdiff(a: int, b: int) -> int:
+    """Signed distance a - b on the 32-bit counter, in [-2**31, 2**31)."""
+    d = (a - b) & MASK
+    return d - MOD if d >= 1 << 31 else d
+
+
+def sdiff_arr(a: npt.ArrayLike, b: npt.ArrayLike) -> I64:
+    """Vector `sdiff`: uint32 subtraction wraps by itself; the int32 view gives the sign."""
+    ua = np.atleast_1d(np.asarray(a, dtype=np.uint64) & MASK).astype(np.uint32)
+    ub = np.atleast_1d(np.asarray(b, dtype=np.uint64) & MASK).astype(np.uint32)
+    return np.subtract(ua, ub, dtype=np.uint32).view(np.int32).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """The site's distances as encoder counts, per chute id (index = chute id)."""
+
+    counts_per_mm: float
+    loop_counts: int
+    scanner_counts: int
+    diverter_counts: I64  # -1 where no chute has that id
+    min_lead_counts: I64  # arming later than this before the fire count is too late
+    arm_horizon_counts: int  # arm when the fire count is at most this far ahead
+    confirm_margin_counts: int  # confirmation overdue this far past the fire count
+    lost_margin_counts: int  # a parcel expected at the scanner this far ago is lost
+    anchor_tolerance_counts: int  # induct and scan anchors may disagree by this much
+    recirculation_limit: int
+    loop: bool
+
+    @classmethod
+    def from_site(
+        cls,
+        site: Site,
+        *,
+        arm_horizon_mm: float = 2500.0,
+        latency_budget_s: float = 0.06,
+        confirm_margin_mm: float = 1500.0,
+        lost_margin_mm: float = 1500.0,
+        anchor_tolerance_mm: float = 60.0,
+    ) -> Geometry:
+        s = site.sorter
+        cpm = s.counts_per_mm
+        n = max(c.id for c in site.chutes) + 1
+        div = np.full(n, -1, dtype=np.int64)
+        lead = np.zeros(n, dtype=np.int64)
+        for c in site.chutes:
+            div[c.id] = round(c.diverter.position_mm * cpm)
+            # stroke time + our write path + half the window: later than this cannot be on time
+            lead_mm = s.speed_mps * (c.diverter.actuation_ms / 1000 + latency_budget_s) * 1000
+            lead[c.id] = round((lead_mm + c.diverter.window_mm / 2) * cpm)
+        return cls(
+            counts_per_mm=cpm,
+            loop_counts=round(s.length_mm * cpm),
+            scanner_counts=round(s.scanner_position_mm * cpm),
+            diverter_counts=div,
+            min_lead_counts=lead,
+            arm_horizon_counts=round(arm_horizon_mm * cpm),
+            confirm_margin_counts=round(confirm_margin_mm * cpm),
+            lost_margin_counts=round(lost_margin_mm * cpm),
+            anchor_tolerance_counts=round(anchor_tolerance_mm * cpm),
+            recirculation_limit=s.recirculation_limit,
+            loop=s.layout == "loop",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CycleMasks:
+    """Slots that need action this cycle (all index arrays into the table)."""
+
+    arm_due: Slots  # routed, trusted, fire count within the horizon and still in time
+    too_late: Slots  # routed but the arm window has passed (or position uncertain): goes round
+    overdue: Slots  # armed, centre well past the diverter, no confirmation: missed
+    lost: Slots  # expected at the scanner long ago and never seen
+
+
+class TrackingTable:
+    """Parcels in flight, one slot each; preallocated, no per-cycle allocation beyond masks."""
+
+    def __init__(self, geometry: Geometry, capacity: int = 4096) -> None:
+        self.g = geometry
+        self.capacity = capacity
+        z = capacity
+        self.tid = np.zeros(z, np.uint32)
+        self.lead = np.zeros(z, np.uint32)
+        self.trail = np.zeros(z, np.uint32)
+        self.centre = np.zeros(z, np.uint32)  # count at which the centre crossed the induct eye
+        self.length = np.zeros(z, np.int64)  # counts; 0 = unknown (seen first at the scanner)
+        self.lap = np.zeros(z, np.int16)
+        self.chute = np.zeros(z, np.int16)  # 0 = none
+        self.reason = np.zeros(z, np.int16)
+        self.fire = np.zeros(z, np.uint32)
+        self.state = np.zeros(z, np.uint8)
+        self.scan_status = np.zeros(z, np.uint8)
+        self.trusted = np.zeros(z, np.bool_)
+        self.arm_seq = np.zeros(z, np.uint32)  # arm command in flight (0 = none)
+        self.expect_scan = np.zeros(z, np.uint32)  # count at which the next scan trigger is due
+        self.epoch = np.zeros(z, np.int32)  # encoder glitch epoch of the position anchor
+        self.deadline = np.zeros(z, np.float64)  # monotonic s: decode must be back by then
+        self.scan_time = np.zeros(z, np.float64)
+        self.due_time = np.zeros(z, np.float64)  # when arming became due (latency figure)
+        self.slot_of: dict[int, int] = {}
+        self._free: list[int] = list(range(z - 1, -1, -1))
+        self.glitch_epoch = 0
+
+    # -- membership -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def active_slots(self) -> Slots:
+        return np.flatnonzero(self.state != P.FREE)
+
+    def get(self, tid: int) -> int | None:
+        return self.slot_of.get(tid)
+
+    def _alloc(self, tid: int) -> int:
+        if not self._free:
+            raise OverflowError(f"tracking table full ({self.capacity} parcels in flight)")
+        i = self._free.pop()
+        self.slot_of[tid] = i
+        self.tid[i] = tid
+        self.lead[i] = self.trail[i] = self.centre[i] = self.fire[i] = 0
+        self.length[i] = 0
+        self.lap[i] = self.chute[i] = self.reason[i] = 0
+        self.scan_status[i] = 0
+        self.trusted[i] = False
+        self.arm_seq[i] = 0
+        self.expect_scan[i] = 0
+        self.epoch[i] = self.glitch_epoch
+        self.deadline[i] = self.scan_time[i] = self.due_time[i] = 0.0
+        return i
+
+    def release(self, slots: Slots) -> None:
+        """Free final parcels' slots (after their outcome is durable)."""
+        for i in np.asarray(slots, dtype=np.intp).tolist():
+            if self.state[i] == P.FREE:
+                continue
+            self.slot_of.pop(int(self.tid[i]), None)
+            self.state[i] = P.FREE
+            self._free.append(i)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def transition(self, slots: Slots, new: ParcelState) -> Slots:
+        """Move slots to ``new`` where the lifecycle allows it; refused moves are logged."""
+        slots = np.asarray(slots, dtype=np.intp)
+        if slots.size == 0:
+            return slots
+        ok = check(self.state[slots], int(new))
+        if not ok.all():
+            bad = slots[~ok]
+            log_refused(self.tid[bad], self.state[bad], int(new))
+        good = slots[ok]
+        self.state[good] = int(new)
+        return good
+
+    # -- events from the PLC ----------------------------------------------------------------
+    def induct(self, tid: int, leading: int, trailing: int) -> int | None:
+        """A parcel entered the belt; None if the tracking id is already known (a replay)."""
+        if tid in self.slot_of:
+            return None
+        i = self._alloc(tid)
+        self._set_edges(i, leading, trailing)
+        self.expect_scan[i] = wrap(leading + self.g.scanner_counts)
+        self.state[i] = P.INDUCTED
+        return i
+
+    def _set_edges(self, i: int, leading: int, trailing: int) -> None:
+        length = sdiff(trailing, leading)
+        self.lead[i], self.trail[i] = wrap(leading), wrap(trailing)
+        self.length[i] = max(length, 0)
+        self.centre[i] = wrap(leading + max(length, 0) // 2)
+
+    def scan(self, tid: int, trigger: int, lap: int, now: float, deadline: float) -> int | None:
+        """The leading edge crossed the scanner on lap ``lap``; anchor and check the position.
+
+        Returns the slot, or None when this scan is stale (a replayed or older lap).
+        """
+        i = self.slot_of.get(tid)
+        if i is None:
+            # seen first here (inducted while we were down and not recovered): position from
+            # the trigger alone, length unknown -> never trusted to arm on this lap
+            i = self._alloc(tid)
+            self.lap[i] = lap
+            self.lead[i] = wrap(trigger - self.g.scanner_counts - lap * self.g.loop_counts)
+            self.centre[i] = self.lead[i]
+            self.state[i] = P.FREE
+        elif lap < int(self.lap[i]) or (lap == int(self.lap[i]) and self.state[i] not in (P.INDUCTED, P.RECIRCULATED, P.MISSED)):
+            return None
+        if self.transition(np.array([i]), P.SCANNED).size == 0:
+            return None
+        g = self.g
+        expected_lead = wrap(trigger - g.scanner_counts - lap * g.loop_counts)
+        anchor_ok = self.length[i] > 0 and abs(sdiff(expected_lead, int(self.lead[i]))) <= g.anchor_tolerance_counts
+        if self.epoch[i] != self.glitch_epoch and self.length[i] > 0:
+            # the encoder glitched since this parcel was anchored: adopt the new anchor, but do
+            # not trust it on this lap (the trigger may have been latched either side of it)
+            self._set_edges(i, expected_lead, wrap(expected_lead + int(self.length[i])))
+            self.epoch[i] = self.glitch_epoch
+            anchor_ok = False
+        self.lap[i] = lap
+        self.trusted[i] = bool(anchor_ok)
+        self.fire[i] = 0
+        self.chute[i] = self.reason[i] = 0
+        self.arm_seq[i] = 0
+        self.scan_time[i] = now
+        self.deadline[i] = deadline
+        self.due_time[i] = 0.0
+        self.expect_scan[i] = wrap(trigger + g.loop_counts)
+        return i
+
+    def route(self, i: int, chute: int, reason: int) -> bool:
+        """Assign a chute (decision made); computes the fire count."""
+        if self.transition(np.array([i]), P.ROUTED).size == 0:
+            return False
+        self.chute[i], self.reason[i] = chute, reason
+        g = self.g
+        d = int(g.diverter_counts[chute]) if 0 < chute < len(g.diverter_counts) else -1
+        if d < 0:
+            self.trusted[i] = False
+            return True
+        self.fire[i] = wrap(int(self.centre[i]) + d + int(self.lap[i]) * g.loop_counts)
+        return True
+
+    def fire_count(self, i: int) -> int:
+        return int(self.fire[i])
+
+    # -- the per-cycle vector pass ----------------------------------------------------------
+    def cycle(self, encoder: int) -> CycleMasks:
+        g = self.g
+        st = self.state
+        routed = (st == P.ROUTED) & (self.arm_seq == 0)
+        to_fire = sdiff_arr(self.fire, encoder)
+        lead = g.min_lead_counts[np.clip(self.chute, 0, len(g.min_lead_counts) - 1)]
+        in_time = to_fire >= lead
+        due = routed & self.trusted & in_time & (to_fire <= g.arm_horizon_counts)
+        # an untrusted parcel is never armed: it is let go once it is past its arm window
+        late = routed & ~in_time
+        overdue = (st == P.ARMED) & (-to_fire > g.confirm_margin_counts)
+        waiting = (st == P.INDUCTED) | (st == P.RECIRCULATED) | (st == P.MISSED)
+        lost = waiting & (sdiff_arr(encoder, self.expect_scan) > g.lost_margin_counts)
+        return CycleMasks(np.flatnonzero(due), np.flatnonzero(late), np.flatnonzero(overdue), np.flatnonzero(lost))
+
+    def encoder_glitch(self) -> Slots:
+        """The encoder jumped: every anchor taken before now is suspect.
+
+        Returns the armed slots whose arms should be cancelled; routed-but-unarmed parcels
+        lose their trust here and go round.
+        """
+        self.glitch_epoch += 1
+        st = self.state
+        self.trusted[(st == P.ROUTED) | (st == P.SCANNED)] = False
+        return np.flatnonzero(st == P.ARMED)
+
+    def final_slots(self) -> Slots:
+        return np.flatnonzero(np.isin(self.state, np.array(sorted(FINAL), dtype=np.uint8)))

@@ -1,0 +1,76 @@
+"""Event store: one transaction per batch, idempotent replays, recovery of open parcels."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from control.store import Batch, EventStore, ParcelRow
+
+
+def test_replayed_ring_events_store_nothing_twice(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    for seq in (1, 2, 3):
+        b.ring("conveyor", "induct", seq, 0.0, {"tracking_id": seq})
+    assert db.commit(b) == 3
+    b2 = Batch()
+    for seq in (2, 3, 4):
+        b2.ring("conveyor", "induct", seq, 1.0, {"tracking_id": 99})
+    assert db.commit(b2) == 1
+    assert db.last_seq("conveyor", "induct") == 4
+    assert [d["tracking_id"] for _, d in db.ring_events("conveyor", "induct")] == [1, 2, 3, 99]
+
+
+def test_wal_mode_and_reopen_recovers_open_parcels(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    db = EventStore(path)
+    assert db._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    b = Batch()
+    b.parcel(ParcelRow(1, "routed", lap=0, chute=3, reason="plan", lead=10, trail=300))
+    b.parcel(ParcelRow(2, "sorted", final=True, chute=4, reason="plan"))
+    b.unit_event(0.0, "state", "EXECUTE", 6)
+    b.ring("diverter", "arm", 17, 0.0, {"tracking_id": 1})
+    db.commit(b)
+    db.close()
+    db = EventStore(path)
+    open_rows = db.parcels(open_only=True)
+    assert [(r.tracking_id, r.state, r.chute, r.lead, r.trail) for r in open_rows] == [(1, "routed", 3, 10, 300)]
+    assert db.last_seq("diverter", "arm") == 17
+    st = db.status()
+    assert st.unit_state == "EXECUTE" and st.by_chute == {4: 1} and st.in_flight == 1
+
+
+def test_failed_batch_rolls_back_entirely(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    b.ring("conveyor", "scan", 1, 0.0, {"x": 1})
+    b.parcel_events.append((0.0, 1, "routed"))  # type: ignore[arg-type]  # malformed row
+    with pytest.raises(sqlite3.Error):
+        db.commit(b)
+    assert db.last_seq("conveyor", "scan") == 0
+
+
+def test_batch_merge_keeps_failed_work(tmp_path: Path) -> None:
+    failed = Batch()
+    failed.ring("conveyor", "scan", 1, 0.0, {})
+    failed.parcel(ParcelRow(1, "scanned"))
+    nxt = Batch()
+    nxt.parcel(ParcelRow(1, "routed"))
+    nxt.merge(failed)
+    db = EventStore(tmp_path / "e.sqlite")
+    db.commit(nxt)
+    assert db.parcels()[0].state == "routed"
+    assert db.last_seq("conveyor", "scan") == 1
+
+
+def test_alarms_raise_and_clear(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    b.unit_event(0.0, "alarm", "jam", 2, "eye 2")
+    b.unit_event(0.0, "alarm", "camera_down", 7, "")
+    b.unit_event(1.0, "alarm_clear", "jam", 2, "")
+    db.commit(b)
+    assert db.active_alarms() == {"camera_down": ""}
