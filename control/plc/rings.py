@@ -1,0 +1,89 @@
+"""Ring-buffer arithmetic shared by every driver and the simulator: which seqs are new, which lost.
+
+A PLC->host ring of ``size`` slots holds entry ``seq`` in slot ``seq % size``; the PLC writes
+the slot, then sets head = seq. A reader that last stored ``after_seq`` can still find entries
+``head - size + 1 .. head``; anything older was overwritten. A slot whose own seq is not the
+one expected was overwritten between the head read and the slot read (or the PLC broke the
+write order): that entry is lost too, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from control.plc.link import Gap, RingRead
+
+U32 = npt.NDArray[np.uint32]
+
+
+def wanted(after_seq: int, head: int, size: int) -> tuple[range, Gap | None]:
+    """The seqs still readable after ``after_seq``, and the gap of seqs already overwritten."""
+    if head <= after_seq:
+        return range(0), None
+    first = max(after_seq + 1, head - size + 1)
+    gap = Gap(after_seq + 1, first - 1) if first > after_seq + 1 else None
+    return range(first, head + 1), gap
+
+
+def slot_runs(seqs: range, size: int) -> list[tuple[int, int]]:
+    """Contiguous (first_slot, n_slots) runs covering ``seqs`` (two when they wrap the ring end)."""
+    if not seqs:
+        return []
+    first = seqs.start % size
+    n = len(seqs)
+    if first + n <= size:
+        return [(first, n)]
+    return [(first, size - first), (0, n - (size - first))]
+
+
+def merge_gaps(lost: list[int]) -> list[Gap]:
+    """Sorted lost seqs -> inclusive ranges."""
+    out: list[Gap] = []
+    for s in lost:
+        if out and out[-1].last == s - 1:
+            out[-1] = Gap(out[-1].first, s)
+        else:
+            out.append(Gap(s, s))
+    return out
+
+
+def collect(
+    after_seq: int, head: int, size: int, columns: Mapping[str, npt.NDArray[np.integer]]
+) -> RingRead:
+    """Build a RingRead from whole-ring columns (one array of ``size`` per field, incl. ``seq``)."""
+    if head < after_seq:
+        return RingRead(head=head, restarted=True)
+    seqs, gap = wanted(after_seq, head, size)
+    if not seqs:
+        return RingRead(head=head)
+    want = np.arange(seqs.start, seqs.stop, dtype=np.int64)
+    slots = want % size
+    return _assemble(head, want, slots, columns, gap)
+
+
+def collect_slots(
+    after_seq: int, head: int, seqs: range, gap: Gap | None, columns: Mapping[str, npt.NDArray[np.integer]]
+) -> RingRead:
+    """Like ``collect`` but ``columns`` hold only the slots of ``seqs``, in seq order."""
+    want = np.arange(seqs.start, seqs.stop, dtype=np.int64)
+    return _assemble(head, want, np.arange(len(want)), columns, gap)
+
+
+def _assemble(
+    head: int,
+    want: npt.NDArray[np.int64],
+    rows: npt.NDArray[np.int64],
+    columns: Mapping[str, npt.NDArray[np.integer]],
+    gap: Gap | None,
+) -> RingRead:
+    got = {name: np.asarray(col)[rows].astype(np.int64) for name, col in columns.items()}
+    ok = got["seq"] == want
+    names = list(got)
+    table = [got[n][ok].tolist() for n in names]
+    entries = tuple(dict(zip(names, row, strict=True)) for row in zip(*table, strict=True))
+    lost = want[~ok].tolist()
+    gaps = ([gap] if gap else []) + merge_gaps(lost)
+    return RingRead(head=head, entries=entries, gaps=tuple(gaps))
