@@ -85,5 +85,10 @@ def _assemble(
     table = [got[n][ok].tolist() for n in names]
     entries = tuple(dict(zip(names, row, strict=True)) for row in zip(*table, strict=True))
     lost = want[~ok].tolist()
-    gaps = ([gap] if gap else []) + merge_gaps(lost)
+    gaps = merge_gaps(lost)
+    if gap is not None:
+        if gaps and gaps[0].first == gap.last + 1:
+            gaps[0] = Gap(gap.first, gaps[0].last)
+        else:
+            gaps.insert(0, gap)
     return RingRead(head=head, entries=entries, gaps=tuple(gaps))

@@ -97,8 +97,9 @@ class ConveyorRing(ServerRing):
         self.columns = {f: np.zeros(size, dtype=np.uint32) for f in fields}
 
     async def _write_slot(self, slot: int, values: Mapping[str, int]) -> None:
-        for f, v in values.items():
-            self.columns[f][slot] = coerce("UInt32", v, f"{self.name}.{f}")
+        checked = {f: coerce("UInt32", v, f"{self.name}.{f}") for f, v in values.items()}
+        for f, v in checked.items():
+            self.columns[f][slot] = v
             await self._server._write_node(self._nodes[f], self.columns[f].tolist(), ua.VariantType.UInt32)
 
     async def _write_head(self, seq: int) -> None:

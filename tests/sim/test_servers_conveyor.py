@@ -1,0 +1,79 @@
+"""The conveyor PLC server as the simulator drives it: typed tags, rings, users, restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from control.config.site import OpcuaEndpoint
+from control.config.tagmap import TagMap, load_tag_map
+from control.plc import PlcConnectionError, PlcError
+from control.plc.opcua import OpcuaLink
+from plc_sim.servers import ConveyorPlcServer
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def tag_map() -> TagMap:
+    return load_tag_map(ROOT / "config" / "tagmap.yaml")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def server(tag_map: TagMap) -> AsyncIterator[ConveyorPlcServer]:
+    async with ConveyorPlcServer(tag_map.conveyor, users={"line1": "s3cret"}) as s:
+        yield s
+
+
+async def test_plc_side_writes_are_typed_and_range_checked(server: ConveyorPlcServer) -> None:
+    await server.write_many({"speed_actual": 2, "belt_state": 6, "faults": 3})
+    assert await server.read("speed_actual") == 2.0 and isinstance(await server.read("speed_actual"), float)
+    assert await server.read("belt_state") == 6
+    with pytest.raises(ValueError, match="out of range"):
+        await server.write("faults", -1)
+    with pytest.raises(ValueError, match="not a Boolean"):
+        await server.write("induct_enable", 3)
+    with pytest.raises(KeyError, match="nope"):
+        await server.read("nope")
+    with pytest.raises(ValueError):  # nothing of a refused batch is written
+        await server.write_many({"belt_state": 4, "faults": 2**32})
+    assert await server.read("belt_state") == 6
+
+
+async def test_password_is_required_when_users_are_configured(server: ConveyorPlcServer, tag_map: TagMap) -> None:
+    anonymous = OpcuaLink(OpcuaEndpoint(port=server.port), tag_map.conveyor, timeout_s=1.0)
+    with pytest.raises(PlcError):
+        await anonymous.connect()
+    assert not anonymous.connected
+    wrong = OpcuaLink(OpcuaEndpoint(port=server.port, username="line1", password="x"), tag_map.conveyor)
+    with pytest.raises(PlcError):
+        await wrong.connect()
+    good = OpcuaLink(OpcuaEndpoint(port=server.port, username="line1", password="s3cret"), tag_map.conveyor)
+    await good.connect()
+    try:
+        await good.write({"watchdog_ms": 1000})
+        assert await server.read("watchdog_ms") == 1000
+    finally:
+        await good.close()
+
+
+async def test_link_refuses_a_server_without_the_tag_map_namespace(server: ConveyorPlcServer, tag_map: TagMap) -> None:
+    other = tag_map.conveyor.model_copy(update={"namespace_uri": "urn:someone-else"})
+    link = OpcuaLink(OpcuaEndpoint(port=server.port, username="line1", password="s3cret"), other)
+    with pytest.raises(PlcError, match="namespace"):
+        await link.connect()
+    assert not link.connected
+
+
+async def test_nothing_listens_after_stop(server: ConveyorPlcServer, tag_map: TagMap) -> None:
+    await server.stop()
+    link = OpcuaLink(OpcuaEndpoint(port=server.port, username="line1", password="s3cret"), tag_map.conveyor, timeout_s=0.5)
+    try:
+        with pytest.raises(PlcConnectionError):
+            await link.connect()
+    finally:
+        await server.start()
