@@ -263,6 +263,9 @@ class ModbusLink:
         client = self._client
         if client is None:
             raise PlcConnectionError(f"{self.name}: not connected")
+        if not client.connected:  # the PLC closed the socket: fail now, not after a timeout
+            await self.close()
+            raise PlcConnectionError(f"{self.name}: connection closed by the PLC")
         try:
             async with asyncio.timeout(self.timeout_s):
                 rr = await fn(client)

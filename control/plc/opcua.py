@@ -145,6 +145,14 @@ class OpcuaLink:
         if client is not None:
             await self._quiet_disconnect(client)
 
+    async def _drop(self) -> None:
+        """Forget a connection in an unknown state: no goodbye round trips to a PLC that is gone."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+            await self._quiet_disconnect(client)
+
     # -- PlcLink -------------------------------------------------------------------------------
     async def read(self, names: Sequence[str]) -> dict[str, Value]:
         nodes = [self._node(n) for n in names]
@@ -232,7 +240,7 @@ class OpcuaLink:
         except Exception as exc:
             err = self._translate(exc, what)
             if isinstance(err, PlcConnectionError):
-                await self.close()
+                await self._drop()
             raise err from exc
 
     def _translate(self, exc: Exception, what: str) -> PlcError:

@@ -35,6 +35,7 @@ VARIANT: dict[str, ua.VariantType] = {
     "UInt32": ua.VariantType.UInt32,
     "Double": ua.VariantType.Double,
 }
+APPLICATION_URI = "urn:sortcentre:conveyor-plc:server"
 RANGES: dict[str, tuple[int, int]] = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
 
 
@@ -257,6 +258,7 @@ class ConveyorPlcServer:
         await server.init()
         server.disable_clock(True)  # its 1 s time loop would make stop() take a second
         server.set_server_name("sortcentre conveyor PLC (simulated)")
+        await server.set_application_uri(APPLICATION_URI)
         policies = [ua.SecurityPolicyType.NoSecurity]
         if self._cert and self._key:
             await server.load_certificate(self._cert)
