@@ -22,6 +22,11 @@ from control.plc.reconnect import Backoff, ReconnectingLink
 if TYPE_CHECKING:
     from control.config.site import Site
     from control.config.tagmap import TagMap
+    from control.plc.modbus import ModbusLink
+    from control.plc.opcua import OpcuaLink
+
+    def _implements_plclink(r: ReconnectingLink, o: OpcuaLink, m: ModbusLink) -> list[PlcLink]:
+        return [r, o, m]  # mypy proves every driver satisfies the PlcLink protocol
 
 __all__ = [
     "Backoff",
