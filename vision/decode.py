@@ -1,8 +1,8 @@
 """One frame to barcode reads: locate with OpenCV, deskew, decode each region with the engine that reads it.
 
-Per region zxing-cpp goes first (it is the faster engine and the only one that reads
-DataMatrix, and it reports the GS1 flag); zbar gets the same crop only when zxing's result
-is not a valid identity. Only when no region gives an identity does the whole frame go to both
+zxing-cpp decodes every located region first (it is the faster engine, the only one that
+reads DataMatrix, and it reports the GS1 flag); zbar gets the same crops only when zxing
+found no valid identity in any of them. Only when no region gives an identity does the whole frame go to both
 engines, so a frame costs one localisation plus one small decode in the common case, and the
 union of engines still reads at least what either reads alone.
 """
@@ -30,26 +30,26 @@ def _valid(reads: Sequence[Read]) -> bool:
     return any(isinstance(r.identity(), Identity) for r in reads)
 
 
-def _decode_region(gray: npt.NDArray[np.uint8], region: Region, syms: Sequence[str]) -> list[Read]:
+def _crop(gray: npt.NDArray[np.uint8], region: Region, deskew: bool) -> npt.NDArray[np.uint8]:
+    return crop_deskewed(gray, region) if deskew else crop_upright(gray, region)
+
+
+def _zxing_region(gray: npt.NDArray[np.uint8], region: Region, syms: Sequence[str]) -> list[Read]:
     quad = tuple(region.quad())
     linear = [s for s in syms if s == "code128"]
-    matrix = [s for s in syms if s != "code128"]
-    reads: list[Read] = []
     if region.linear and linear:
-        crop = crop_deskewed(gray, region)
-        reads = zxing_read(crop, linear, upright=True, region=quad)
-        if not _valid(reads):
-            reads += zbar_read(crop, linear, region=quad)
-        return reads
-    crop = crop_upright(gray, region)
-    reads = zxing_read(crop, syms, region=quad)
-    if not _valid(reads):
-        reads += zbar_read(crop, matrix or linear, region=quad)
+        return zxing_read(_crop(gray, region, True), linear, upright=True, region=quad)
+    reads = zxing_read(_crop(gray, region, False), syms, region=quad)
     if not _valid(reads) and linear and region.coherence >= _MIXED_COHERENCE:
         # Bars plus text can look only half coherent: a 1-D code at an odd angle needs deskewing.
-        crop = crop_deskewed(gray, region)
-        reads += zxing_read(crop, linear, upright=True, region=quad)
+        reads += zxing_read(_crop(gray, region, True), linear, upright=True, region=quad)
     return reads
+
+
+def _zbar_region(gray: npt.NDArray[np.uint8], region: Region, syms: Sequence[str]) -> list[Read]:
+    quad = tuple(region.quad())
+    deskew = region.coherence >= _MIXED_COHERENCE and "code128" in syms
+    return zbar_read(_crop(gray, region, deskew), syms, region=quad)
 
 
 def decode_frame(
@@ -70,13 +70,25 @@ def decode_frame(
     reads: list[Read] = []
     regions = locate(gray)
     best = regions[0].score if regions else 0.0
-    for region in regions[:_MAX_REGIONS]:
-        if region.score < _REL_SCORE * best or (deadline is not None and time.monotonic() > deadline):
+    regions = [r for r in regions[:_MAX_REGIONS] if r.score >= _REL_SCORE * best]
+
+    def expired() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    # zxing on every region first; zbar (slower) only if zxing found no identity anywhere;
+    # the whole frame only if no region gave one.
+    for region in regions:
+        if expired():
             break
-        reads += _decode_region(gray, region, syms)
-    if fallback and not _valid(reads) and (deadline is None or time.monotonic() < deadline):
+        reads += _zxing_region(gray, region, syms)
+    if not _valid(reads):
+        for region in regions:
+            if expired():
+                break
+            reads += _zbar_region(gray, region, syms)
+    if fallback and not _valid(reads) and not expired():
         reads += zxing_read(gray, syms)
-        if not _valid(reads):
+        if not _valid(reads) and not expired():
             reads += zbar_read(gray, syms)
     seen: set[tuple[str, str]] = set()
     out: list[Read] = []

@@ -50,7 +50,8 @@ class Read:
 def zxing_read(
     image: Image, symbologies: Iterable[str], *, upright: bool = False, region: Quad = ()
 ) -> list[Read]:
-    """zxing-cpp; `upright` says the image is deskewed so rotated scans can be skipped."""
+    """zxing-cpp; `upright` says the image is deskewed so rotated scans can be skipped, and a
+    non-empty `region` that the image is a crop at full resolution (no downscaled passes)."""
     wanted = [_ZX_FORMAT[s] for s in symbologies if s in _ZX_FORMAT]
     if not wanted:
         return []
@@ -58,7 +59,7 @@ def zxing_read(
         image,
         formats=zxingcpp.BarcodeFormats(wanted),
         try_rotate=not upright,
-        try_downscale=not upright,
+        try_downscale=not region,
         try_invert=False,
         text_mode=zxingcpp.TextMode.Plain,
     )
