@@ -1,0 +1,204 @@
+"""Fault injection: one API for scheduled (scenario) and runtime faults.
+
+Each fault acts on the part a real fault would hit: the world (jam, chute, diverter, encoder),
+a PLC program (e-stop), a protocol server (connection drop, restart, slow answers) or the
+camera (stall). Label faults are part of the parcel stream (scenario ``labels``), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from plc_sim.camera import CameraServer
+from plc_sim.plc_logic import ConveyorProgram
+from plc_sim.scenario import FaultSpec
+from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+from plc_sim.world import Eye, World
+
+log = logging.getLogger(__name__)
+
+Plc = str  # "conveyor" | "diverter" | "both"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    at_s: float
+    kind: str
+    detail: str
+    active: bool  # False when the fault ends
+
+
+class Faults:
+    """Inject and clear faults; keeps a history of what happened when (simulated seconds)."""
+
+    def __init__(
+        self,
+        world: World,
+        conveyor: ConveyorProgram,
+        conveyor_server: ConveyorPlcServer | None = None,
+        diverter_server: DiverterPlcServer | None = None,
+        camera: CameraServer | None = None,
+    ) -> None:
+        self.world = world
+        self.conveyor = conveyor
+        self.cs = conveyor_server
+        self.ds = diverter_server
+        self.camera = camera
+        self.history: list[FaultEvent] = []
+        self._schedule: list[FaultSpec] = []
+        self._ending: list[tuple[float, FaultSpec]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- runtime API -------------------------------------------------------------------
+    def jam(self, eye: str | int = "induct") -> None:
+        """A parcel blocks a photo-eye; the conveyor PLC stops the belt until Reset."""
+        code = Eye.INDUCT if eye == "induct" else Eye.SCANNER if eye == "scanner" else 100 + int(eye)
+        self.world.jam(int(code))
+        self._log("jam", f"eye {eye}", True)
+
+    def estop(self, pressed: bool = True) -> None:
+        if pressed:
+            self.conveyor.press_estop()
+        else:
+            self.conveyor.release_estop()
+        self._log("estop", "pressed" if pressed else "released", pressed)
+
+    def chute_full(self, chute: int, on: bool = True) -> None:
+        """Operators stop emptying the chute and it fills to capacity at once."""
+        k = self._k(chute)
+        self.world.drain_stopped[k] = on
+        if on:
+            self.world.fill[k] = max(int(self.world.fill[k]), int(self.world.capacity[k]))
+        self._log("chute_full", f"chute {chute}", on)
+
+    def chute_disabled(self, chute: int, on: bool = True) -> None:
+        self.world.disabled[self._k(chute)] = on
+        self._log("chute_disabled", f"chute {chute}", on)
+
+    def diverter_stuck(self, chute: int, on: bool = True) -> None:
+        self.world.stuck[self._k(chute)] = on
+        self._log("diverter_stuck", f"chute {chute}", on)
+
+    def encoder_glitch(self, counts: int) -> None:
+        self.world.glitch_encoder(counts)
+        self.conveyor.encoder_fault()
+        self._log("encoder_glitch", f"{counts:+d} counts", True)
+
+    def plc_drop(self, plc: Plc = "both") -> int:
+        """Close every client connection of the PLC(s); they keep listening."""
+        n = sum(s.drop_connections() for s in self._servers(plc))
+        self._log("plc_drop", f"{plc}: {n} connections", True)
+        return n
+
+    def plc_restart(self, plc: Plc = "both", down_s: float = 0.5) -> None:
+        """Stop the PLC server(s) and start them again after ``down_s`` wall seconds."""
+
+        async def cycle() -> None:
+            servers = self._servers(plc)
+            for s in servers:
+                await s.stop()
+            await asyncio.sleep(down_s)
+            for s in servers:
+                await s.start()
+            self._log("plc_restart", f"{plc} back", False)
+
+        self._spawn(cycle())
+        self._log("plc_restart", f"{plc} down for {down_s} s", True)
+
+    def plc_slow(self, plc: Plc = "both", delay_ms: float = 0.0) -> None:
+        for s in self._servers(plc):
+            s.delay.seconds = delay_ms / 1000.0
+        self._log("plc_slow", f"{plc} +{delay_ms} ms", delay_ms > 0)
+
+    def camera_stall(self, seconds: float) -> None:
+        if self.camera is not None:
+            self.camera.stalled_until = asyncio.get_running_loop().time() + seconds
+        self._log("camera_stall", f"{seconds} s", True)
+
+    # ---- scenario schedule -----------------------------------------------------------------
+    def schedule(self, specs: tuple[FaultSpec, ...]) -> None:
+        self._schedule = sorted(specs, key=lambda f: f.at_s)
+
+    def due(self, now: float) -> None:
+        """Start scheduled faults whose time has come and end those whose duration is over."""
+        while self._schedule and self._schedule[0].at_s <= now:
+            spec = self._schedule.pop(0)
+            self._start(spec)
+            if spec.duration_s > 0 and spec.kind not in ("plc_restart", "camera_stall", "encoder_glitch"):
+                self._ending.append((spec.at_s + spec.duration_s, spec))
+        for end, spec in [e for e in self._ending if e[0] <= now]:
+            self._ending.remove((end, spec))
+            self._end(spec)
+
+    def _start(self, f: FaultSpec) -> None:
+        chute = f.chute or 0
+        if f.kind == "jam":
+            self.jam(f.eye)
+        elif f.kind == "estop":
+            self.estop(True)
+        elif f.kind == "chute_full":
+            self.chute_full(chute, True)
+        elif f.kind == "chute_disabled":
+            self.chute_disabled(chute, True)
+        elif f.kind == "diverter_stuck":
+            self.diverter_stuck(chute, True)
+        elif f.kind == "encoder_glitch":
+            self.encoder_glitch(f.counts)
+        elif f.kind == "plc_drop":
+            self.plc_drop(f.plc)
+        elif f.kind == "plc_restart":
+            self.plc_restart(f.plc, f.duration_s or 0.5)
+        elif f.kind == "plc_slow":
+            self.plc_slow(f.plc, f.delay_ms)
+        elif f.kind == "camera_stall":
+            self.camera_stall(f.duration_s or 1.0)
+
+    def _end(self, f: FaultSpec) -> None:
+        chute = f.chute or 0
+        if f.kind == "estop":
+            self.estop(False)
+        elif f.kind == "chute_full":
+            self.chute_full(chute, False)
+        elif f.kind == "chute_disabled":
+            self.chute_disabled(chute, False)
+        elif f.kind == "diverter_stuck":
+            self.diverter_stuck(chute, False)
+        elif f.kind == "plc_slow":
+            self.plc_slow(f.plc, 0.0)
+
+    async def aclose(self) -> None:
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _k(self, chute: int) -> int:
+        k = self.world.chute_index(chute)
+        if k is None:
+            raise ValueError(f"no chute {chute} on this site")
+        return k
+
+    def _servers(self, plc: Plc) -> list[ConveyorPlcServer | DiverterPlcServer]:
+        out: list[ConveyorPlcServer | DiverterPlcServer] = []
+        if plc in ("conveyor", "both") and self.cs is not None:
+            out.append(self.cs)
+        if plc in ("diverter", "both") and self.ds is not None:
+            out.append(self.ds)
+        return out
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log(self, kind: str, detail: str, active: bool) -> None:
+        log.info("fault %s: %s (%s)", kind, detail, "on" if active else "off")
+        self.history.append(FaultEvent(self.world.time_s, kind, detail, active))
+
