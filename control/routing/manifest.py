@@ -1,0 +1,293 @@
+"""The pre-advice manifest as columns of numpy arrays, loaded from CSV or Parquet with pyarrow.
+
+Bad rows are reported with their line numbers and left out; the good rows still load. Strings
+that routing needs are turned into integers once here (parcel id -> 64-bit key, country +
+postal code -> postal key, destination and consolidation key -> dictionary codes), so routing
+never touches a Python string on its batch path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from control.config.errors import ConfigError
+from control.routing.idindex import IdIndex
+from control.routing.ids import key_to_id, parcel_key, parcel_keys
+from control.routing.plan import MAX_DESTINATION
+from control.routing.postal import MAX_POSTAL, postal_keys
+
+HEADER = (
+    "parcel_id", "country", "postal_code", "destination_id", "consolidation_key", "deadline",
+    "arrival", "length_mm", "width_mm", "height_mm", "weight_kg",
+)
+MAX_KEY = 64
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_NUMBER = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+# Problems, by code, in the order they are checked (a row reports its first one).
+PROBLEMS = (
+    ("parcel_id", "not a valid S10 or SSCC id (check digit, format)"),
+    ("parcel_id", "duplicate id"),
+    ("country", "not an ISO alpha-2 country code"),
+    ("postal_code", f"letters and digits only, at most {MAX_POSTAL}"),
+    ("destination_id", f"longer than {MAX_DESTINATION} characters"),
+    ("consolidation_key", f"longer than {MAX_KEY} characters"),
+    ("deadline", "not an ISO 8601 UTC time like 2026-11-23T14:00:00Z"),
+    ("arrival", "not an ISO 8601 UTC time like 2026-11-23T14:00:00Z"),
+    ("length_mm", "not a number >= 0"),
+    ("width_mm", "not a number >= 0"),
+    ("height_mm", "not a number >= 0"),
+    ("weight_kg", "not a number >= 0"),
+)
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestIssue:
+    line: int
+    field: str
+    message: str
+
+    def format(self, source: str) -> str:
+        return f"{source}:{self.line}: {self.field}: {self.message}"
+
+
+@dataclass(slots=True)
+class Manifest:
+    """Good manifest rows as columns; row i of every array is the same parcel."""
+
+    keys: npt.NDArray[np.uint64]
+    line: npt.NDArray[np.int64]  # line in the source file (header is line 1)
+    postal_key: npt.NDArray[np.int64]  # -1 when country/postal unusable (destination rules only)
+    dest_code: npt.NDArray[np.int32]  # index into dest_names, -1 when empty
+    dest_names: list[str]
+    group: npt.NDArray[np.int32]  # consolidation group, index into group_names, -1 when none
+    group_names: list[str]
+    deadline: F64  # seconds since the Unix epoch
+    arrival: F64  # NaN when not given
+    dims: npt.NDArray[np.float64]  # (n, 3) length, width, height in mm; NaN = unknown
+    weight: F64  # kg, NaN = unknown
+    source: str = "<manifest>"
+    bad_line: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    bad_code: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, np.int8))
+    bad_ref: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _index: IdIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def expected(self) -> npt.NDArray[np.int64]:
+        """Expected parcel count of each consolidation group (its number of manifest rows)."""
+        g = self.group[self.group >= 0]
+        return np.bincount(g, minlength=len(self.group_names)).astype(np.int64)
+
+    @property
+    def index(self) -> IdIndex:
+        if self._index is None:
+            self._index = IdIndex(self.keys)
+        return self._index
+
+    def rows_of(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """Manifest row of each parcel key; -1 when not in the manifest."""
+        return self.index.lookup(keys)
+
+    def row_of(self, parcel_id: str) -> int:
+        """Manifest row of one parcel id (live path); -1 when unknown or not a valid id."""
+        k = parcel_key(parcel_id)
+        return self.index.lookup_one(k) if k else -1
+
+    def parcel_id(self, row: int) -> str:
+        return key_to_id(int(self.keys[row]))
+
+    def destination(self, row: int) -> str:
+        d = int(self.dest_code[row])
+        return self.dest_names[d] if d >= 0 else ""
+
+    def issues(self, limit: int | None = None) -> list[ManifestIssue]:
+        """Bad rows, in file order (the first ``limit`` of them)."""
+        out = []
+        for ln, code, ref in zip(
+            self.bad_line[:limit].tolist(), self.bad_code[:limit].tolist(), self.bad_ref[:limit].tolist(),
+            strict=True,
+        ):
+            fld, msg = PROBLEMS[code]
+            out.append(ManifestIssue(ln, fld, f"{msg} (first seen on line {ref})" if ref else msg))
+        return out
+
+
+def _strings(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_timestamp(arr.type):
+        arr = pc.strftime(arr, format=TIME_FORMAT)
+    elif not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    return pc.fill_null(arr, "")
+
+
+def _byte_matrix(arr: pa.Array, width: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Fixed-width (n, width) bytes of a string array (zero padded) and each string's length."""
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
+    if len(data) == 0:
+        data = np.zeros(1, np.uint8)
+    lengths = np.diff(offsets)
+    out = np.zeros((n, width), np.uint8)
+    step = 1 << 20
+    cols = np.arange(width)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        idx = offsets[s:e, None] + cols
+        inside = cols < lengths[s:e, None]
+        out[s:e] = np.where(inside, data[np.minimum(idx, len(data) - 1)], 0)
+    return out, lengths
+
+
+def _number(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Parsed floats (NaN when empty) and a mask of values that are not numbers >= 0."""
+    empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False))
+    valid = np.asarray(pc.match_substring_regex(arr, _NUMBER).to_numpy(zero_copy_only=False))
+    vals = pc.if_else(pa.array(valid), arr, pa.scalar(None, pa.string())).cast(pa.float64())
+    out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~empty & (~valid | ~(out >= 0))
+    return np.where(empty | bad, np.nan, out), bad
+
+
+def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    empty = np.asarray(pc.equal(arr, "").to_numpy(zero_copy_only=False))
+    ts = pc.strptime(arr, format=TIME_FORMAT, unit="s", error_is_null=True)
+    # strptime accepts a few sloppy forms; insist on the exact length of the format.
+    exact = pc.equal(pc.utf8_length(arr), 20)
+    ts = pc.if_else(exact, ts, pa.scalar(None, ts.type))
+    secs = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
+    null = np.asarray(pc.is_null(ts).to_numpy(zero_copy_only=False))
+    out = np.where(null, np.nan, np.nan_to_num(np.asarray(secs, dtype=np.float64)))
+    return out, null & ~empty
+
+
+def _codes(arr: pa.Array, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
+    """Dictionary codes of the kept rows (-1 for empty strings)."""
+    sub = arr.filter(pa.array(keep))
+    enc = pc.dictionary_encode(sub)
+    names = [str(x) for x in enc.dictionary.to_pylist()]
+    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
+    if "" in names:
+        e = names.index("")
+        # Remap so that "" -> -1 and the remaining codes stay dense.
+        remap = np.arange(len(names), dtype=np.int32)
+        remap[e] = -1
+        remap[e + 1 :] -= 1
+        codes = remap[codes]
+        names.pop(e)
+    return codes, names
+
+
+def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
+    """Validate a table with the manifest columns (any types) into a :class:`Manifest`."""
+    missing = [c for c in HEADER if c not in table.column_names]
+    if missing:
+        raise ConfigError(source, 1, missing[0], "missing column in manifest header")
+    n = table.num_rows
+    col = {name: _strings(table.column(name)) for name in HEADER}
+    problem = np.full(n, 127, np.int8)
+
+    def flag(code: int, mask: npt.NDArray[np.bool_]) -> None:
+        problem[mask & (problem == 127)] = code
+
+    ids = pc.utf8_upper(pc.utf8_trim_whitespace(col["parcel_id"]))
+    mat, lens = _byte_matrix(ids, 18)
+    keys = parcel_keys(mat, np.where(lens > 18, 0, lens))
+    flag(0, keys == 0)
+    # Duplicates: every occurrence after the first of a key.
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    dup_sorted = np.zeros(n, bool)
+    if n > 1:
+        dup_sorted[1:] = (sk[1:] == sk[:-1]) & (sk[1:] != 0)
+    dup = np.zeros(n, bool)
+    dup[order] = dup_sorted
+    first_of = np.zeros(n, np.int64)
+    if dup.any():
+        run_start = np.maximum.accumulate(np.where(~dup_sorted, np.arange(n), 0))
+        first_of[order] = order[run_start]
+    flag(1, dup)
+    country = pc.utf8_upper(pc.utf8_trim_whitespace(col["country"]))
+    cmat, clen = _byte_matrix(country, 2)
+    postal = pc.utf8_upper(pc.replace_substring_regex(col["postal_code"], r"[\s\-]", ""))
+    pmat, plen = _byte_matrix(postal, MAX_POSTAL)
+    pkeys = postal_keys(cmat, pmat, plen)
+    flag(2, (clen != 2) | ((cmat < 65) | (cmat > 90)).any(axis=1))
+    flag(3, (pkeys < 0) & (clen == 2))
+    dest = pc.utf8_trim_whitespace(col["destination_id"])
+    flag(4, np.asarray(pc.greater(pc.utf8_length(dest), MAX_DESTINATION).to_numpy(zero_copy_only=False)))
+    ckey = pc.utf8_trim_whitespace(col["consolidation_key"])
+    flag(5, np.asarray(pc.greater(pc.utf8_length(ckey), MAX_KEY).to_numpy(zero_copy_only=False)))
+    deadline, bad_deadline = _times(pc.utf8_trim_whitespace(col["deadline"]))
+    flag(6, bad_deadline | np.isnan(deadline))
+    arrival, bad_arrival = _times(pc.utf8_trim_whitespace(col["arrival"]))
+    flag(7, bad_arrival)
+    nums = []
+    for code, name in enumerate(("length_mm", "width_mm", "height_mm", "weight_kg"), start=8):
+        v, bad = _number(col[name])
+        flag(code, bad)
+        nums.append(v)
+    keep = problem == 127
+    lines = np.arange(first_line, first_line + n, dtype=np.int64)
+    bad_idx = np.flatnonzero(~keep)
+    dest_code, dest_names = _codes(dest, keep)
+    group, group_names = _codes(ckey, keep)
+    return Manifest(
+        keys=keys[keep], line=lines[keep], postal_key=pkeys[keep], dest_code=dest_code,
+        dest_names=dest_names, group=group, group_names=group_names, deadline=deadline[keep],
+        arrival=arrival[keep], dims=np.stack(nums[:3], axis=1)[keep], weight=nums[3][keep],
+        source=source, bad_line=lines[bad_idx], bad_code=problem[bad_idx],
+        bad_ref=np.where(problem[bad_idx] == 1, lines[first_of[bad_idx]], 0),
+    )
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load a manifest CSV (exact header) or Parquet file; raises ConfigError if unreadable."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)
+        else:
+            table = pacsv.read_csv(
+                p,
+                read_options=pacsv.ReadOptions(block_size=1 << 24),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(HEADER, pa.string()), strings_can_be_null=False
+                ),
+            )
+    except FileNotFoundError as exc:
+        raise ConfigError(p, None, "", "no such file") from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ConfigError(p, _arrow_line(str(exc)), "", f"cannot read: {exc}") from exc
+    if p.suffix.lower() not in (".parquet", ".pq"):
+        header = table.column_names
+        if tuple(header) != HEADER:
+            extra = [c for c in header if c not in HEADER]
+            raise ConfigError(
+                p, 1, (extra or [c for c in HEADER if c not in header] or [""])[0],
+                f"manifest header must be exactly {','.join(HEADER)}",
+            )
+    return manifest_from_table(table, str(p))
+
+
+def _arrow_line(msg: str) -> int | None:
+    # pyarrow says "CSV parse error: Row #12: Expected 11 columns, got 3"; Row counts from 1
+    # including the header, which matches file lines when values hold no newlines.
+    import re
+
+    m = re.search(r"Row #(\d+)", msg)
+    return int(m.group(1)) if m else None

@@ -1,0 +1,215 @@
+"""The routing engine against the per-parcel reference, and the behaviours the controller needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from control.config.site import Site
+from control.routing.engine import RoutingEngine
+from control.routing.generate import synthetic_site
+from control.routing.ids import s10_check_digit
+from control.routing.manifest import HEADER, load_manifest
+from control.routing.plan import Rule, SortPlan, parse_plan
+from control.routing.reasons import ReadStatus, Reason
+from control.routing.reference import ReferenceRouter, read_records
+from control.routing.settings import RoutingSettings
+
+from .conftest import World, make_world
+
+SMALL = RoutingSettings(block=64)
+
+
+def sid(n: int) -> str:
+    """A valid S10 id with serial ``n``."""
+    s = f"{n:08d}"
+    return f"CP{s}{s10_check_digit(s)}DE"
+
+
+def _start(w: World) -> float:
+    return float(np.nanmin(w.manifest.arrival))
+
+
+# One step of a controller session: route some parcels, then feed back outcomes.
+STEP = st.tuples(
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=150),  # parcel picks (index into ids)
+    st.integers(0, 3),  # how to feed back: 0 none, 1 confirm all, 2 miss some, 3 confirm + drain
+    st.integers(0, 5 * 3600),  # time advance
+    st.booleans(),  # take a chute out of service
+)
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory: pytest.TempPathFactory) -> list[World]:
+    tmp = tmp_path_factory.mktemp("worlds")
+    return [make_world(tmp, seed=s, capacity=c) for s, c in ((3, 8), (4, 25))]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 1), st.lists(STEP, min_size=1, max_size=6), st.randoms(use_true_random=False))
+def test_batch_equals_one_by_one_equals_reference(worlds: list[World], which: int, steps: list, rnd) -> None:  # type: ignore[no-untyped-def,type-arg]
+    w = worlds[which]
+    batch = RoutingEngine(w.site, w.plan, w.manifest, SMALL)
+    single = RoutingEngine(w.site, w.plan, w.manifest, SMALL)
+    ref = ReferenceRouter(w.site, w.plan, w.records, SMALL)
+    ids = [w.manifest.parcel_id(i) for i in range(len(w.manifest))] + ["RR000000000GB", ""]
+    now = _start(w)
+    for picks, feedback, advance, outage in steps:
+        now += advance
+        if outage:
+            mask = batch.available.copy()
+            c = rnd.choice([c.id for c in w.site.chutes])
+            mask[c] = not mask[c]
+            for e in (batch, single):
+                e.set_available(mask)
+            ref.available[c] = bool(mask[c])
+        chosen = [ids[p % len(ids)] for p in picks]
+        reads = [ReadStatus.NO_READ if p % 97 == 0 else ReadStatus.MULTI_READ if p % 89 == 0 else 0 for p in picks]
+        recirc = [3 if p % 83 == 0 else p % 2 for p in picks]
+        rows = np.array([w.manifest.row_of(i) if i else -1 for i in chosen], np.int64)
+        d = batch.route(rows, now, read=reads, recirculations=recirc)
+        for i, pid in enumerate(chosen):
+            want = ref.route(pid or None, now, reads[i], recirc[i])
+            one = single.route_one(int(rows[i]), now, reads[i], recirc[i])
+            got = (int(d.chute[i]), Reason(int(d.reason[i])))
+            assert got == want == one[:2], (i, pid)
+            assert one[2] == int(d.group[i])
+        # Feedback, identical for all three.
+        for i, pid in enumerate(chosen):
+            c, g = int(d.chute[i]), int(d.group[i])
+            if feedback in (1, 3) or (feedback == 2 and i % 3):
+                batch.confirm(c, c, g)
+                single.confirm(c, c, g)
+                ref.confirm(pid or None, c, c)
+            elif feedback == 2:
+                for e in (batch, single):
+                    e.missed(c)
+                ref.missed(c)
+        if feedback == 3:
+            c = rnd.choice([c.id for c in w.site.chutes])
+            batch.drained(c)
+            single.drained(c)
+            ref.drained(c)
+        assert (batch.load() == single.load()).all()
+        for c in w.site.chutes:
+            assert batch.load()[c.id] == ref.pending[c.id] + ref.filled[c.id]
+            if c.id != batch.st.reject:
+                assert batch.load()[c.id] <= c.capacity
+
+
+def test_consolidation_keeps_groups_together_and_releases_on_completion(world: World) -> None:
+    e = RoutingEngine(world.site, world.plan, world.manifest, RoutingSettings(priority_margin_min=0))
+    m = world.manifest
+    e.st.capacity[:] = 10_000  # plenty of room: only grouping decides
+    rows = np.arange(len(m))
+    d = e.route(rows, 0.0)
+    grouped = (m.group >= 0) & (d.reason == Reason.CONSOLIDATED)
+    for g in np.unique(m.group[grouped]):
+        assert len(np.unique(d.chute[grouped & (m.group == g)])) == 1
+    # Every member confirmed -> every group released.
+    assert (e.group_chute > 0).any()
+    e.confirm(d.chute, d.chute, d.group)
+    assert (e.group_chute == 0).all() and (e.slot_load == 0).all()
+
+
+def test_exception_chutes_and_reasons(tmp_path: Path, example_site: Site) -> None:
+    p = tmp_path / "m.csv"
+    p.write_text(
+        ",".join(HEADER) + "\n"
+        "RR123456785CN,GB,SW1A1AA,,,2026-11-23T14:00:00Z,,300,200,100,1\n"
+        f"{sid(1)},GB,SW1A1AA,,,2026-11-23T14:00:00Z,,900,200,100,1\n"
+        f"{sid(2)},ZZ,1,,,2026-11-23T14:00:00Z,,300,200,100,1\n"
+        f"{sid(3)},GB,SW1A1AA,,,2026-11-23T14:00:00Z,,300,200,100,45\n"
+    )
+    m = load_manifest(p)
+    plan = parse_plan("destination_id,country,postal_prefix,chutes,priority_chute\n,GB,SW,3|4,25\n,GB,,5,\n")
+    e = RoutingEngine(example_site, plan, m)
+    due = float(m.deadline[0])
+    early = due - 10 * 3600
+    d = e.route([0, 1, 2, 3, -1, 0, 0, 0, 0], early, read=[0, 0, 0, 0, 0, 1, 2, 3, 0], recirculations=[0] * 8 + [3])
+    got = [(int(c), Reason(int(r))) for c, r in zip(d.chute, d.reason, strict=True)]
+    assert got == [
+        (3, Reason.SORTED_BY_RULE), (27, Reason.OVERSIZE), (29, Reason.NO_RULE), (27, Reason.OVERSIZE),
+        (29, Reason.UNKNOWN_PARCEL), (28, Reason.NO_READ), (28, Reason.MULTI_READ), (28, Reason.BAD_READ),
+        (29, Reason.RECIRCULATION_LIMIT),
+    ]
+    # Close to its deadline -> the rule's priority chute.
+    assert e.route_one(0, due - 600)[:2] == (25, Reason.PRIORITY)
+    # AI 420 label without a manifest row: routed on postal code, home country by default.
+    assert e.route_one(-1, early, label_key=e.label_key("SW9 9ZZ", None))[:2] == (3, Reason.SORTED_BY_RULE)
+    assert e.route_one(-1, early, label_key=e.label_key("75001", "FR"))[:2] == (29, Reason.NO_RULE)
+
+
+def test_full_and_unavailable_chutes_fall_back(example_site: Site, tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    rows = [f"{sid(s)},GB,1,,,2026-11-23T14:00:00Z,,1,1,1,1" for s in range(130)]
+    p.write_text(",".join(HEADER) + "\n" + "\n".join(rows) + "\n")
+    m = load_manifest(p)
+    plan = SortPlan((Rule("", "GB", "", (1,)),))
+    e = RoutingEngine(example_site, plan, m)
+    d = e.route(np.arange(130), 0.0)
+    # Chute 1 holds 60, its fallback chute 2 holds 60, the rest go to reject, reason FALLBACK_FULL.
+    assert (d.chute[:60] == 1).all() and (d.reason[:60] == Reason.SORTED_BY_RULE).all()
+    assert (d.chute[60:120] == 2).all() and (d.reason[60:120] == Reason.FALLBACK_FULL).all()
+    assert (d.chute[120:] == 29).all() and (d.reason[120:] == Reason.FALLBACK_FULL).all()
+    e.confirm(d.chute, d.chute, d.group)  # all arrived: still full
+    assert e.route_one(0, 0.0)[:2] == (29, Reason.FALLBACK_FULL)
+    e.drained([1, 2])  # bags changed: room again
+    mask = e.available.copy()
+    mask[1] = False
+    e.set_available(mask)
+    assert e.route_one(0, 0.0)[:2] == (2, Reason.CHUTE_UNAVAILABLE)
+
+
+def test_plan_swap_is_atomic_and_keeps_open_groups(world: World) -> None:
+    e = RoutingEngine(world.site, world.plan, world.manifest)
+    e.st.capacity[:] = 10_000
+    m = world.manifest
+    d1 = e.route(np.arange(50), 0.0)
+    other = SortPlan(tuple(Rule(r.destination_id, r.country, r.prefix, (1,), None, "", r.line) for r in world.plan.rules))
+    prepared = e.prepare_plan(other)
+    d_mid = e.route(np.arange(50, 60), 0.0)  # still the old plan: preparing changes nothing
+    e.swap_plan(prepared)
+    d2 = e.route(np.arange(60, len(m)), 0.0)
+    assert e.plan is other
+    new_groups = np.isin(m.group[60:], m.group[:60], invert=True) & (m.group[60:] >= 0)
+    normal = d2.reason == Reason.SORTED_BY_RULE
+    assert (d2.chute[normal] == 1).all()
+    assert (d2.chute[new_groups & (d2.reason == Reason.CONSOLIDATED)] == 1).all()
+    # A group opened before the swap keeps its chute.
+    g0 = {int(g): int(c) for g, c, r in zip(d1.group, d1.chute, d1.reason, strict=True) if r == Reason.CONSOLIDATED}
+    for g, c, r in zip(d2.group, d2.chute, d2.reason, strict=True):
+        if r == Reason.CONSOLIDATED and int(g) in g0:
+            assert int(c) == g0[int(g)]
+    assert len(d_mid) == 10
+
+
+def test_bad_dimensions_are_a_reason_not_an_exception(world: World) -> None:
+    m = world.manifest
+    dims = m.dims.copy()
+    dims[0, 0] = -5.0
+    dims[1, 1] = np.inf
+    dims[2] = np.nan  # unknown: routed normally
+    from dataclasses import replace
+
+    e = RoutingEngine(world.site, world.plan, replace(m, dims=dims))
+    d = e.route([0, 1, 2, 10**9], 0.0)
+    assert Reason(int(d.reason[0])) == Reason.BAD_DATA and Reason(int(d.reason[1])) == Reason.BAD_DATA
+    assert Reason(int(d.reason[2])) != Reason.BAD_DATA
+    assert int(d.chute[0]) == world.site.reject_chute.id
+
+
+def test_reference_reads_what_engine_loads(world: World) -> None:
+    assert len(read_records(world.path)) == len(world.manifest)
+
+
+def test_site_without_no_read_chute_rejects_no_reads(world: World) -> None:
+    chutes = tuple(c for c in synthetic_site(4).chutes if c.kind != "no_read")
+    site = Site(name="x", sorter=synthetic_site(4).sorter, chutes=chutes)
+    plan = SortPlan((Rule("", "GB", "", (1,)),))
+    e = RoutingEngine(site, plan, world.manifest)
+    assert e.route_one(0, 0.0, read=ReadStatus.NO_READ)[:2] == (site.reject_chute.id, Reason.NO_READ)
