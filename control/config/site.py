@@ -72,6 +72,9 @@ class OpcuaEndpoint(Strict):
     security_policy: Literal["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"] = "None"
     username: str | None = None
     password: str | None = None
+    cert_dir: str | None = Field(
+        default=None, description="where the client keeps its certificate (secure policies)"
+    )
     tag_map: str = "tagmap.yaml"
 
     @property

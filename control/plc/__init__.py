@@ -5,6 +5,7 @@ The controller imports only this package; asyncua and pymodbus load when a link 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from control.plc.link import (
@@ -64,7 +65,10 @@ def open_link(
         ep = site.plc.conveyor
         if host is not None or port is not None:
             ep = ep.model_copy(update={"host": host or ep.host, "port": ep.port if port is None else port})
-        return ReconnectingLink(OpcuaLink(ep, tag_map.conveyor, timeout_s=timeout_s), backoff)
+        cert_dir = Path(ep.cert_dir) if ep.cert_dir else None
+        return ReconnectingLink(
+            OpcuaLink(ep, tag_map.conveyor, timeout_s=timeout_s, cert_dir=cert_dir), backoff
+        )
     if which == "diverter":
         from control.plc.modbus import ModbusLink
 
