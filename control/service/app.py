@@ -1,0 +1,112 @@
+"""Wiring: site, tag map, links, routing, camera and store into one running Controller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from control.config.site import Site, load_site
+from control.config.tagmap import TagMap, load_tag_map
+from control.plc import Backoff, open_link
+from control.service.camera import CameraFeed
+from control.service.controller import Controller
+from control.service.routing import EngineRouter
+from control.service.settings import ServiceSettings
+from vision.parcel import ParcelDecoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the PLCs and the camera are when not where the site file says (simulators, tests)."""
+
+    conveyor_port: int | None = None
+    diverter_port: int | None = None
+    camera_port: int | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    site: Path
+    plan: Path
+    manifest: Path
+    routing: Path | None = None
+
+    @classmethod
+    def beside(cls, site: Path) -> Files:
+        """The example layout: sortplan.csv, manifest.csv, routing.yaml next to the site file."""
+        d = site.parent
+        routing = d / "routing.yaml"
+        return cls(site, d / "sortplan.csv", d / "manifest.csv", routing if routing.exists() else None)
+
+
+class Service:
+    """A Controller with its camera feed and decoder; ``async with`` opens and closes it all."""
+
+    def __init__(
+        self,
+        site: Site,
+        tags: TagMap,
+        router: EngineRouter,
+        db: Path,
+        settings: ServiceSettings | None = None,
+        endpoints: Endpoints = Endpoints(),
+        *,
+        camera: bool = True,
+        decode_workers: int = 2,
+    ) -> None:
+        self.settings = settings or ServiceSettings()
+        backoff = Backoff(base_s=0.05, cap_s=1.0)
+        host = endpoints.host
+        conveyor = open_link(site, tags, "conveyor", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
+                             host=host, port=endpoints.conveyor_port)
+        diverter = open_link(site, tags, "diverter", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
+                             host=host, port=endpoints.diverter_port)
+        self.decoder: ParcelDecoder | None = None
+        self.camera: CameraFeed | None = None
+        if camera:
+            self.decoder = ParcelDecoder(workers=decode_workers)
+            cam = site.plc.camera
+            port = cam.port if endpoints.camera_port is None else endpoints.camera_port
+            self.camera = CameraFeed(host or cam.host, port, self.decoder,
+                                     deadline_s=self.settings.decode_deadline_s * 0.8)
+        self.controller = Controller(site, tags, conveyor, diverter, router, self.camera, str(db), self.settings)
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def from_files(
+        cls, files: Files, db: Path, settings: ServiceSettings | None = None, endpoints: Endpoints = Endpoints(),
+        *, manifest_time: bool = False, camera: bool = True,
+    ) -> Service:
+        site = load_site(files.site)
+        tags = load_tag_map(files.site.parent / site.plc.conveyor.tag_map)
+        router = EngineRouter.from_files(site, files.plan, files.manifest, files.routing, manifest_time=manifest_time)
+        return cls(site, tags, router, db, settings, endpoints, camera=camera)
+
+    async def __aenter__(self) -> Service:
+        if self.camera is not None:
+            self.camera.start()
+        await self.controller.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.controller.run(self._stop)
+
+    async def close(self) -> None:
+        if self.camera is not None:
+            await self.camera.close()
+        await self.controller.close()
+        if self.decoder is not None:
+            with contextlib.suppress(Exception):
+                await self.decoder.close()

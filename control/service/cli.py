@@ -1,0 +1,55 @@
+"""`sortctl run`: the controller service against the site's PLCs, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from control.config.errors import ConfigError
+from control.service.app import Endpoints, Files, Service
+from control.service.settings import ServiceSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--site", type=Path, default=Path("config/site.yaml"), help="site file")
+    parser.add_argument("--plan", type=Path, help="sort plan CSV (default: sortplan.csv beside the site)")
+    parser.add_argument("--manifest", type=Path, help="manifest CSV (default: manifest.csv beside the site)")
+    parser.add_argument("--db", type=Path, default=Path("var/sortcentre.sqlite"), help="event store")
+    parser.add_argument("--conveyor-port", type=int, help="override the site's OPC UA port")
+    parser.add_argument("--diverter-port", type=int, help="override the site's Modbus port")
+    parser.add_argument("--camera-port", type=int, help="override the site's camera port")
+    parser.add_argument("--cycle-ms", type=float, default=10.0, help="control cycle period")
+    parser.add_argument("--no-camera", action="store_true", help="run without vision (every parcel a no-read)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    files = Files.beside(args.site)
+    if args.plan or args.manifest:
+        files = Files(args.site, args.plan or files.plan, args.manifest or files.manifest, files.routing)
+    try:
+        service = Service.from_files(
+            files, args.db, ServiceSettings(cycle_s=args.cycle_ms / 1000.0),
+            Endpoints(args.conveyor_port, args.diverter_port, args.camera_port),
+            camera=not args.no_camera,
+        )
+    except ConfigError as exc:
+        print(f"sortctl run: {exc}")
+        return 2
+    return asyncio.run(_serve(service))
+
+
+async def _serve(service: Service) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    async with service:
+        await service.run()
+    return 0

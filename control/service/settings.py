@@ -1,0 +1,33 @@
+"""Service settings: the cycle, tracking margins and timeouts, validated once at start-up."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from control.config.site import Strict
+
+
+class ServiceSettings(Strict):
+    """Knobs of the controller that are not part of the site's physical description."""
+
+    cycle_s: float = Field(default=0.01, gt=0, le=1.0, description="control cycle period")
+    arm_horizon_mm: float = Field(default=2500.0, gt=0, description="arm when the fire point is this close")
+    latency_budget_s: float = Field(
+        default=0.06, ge=0, description="host write + PLC scan allowance before a fire is too late"
+    )
+    confirm_margin_mm: float = Field(default=1200.0, gt=0, description="confirm overdue this far past fire")
+    lost_margin_mm: float = Field(default=1500.0, gt=0)
+    anchor_tolerance_mm: float = Field(default=20.0, gt=0, description="induct vs scan anchor disagreement")
+    decode_deadline_s: float = Field(default=0.5, gt=0, description="decode must be back this soon after trigger")
+    heartbeat_timeout_s: float = Field(default=1.0, gt=0, description="PLC heartbeat unchanged this long = lost")
+    watchdog_ms: int = Field(default=1000, gt=0, description="host heartbeat timeout written to the PLC")
+    glitch_tolerance_mm: float = Field(
+        default=60.0, gt=0, description="encoder step allowed beyond what the belt speed explains"
+    )
+    auto_start: bool = Field(default=True, description="Reset and Start the unit once connected")
+    auto_recover: bool = Field(default=True, description="Unhold by itself when an auto-clear fault has gone")
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    plc_timeout_s: float = Field(default=0.5, gt=0)
+    capacity: int = Field(default=4096, gt=0, description="tracking table slots")
