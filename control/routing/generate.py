@@ -78,8 +78,9 @@ def generate_plan(site: Site, n_rules: int = 60, seed: int = 1, countries: tuple
     attempts = 0
     while len(seen) < target_prefix and attempts < target_prefix * 20:
         attempts += 1
-        c = countries[int(rng.integers(0, min(len(countries), 3)))]
-        k = int(rng.choice([1, 2, 2, 3, 3, 3, 4, 4, 4, 4]))
+        wide = target_prefix > 3000  # big plans need the whole prefix space
+        c = countries[int(rng.integers(0, len(countries) if wide else min(len(countries), 3)))]
+        k = int(rng.choice([1, 2, 3, 4, 5, 5, 5] if wide else [1, 2, 2, 3, 3, 3, 4, 4, 4, 4]))
         p = "".join(str(d) for d in rng.integers(0, 10, k))
         if (c, p) in seen:
             continue
