@@ -1,0 +1,145 @@
+"""`sortctl sim`: run the PLC simulator (OPC UA conveyor PLC, Modbus diverter PLC, camera).
+
+The first line on stdout is one JSON object with the endpoints, so a parent process can find
+the ports; the summary follows on exit (SIGINT/SIGTERM or --duration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from control.config.errors import ConfigError
+from control.config.site import Site, load_site
+from control.config.tagmap import load_tag_map
+from plc_sim.clock import RealClock, VirtualClock
+from plc_sim.parcels import Manifest, read_manifest
+from plc_sim.scenario import Scenario, load_scenario
+from plc_sim.simulator import Ports, Simulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--site", type=Path, default=ROOT / "config" / "site.yaml", help="site layout file")
+    parser.add_argument(
+        "--scenario", type=Path, default=ROOT / "config" / "scenarios" / "demo.yaml", help="scenario file"
+    )
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S simulated seconds")
+    parser.add_argument("--virtual", action="store_true", help="virtual time: as fast as the CPU allows")
+    parser.add_argument("--ground-truth", type=Path, metavar="FILE", help="write ground truth (.json or .csv)")
+    parser.add_argument("--json", action="store_true", help="summary as JSON instead of a table")
+    parser.add_argument(
+        "--port-base", type=int, metavar="N",
+        help="conveyor on N, diverter on N+1, camera on N+2; 0 = any free ports (default: the site's)",
+    )  # fmt: skip
+    parser.add_argument("--tick", type=float, default=0.01, metavar="S", help="PLC scan period (default 0.01)")
+    parser.add_argument("--auto-start", action="store_true", help="run the belt without a host's Start")
+    parser.add_argument("--no-camera", action="store_true", help="do not render or serve camera frames")
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[Site, Scenario, Manifest | None]:
+    site = load_site(args.site)
+    scenario = load_scenario(args.scenario)
+    if getattr(args, "auto_start", False):
+        scenario = scenario.model_copy(update={"auto_start": True})
+    manifest = None
+    if scenario.manifest is not None:
+        path = (Path(args.scenario).parent / scenario.manifest).resolve()
+        manifest = read_manifest(path)
+    return site, scenario, manifest
+
+
+def run(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    try:
+        site, scenario, manifest = load_inputs(args)
+        tags = load_tag_map(Path(args.site).parent / site.plc.conveyor.tag_map)
+    except ConfigError as exc:
+        err.print(f"[red]sortctl sim: {exc}[/]")
+        return 2
+    if args.duration is not None and args.duration <= 0:
+        err.print("[red]sortctl sim: --duration must be positive[/]")
+        return 2
+    sim = Simulator(
+        site,
+        tags,
+        scenario,
+        manifest=manifest,
+        clock=VirtualClock() if args.virtual else RealClock(),
+        tick_s=args.tick,
+        ports=Ports() if args.port_base is None else Ports.base(args.port_base),
+        camera=not args.no_camera,
+    )
+    try:
+        stats = asyncio.run(_serve(sim, args.duration))
+    except OSError as exc:
+        err.print(f"[red]sortctl sim: cannot listen: {exc}[/]")
+        return 1
+    if args.ground_truth:
+        sim.write_ground_truth(args.ground_truth)
+    if args.json:
+        print(json.dumps({"summary": stats}), flush=True)
+    else:
+        print_summary(stats, Console(stderr=False))
+    return 0
+
+
+async def _serve(sim: Simulator, duration: float | None) -> dict[str, Any]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await sim.start()
+    try:
+        print(json.dumps({"endpoints": sim.endpoints}), flush=True)
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        if duration is not None:
+            waiters.append(asyncio.ensure_future(sim.run_until(duration)))
+        _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await p
+    finally:
+        await sim.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return sim.stats
+
+
+def print_summary(stats: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"simulator: {stats['sim_time_s']:.1f} s simulated")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for key in (
+        "inducted", "induct_backlog", "on_belt", "rejected", "recirculated", "lost", "gap_violations",
+        "fires", "fires_empty", "fires_stuck", "chute_overflow", "wrong_parcel_diverted", "belt_state",
+        "watchdog_trips", "lagged_scans",
+    ):  # fmt: skip
+        t.add_row(key.replace("_", " "), str(stats[key]))
+    per = stats["sorted_per_chute"]
+    t.add_row("sorted per chute", " ".join(f"{k}:{v}" for k, v in sorted(per.items())) or "-")
+    t.add_row("arm results", " ".join(f"{k}:{v}" for k, v in stats["arm_results"].items()) or "-")
+    t.add_row("ring overflows", " ".join(f"{k}:{v}" for k, v in stats["ring_overflows"].items()))
+    if "camera" in stats:
+        t.add_row("camera", " ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in stats["camera"].items()))
+    t.add_row("faults", str(len(stats["faults"])))
+    console.print(t)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    sys.exit(run(p.parse_args()))
