@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,13 +19,20 @@ def flat(labels: object, deg: object, rng: np.random.Generator, size: tuple[int,
     return np.full((size[1], size[0]), 128, dtype=np.uint8)
 
 
+async def eventually(ok: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if ok():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met within 5 s")
+
+
 async def test_every_consumer_receives_every_frame_in_order() -> None:
     cam = CameraServer(port=0, size=(32, 24), render=flat)
     await cam.start()
     try:
         conns = [await asyncio.open_connection("127.0.0.1", cam.port) for _ in range(2)]
-        while cam.stats.clients < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: cam.stats.clients == 2)
         for tid in (5, 6, 7):
             assert cam.trigger(tid, 1000 + tid, [], Degradation())
         for reader, _ in conns:
@@ -53,8 +61,7 @@ async def test_a_slow_renderer_drops_frames_and_counts_them() -> None:
         assert results == [True, True, False, False, False]
         assert cam.stats.dropped == 3
         gate.set()
-        while cam.stats.frames < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: cam.stats.frames == 2)
     finally:
         gate.set()
         await cam.stop()
