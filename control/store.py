@@ -245,6 +245,9 @@ class EventStore:
             for r in self._db.execute(sql + " ORDER BY tracking_id")
         ]
 
+    def count_parcels(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM parcels").fetchone()[0])
+
     def parcel_events(self, tracking_id: int | None = None) -> list[tuple[float, int, str, int, int, str, str]]:
         sql = "SELECT t, tracking_id, kind, lap, chute, reason, identity FROM parcel_events"
         args: tuple[int, ...] = ()

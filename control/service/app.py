@@ -58,7 +58,6 @@ class Service:
         endpoints: Endpoints = Endpoints(),
         *,
         camera: bool = True,
-        decode_workers: int = 2,
     ) -> None:
         self.settings = settings or ServiceSettings()
         backoff = Backoff(base_s=0.05, cap_s=1.0)
@@ -70,7 +69,7 @@ class Service:
         self.decoder: ParcelDecoder | None = None
         self.camera: CameraFeed | None = None
         if camera:
-            self.decoder = ParcelDecoder(workers=decode_workers)
+            self.decoder = ParcelDecoder(workers=self.settings.decode_workers, executor=self.settings.decode_executor)
             cam = site.plc.camera
             port = cam.port if endpoints.camera_port is None else endpoints.camera_port
             self.camera = CameraFeed(host or cam.host, port, self.decoder,
@@ -102,6 +101,15 @@ class Service:
 
     async def run(self) -> None:
         await self.controller.run(self._stop)
+
+    async def kill(self) -> None:
+        """A crash: the controller stops mid-cycle, nothing more is stored (tests and demos)."""
+        if self.camera is not None:
+            await self.camera.close()
+        await self.controller.kill()
+        if self.decoder is not None:
+            with contextlib.suppress(Exception):
+                await self.decoder.close()
 
     async def close(self) -> None:
         if self.camera is not None:

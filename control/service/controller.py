@@ -90,7 +90,12 @@ class Metrics:
     scan_to_decision_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
     cycle_lag_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
     cycle_work_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+    read_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+    decide_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+    commit_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
+    publish_s: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
     cycles: int = 0
+    inducted_seen: int = 0  # parcels known to the store (recovered + inducted since)
     decode_timeouts: int = 0
     store_failures: int = 0
     glitches: int = 0
@@ -212,6 +217,7 @@ class Controller:
         self.next_arm_seq = rec.last_seqs.get(f"diverter.{self._stream('arm')}", 0) + 1
         self._belt_seq = int(rec.meta.get("belt_seq", "0") or 0)
         now = self.clock()
+        self.metrics.inducted_seen = rec.total
         for row in rec.open_parcels:
             self._restore(row, now)
         batch = self._pending_batch
@@ -285,6 +291,13 @@ class Controller:
             self.metrics.cycle_work_s.append(self.clock() - t0)
             n += 1
 
+    async def kill(self) -> None:
+        """Drop everything on the floor, as a crash would: no final commit, links cut."""
+        for link in (self.conveyor, self.diverter):
+            with contextlib.suppress(Exception):
+                await link.close()
+        self.writer.close()
+
     async def close(self) -> None:
         batch = self._pending_batch
         batch.unit_event(self.wall(), "service", "stop", 0, "")
@@ -300,13 +313,19 @@ class Controller:
         """One cycle: update -> decide -> store -> publish."""
         now = self.clock()
         self.metrics.cycles += 1
+        m = self.metrics
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
+        t1 = self.clock()
+        m.read_s.append(t1 - now)
         batch = self._pending_batch
         self._pending_batch = Batch()
         self._decide(conv, div, now, batch)
+        t2 = self.clock()
+        m.decide_s.append(t2 - t1)
         try:
             if batch:
                 await self.writer.commit(batch)
+                m.commit_s.append(self.clock() - t2)
             committed = True
         except Exception as exc:  # sqlite3.Error or disk trouble: keep everything, retry
             committed = False
@@ -324,7 +343,9 @@ class Controller:
                 self.metrics.scan_to_decision_s.append(done - t_scan)
             self.table.release(self.table.final_slots())
         self._decided_now = []
+        t3 = self.clock()
         await self._publish(committed, conv.ok, div.ok)
+        m.publish_s.append(self.clock() - t3)
 
     # ================================================================= update
     async def _read_conveyor(self) -> _Conveyor:
@@ -332,9 +353,16 @@ class Controller:
         try:
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
             out.scalars = sc
-            if int(sc["induct.head"]) != self.last_seq["induct"]:
+            new_induct = int(sc["induct.head"]) != self.last_seq["induct"]
+            new_scan = int(sc["scan.head"]) != self.last_seq["scan"]
+            if new_induct and new_scan:  # two requests in flight on one OPC UA session
+                out.induct, out.scan = await asyncio.gather(
+                    self.conveyor.read_ring("induct", self.last_seq["induct"]),
+                    self.conveyor.read_ring("scan", self.last_seq["scan"]),
+                )
+            elif new_induct:
                 out.induct = await self.conveyor.read_ring("induct", self.last_seq["induct"])
-            if int(sc["scan.head"]) != self.last_seq["scan"]:
+            elif new_scan:
                 out.scan = await self.conveyor.read_ring("scan", self.last_seq["scan"])
             out.ok = True
         except PlcError as exc:
@@ -351,9 +379,9 @@ class Controller:
             if int(sc["confirm.head"]) != self.last_seq["confirm"]:
                 out.confirm = await self.diverter.read_ring("confirm", self.last_seq["confirm"])
             block = getattr(self.diverter, "read_block", None)
-            if block is not None:
+            if block is not None and self.metrics.cycles % 5 == 1:  # chute state changes slowly
                 out.chute_status = await block("chute_status", len(self.chute_status))
-                if self.metrics.cycles % 10 == 0:
+                if self.metrics.cycles % 50 == 1:
                     out.chute_fill = await block("chute_fill", len(self.chute_status))
             out.ok = True
         except PlcError as exc:
@@ -586,6 +614,7 @@ class Controller:
         if i is None:
             return
         self.inducted_t[tid] = self.wall()
+        self.metrics.inducted_seen += 1
         self._event(i, "inducted", batch)
 
     def _on_scan(self, e: dict[str, int], batch: Batch) -> None:
@@ -613,6 +642,8 @@ class Controller:
         tab.scan_time[j] = now - max(0, sdiff(self._encoder, trigger)) / v
         if tid not in self.inducted_t:
             self.inducted_t[tid] = self.wall()
+            if tid not in self.finalised and j is not None and int(tab.lap[j]) == lap and tab.length[j] == 0:
+                self.metrics.inducted_seen += 1  # first seen here: its induct event was lost
         self._event(j, "scanned", batch, f"lap {lap}")
         if lap > self.geometry.recirculation_limit:
             self._route([j], [RouteRequest(tid, "", ScanStatus.PENDING, 0.0, lap)], batch, limit=True)
@@ -909,8 +940,10 @@ class _Recovery:
     last_seqs: dict[str, int]
     open_parcels: list[ParcelRow]
     meta: dict[str, str]
+    total: int
 
 
 def _recover(store: EventStore) -> _Recovery:
     keys = ["belt_seq", *(f"epoch.{r}" for r in ("induct", "scan", "arm_result", "confirm", "arm"))]
-    return _Recovery(store.last_seqs(), store.parcels(open_only=True), {k: store.meta(k, "0") for k in keys})
+    meta = {k: store.meta(k, "0") for k in keys}
+    return _Recovery(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels())

@@ -31,3 +31,7 @@ class ServiceSettings(Strict):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     plc_timeout_s: float = Field(default=0.5, gt=0)
     capacity: int = Field(default=4096, gt=0, description="tracking table slots")
+    decode_executor: Literal["thread", "process"] = Field(
+        default="process", description="process: decoding never holds the control loop's GIL"
+    )
+    decode_workers: int = Field(default=1, ge=1, le=16)

@@ -1,0 +1,131 @@
+"""Judging a run: the controller's durable decisions against where parcels physically are.
+
+The simulator's ground truth says which chute each tracking id is in; the event store says
+which chute the controller chose and what outcome it recorded. A **missort** is a parcel in a
+chute other than the one the controller chose (an exception parcel in a destination chute is
+one of those); a **lost** parcel is one inducted with no final outcome in the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from control.store import ParcelRow
+
+ON_BELT, IN_CHUTE, TAKEN_OFF = 0, 1, 2
+_LOCATION = {"on_belt": ON_BELT, "chute": IN_CHUTE, "lost": TAKEN_OFF}
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """Where each inducted parcel is (simulator ground truth), by tracking id."""
+
+    tracking_id: npt.NDArray[np.int64]
+    location: npt.NDArray[np.int8]
+    chute: npt.NDArray[np.int64]
+    laps: npt.NDArray[np.int64]
+    label: tuple[str, ...]
+
+    @classmethod
+    def from_records(cls, rows: list[dict[str, Any]]) -> Truth:
+        return cls(
+            np.array([int(r["tracking_id"]) for r in rows], dtype=np.int64),
+            np.array([_LOCATION[str(r["location"])] for r in rows], dtype=np.int8),
+            np.array([int(r["chute"]) for r in rows], dtype=np.int64),
+            np.array([int(r["laps"]) for r in rows], dtype=np.int64),
+            tuple(str(r["label"]) for r in rows),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Truth:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_records(list(data["parcels"]))
+
+
+@dataclass(slots=True)
+class Audit:
+    inducted: int
+    sorted_planned: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    recirculated: int
+    missorts: list[int]
+    lost: list[int]
+    still_on_belt: int
+    taken_off: int
+    read: int
+    read_rate: float
+    outcomes: dict[str, int] = field(default_factory=dict)
+    missort_detail: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "inducted": self.inducted,
+            "sorted": self.sorted_planned,
+            "rejected": self.rejected,
+            "rejected_by_reason": self.rejected_by_reason,
+            "recirculated": self.recirculated,
+            "missorts": len(self.missorts),
+            "missorted_tracking_ids": self.missorts[:50],
+            "lost": len(self.lost),
+            "lost_tracking_ids": self.lost[:50],
+            "still_on_belt": self.still_on_belt,
+            "taken_off_belt": self.taken_off,
+            "read_rate": round(self.read_rate, 4),
+            "outcomes": self.outcomes,
+        }
+
+
+def audit(rows: list[ParcelRow], truth: Truth, recirculated: int) -> Audit:
+    """Compare the store's parcel rows with the ground truth, parcel by parcel."""
+    by_tid = {r.tracking_id: r for r in rows}
+    missorts: list[int] = []
+    detail: list[str] = []
+    lost: list[int] = []
+    sorted_planned = 0
+    rejected: Counter[str] = Counter()
+    read = 0
+    for tid, loc, chute, lbl in zip(
+        truth.tracking_id.tolist(), truth.location.tolist(), truth.chute.tolist(), truth.label, strict=True
+    ):
+        row = by_tid.get(tid)
+        if row is not None and row.identity:
+            read += 1
+        if loc == IN_CHUTE:
+            chosen = row.chute if row is not None else 0
+            if chute != chosen:
+                missorts.append(tid)
+                detail.append(
+                    f"tracking id {tid} ({lbl}): in chute {chute}, controller chose {chosen or 'none'}"
+                    f" ({row.state if row else 'unknown'})"
+                )
+        if row is None or not row.final:
+            lost.append(tid)
+            continue
+        if row.state == "sorted" and loc == IN_CHUTE and chute == row.chute:
+            sorted_planned += 1
+        elif row.state == "rejected":
+            rejected[row.reason or "rejected"] += 1
+    n = len(truth.tracking_id)
+    return Audit(
+        inducted=n,
+        sorted_planned=sorted_planned,
+        rejected=sum(rejected.values()),
+        rejected_by_reason=dict(rejected),
+        recirculated=recirculated,
+        missorts=missorts,
+        lost=lost,
+        still_on_belt=int((truth.location == ON_BELT).sum()),
+        taken_off=int((truth.location == TAKEN_OFF).sum()),
+        read=read,
+        read_rate=read / n if n else float("nan"),
+        outcomes=dict(Counter(r.state for r in rows)),
+        missort_detail=detail,
+    )

@@ -1,0 +1,268 @@
+"""A whole run: the simulator and the controller together, until every parcel is accounted for.
+
+Shared by `sortctl demo`, the end-to-end tests and the e2e benchmark. The simulator runs either
+in this process or as a child (`sortctl sim`, endpoints read from its first stdout line), so
+that on a 2-core machine the controller and the simulator do not share one GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from control.config.site import load_site
+from control.config.tagmap import load_tag_map
+from control.service.app import Endpoints, Files, Service
+from control.service.audit import Audit, Truth, audit
+from control.service.controller import Metrics
+from control.service.settings import ServiceSettings
+from control.store import EventStore
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    parcels: int = 3000
+    rate_per_hour: float = 40_000
+    site: Path = CONFIG / "site.yaml"
+    scenario: Path | None = None  # default: config/scenarios/demo.yaml if present, else a clean stream
+    db: Path | None = None  # default: a fresh file under a temporary directory
+    sim_process: bool = True
+    seed: int = 7
+    faults: list[dict[str, Any]] = field(default_factory=list)  # scenario fault specs (YAML shape)
+    labels: dict[str, float] | None = None  # scenario label mix override
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    timeout_s: float | None = None
+    restart_controller_at_s: float | None = None  # kill the controller then, start a new one on the same db
+    camera: bool = True
+
+
+@dataclass(slots=True)
+class Progress:
+    elapsed_s: float
+    inducted: int
+    outcomes: dict[str, int]
+    in_flight: int
+    unit_state: str
+
+
+@dataclass(slots=True)
+class SessionResult:
+    audit: Audit
+    wall_s: float
+    metrics: Metrics
+    unit_state: str
+    alarms: list[str]
+    db: Path
+    sim_stats: dict[str, Any]
+    timed_out: bool
+
+    @property
+    def parcels_per_hour(self) -> float:
+        return self.audit.sorted_planned / self.wall_s * 3600.0 if self.wall_s > 0 else 0.0
+
+
+def scenario_data(cfg: SessionConfig) -> dict[str, Any]:
+    """The scenario the run uses, as YAML data (with an absolute manifest path)."""
+    path = cfg.scenario or CONFIG / "scenarios" / "demo.yaml"
+    if path.exists():
+        data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        base = path.parent
+    else:
+        data = {"name": "demo", "manifest": "manifest.csv", "arrivals": {}}
+        base = CONFIG
+    if data.get("manifest"):
+        data["manifest"] = str((base / str(data["manifest"])).resolve())
+    arrivals = dict(data.get("arrivals") or {})
+    arrivals["rate_per_hour"] = cfg.rate_per_hour
+    arrivals["count"] = cfg.parcels
+    data["arrivals"] = arrivals
+    data["seed"] = cfg.seed
+    data["auto_start"] = False
+    if cfg.labels is not None:
+        data["labels"] = cfg.labels
+    if cfg.faults:
+        data["faults"] = cfg.faults
+    return data
+
+
+class Session:
+    def __init__(self, cfg: SessionConfig) -> None:
+        self.cfg = cfg
+        self._tmp = tempfile.TemporaryDirectory(prefix="sortcentre-")
+        self.tmp = Path(self._tmp.name)
+        self.db = cfg.db or self.tmp / "events.sqlite"
+        self.service: Service | None = None
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    # ------------------------------------------------------------------ the run
+    async def run(self, progress: Callable[[Progress], None] | None = None) -> SessionResult:
+        cfg = self.cfg
+        scen_path = self.tmp / "scenario.yaml"
+        scen_path.write_text(yaml.safe_dump(scenario_data(cfg)), encoding="utf-8")
+        truth_path = self.tmp / "truth.json"
+        sim = _ChildSim(cfg.site, scen_path, truth_path, cfg.camera) if cfg.sim_process else _LocalSim(
+            cfg.site, scen_path, cfg.camera
+        )
+        endpoints = await sim.start()
+        site = load_site(cfg.site)
+        lap_s = site.sorter.length_mm / 1000.0 / site.sorter.speed_mps
+        timeout = cfg.timeout_s or (
+            cfg.parcels / cfg.rate_per_hour * 3600.0 + (site.sorter.recirculation_limit + 2) * lap_s + 30.0
+        )
+        t0 = time.monotonic()
+        timed_out = False
+        metrics = Metrics()
+        try:
+            service = self._service(endpoints)
+            restart_at = cfg.restart_controller_at_s
+            async with service:
+                task = asyncio.create_task(service.run())
+                while True:
+                    await asyncio.sleep(0.25)
+                    c = service.controller
+                    el = time.monotonic() - t0
+                    if progress is not None:
+                        progress(Progress(el, c.metrics.inducted_seen, dict(c.metrics.outcomes), len(c.table),
+                                          c.unit.state.name))
+                    if task.done():
+                        task.result()
+                    if restart_at is not None and el >= restart_at:
+                        restart_at = None
+                        _merge(metrics, c.metrics)
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                        await service.kill()
+                        service = self._service(endpoints)
+                        await service.__aenter__()
+                        task = asyncio.create_task(service.run())
+                        continue
+                    if c.metrics.inducted_seen >= cfg.parcels and len(c.table) == 0:
+                        break
+                    if el > timeout:
+                        timed_out = True
+                        log.warning("run timed out after %.0f s with %d parcels in flight", el, len(c.table))
+                        break
+                service.stop()
+                await task
+                wall = time.monotonic() - t0
+                c = service.controller
+                _merge(metrics, c.metrics)
+                unit_state = c.unit.state.name
+                alarms = sorted(f.name.lower() for f in c.active_faults)
+        finally:
+            truth, stats = await sim.stop()
+        store = EventStore(self.db, readonly=True)
+        try:
+            rows = store.parcels()
+            recirc = store.status().recirculations
+        finally:
+            store.close()
+        return SessionResult(audit(rows, truth, recirc), wall, metrics, unit_state, alarms, self.db, stats, timed_out)
+
+    def _service(self, ep: Endpoints) -> Service:
+        files = Files.beside(self.cfg.site)
+        svc = Service.from_files(files, self.db, self.cfg.settings, ep, manifest_time=True, camera=self.cfg.camera)
+        self.service = svc
+        return svc
+
+
+def _merge(into: Metrics, m: Metrics) -> None:
+    for name in ("decision_s", "arm_confirmed_s", "scan_to_decision_s", "cycle_lag_s", "cycle_work_s", "read_s",
+                 "decide_s", "commit_s", "publish_s"):
+        getattr(into, name).extend(getattr(m, name))
+    into.cycles += m.cycles
+    into.decode_timeouts += m.decode_timeouts
+    into.store_failures += m.store_failures
+    into.glitches += m.glitches
+    into.gaps += m.gaps
+
+
+class _LocalSim:
+    """The simulator in this process (simplest; shares the GIL with the controller)."""
+
+    def __init__(self, site: Path, scenario: Path, camera: bool) -> None:
+        from plc_sim.cli import load_inputs
+        from plc_sim.simulator import Ports, Simulator
+
+        ns = _Args(site, scenario)
+        s, scen, manifest = load_inputs(ns)  # type: ignore[arg-type]
+        tags = load_tag_map(site.parent / s.plc.conveyor.tag_map)
+        self.sim = Simulator(s, tags, scen, manifest=manifest, ports=Ports(0, 0, 0), camera=camera)
+
+    async def start(self) -> Endpoints:
+        await self.sim.start()
+        ep = self.sim.endpoints
+        return Endpoints(ep["conveyor"]["port"], ep["diverter"]["port"], ep.get("camera", {}).get("port"))
+
+    async def stop(self) -> tuple[Truth, dict[str, Any]]:
+        stats = self.sim.stats
+        truth = Truth.from_records(self.sim.ground_truth().records())
+        await self.sim.stop()
+        return truth, stats
+
+
+@dataclass(slots=True)
+class _Args:
+    site: Path
+    scenario: Path
+    auto_start: bool = False
+
+
+class _ChildSim:
+    """`sortctl sim` in a child process: its own interpreter, its own core."""
+
+    def __init__(self, site: Path, scenario: Path, truth: Path, camera: bool) -> None:
+        self.args = [
+            sys.executable, "-m", "control.cli", "sim", "--site", str(site), "--scenario", str(scenario),
+            "--port-base", "0", "--ground-truth", str(truth), "--json",
+        ]
+        if not camera:
+            self.args.append("--no-camera")
+        self.truth = truth
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Endpoints:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT), env=env
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 60.0)
+        if not line:
+            raise RuntimeError("sortctl sim exited before printing its endpoints")
+        ep = json.loads(line)["endpoints"]
+        return Endpoints(ep["conveyor"]["port"], ep["diverter"]["port"], ep.get("camera", {}).get("port"))
+
+    async def stop(self) -> tuple[Truth, dict[str, Any]]:
+        assert self.proc is not None and self.proc.stdout is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out = await asyncio.wait_for(self.proc.stdout.read(), 60.0)
+        await self.proc.wait()
+        stats: dict[str, Any] = {}
+        for raw in out.decode().splitlines():
+            with contextlib.suppress(ValueError):
+                stats = json.loads(raw).get("summary", stats)
+        return Truth.from_json(self.truth), stats
