@@ -80,6 +80,18 @@ def s10_id(prefix: str, serial: int, country: str = "GB") -> str:
     return f"{prefix}{digits}{check}{country}"
 
 
+_S10_WEIGHTS = np.asarray([8, 6, 4, 2, 3, 5, 9, 7], dtype=np.int64)
+
+
+def s10_ids(prefix: str, serials: I64, country: str = "GB") -> list[str]:
+    """Many S10 ids at once (the same as s10_id, vectorised over the check digit)."""
+    sn = np.asarray(serials, dtype=np.int64) % 100_000_000
+    digits = (sn[:, None] // 10 ** np.arange(7, -1, -1, dtype=np.int64)) % 10
+    check = 11 - (digits @ _S10_WEIGHTS) % 11
+    check = np.where(check == 10, 0, np.where(check == 11, 5, check))
+    return [f"{prefix}{a:08d}{c}{country}" for a, c in zip(sn.tolist(), check.tolist(), strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class ParcelBatch:
     """Parcels in arrival order; row i of every array is the same parcel."""
@@ -155,18 +167,19 @@ class ParcelSource:
         names = list(q.symbology)
         weights = np.asarray([q.symbology[k] for k in names], dtype=np.float64)
         picks = rng.choice(len(names), size=n, p=weights / weights.sum())
-        symbology = np.asarray([SYMBOLOGIES.index(names[i]) for i in picks], dtype=np.int8)
+        symbology = np.asarray([SYMBOLOGIES.index(k) for k in names], dtype=np.int8)[picks]
 
         rows = self._next_rows(n)
-        ids: list[str] = []
-        second: list[str] = []
-        for i in range(n):
-            if label[i] == LabelKind.UNKNOWN_ID:
-                self._unknown_serial += 1
-                ids.append(s10_id("UN", self._unknown_serial, "DE"))
-            else:
-                ids.append(self._id_of(int(rows[i])))
-            second.append(self._id_of(int(rows[i]) + 7919) if label[i] == LabelKind.DOUBLE else "")
+        ids = self._ids_of(rows)
+        unknown = np.flatnonzero(label == LabelKind.UNKNOWN_ID)
+        serials = np.arange(self._unknown_serial + 1, self._unknown_serial + 1 + len(unknown))
+        self._unknown_serial += len(unknown)
+        for i, pid in zip(unknown.tolist(), s10_ids("UN", serials, "DE"), strict=True):
+            ids[i] = pid
+        second = [""] * n
+        double = np.flatnonzero(label == LabelKind.DOUBLE)
+        for i, pid in zip(double.tolist(), self._ids_of(rows[double] + 7919), strict=True):
+            second[i] = pid
         if a.dimensions == "manifest" and self.manifest is not None:
             length = self.manifest.length_mm[rows % len(self.manifest.ids)].copy()
         else:
@@ -189,7 +202,8 @@ class ParcelSource:
         self._cursor += n
         return rows
 
-    def _id_of(self, row: int) -> str:
+    def _ids_of(self, rows: I64) -> list[str]:
         if self.manifest is not None:
-            return self.manifest.ids[row % len(self.manifest.ids)]
-        return s10_id("SC", row + 1, "GB")
+            m = self.manifest.ids
+            return [m[r] for r in (rows % len(m)).tolist()]
+        return s10_ids("SC", rows + 1, "GB")

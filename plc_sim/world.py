@@ -129,6 +129,7 @@ class World:
         self._t_out = np.full(cap, np.nan)
         self._gapv = np.zeros(cap, dtype=bool)
         self._src = np.zeros(cap, dtype=np.int64)  # row in self._batches order
+        self._nscan = np.full(cap, np.inf)  # travel of the next scanner crossing
         self._on = np.zeros(0, dtype=np.int64)  # indices of parcels on the belt
         self._last_trail = -math.inf
         self._last_idx = -1
@@ -146,6 +147,7 @@ class World:
         self._arm_k = np.zeros(0, dtype=np.int64)
         self._arm_tid = np.zeros(0, dtype=np.int64)
         self._arm_target = np.zeros(0, dtype=np.int64)
+        self._arm_min = 1 << 80  # smallest pending target: most steps fire nothing
         # Fire log: armed tracking id, chute id, parcel index taken (-1 none), stuck.
         self.fire_tid: list[int] = []
         self.fire_chute: list[int] = []
@@ -194,9 +196,9 @@ class World:
 
     def _grow(self) -> None:
         cap = len(self._s) * 2
-        for name in ("_s", "_len", "_state", "_chute", "_laps", "_fired_by", "_t_in", "_t_out", "_gapv", "_src"):
+        for name in ("_s", "_len", "_state", "_chute", "_laps", "_fired_by", "_t_in", "_t_out", "_gapv", "_src", "_nscan"):
             old = getattr(self, name)
-            fill_value = {"_laps": -1, "_fired_by": -1, "_t_out": np.nan}.get(name, 0)
+            fill_value = {"_laps": -1, "_fired_by": -1, "_t_out": np.nan, "_nscan": np.inf}.get(name, 0)
             new = np.full(cap, fill_value, dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
@@ -247,6 +249,7 @@ class World:
             if i == len(self._s):
                 self._grow()
             self._s[i] = t
+            self._nscan[i] = t + self.scanner_mm
             self._len[i] = length
             self._state[i] = ParcelState.ON_BELT
             self._t_in[i] = t0 + (t - travel0) / v
@@ -292,12 +295,14 @@ class World:
         same = (self._arm_k == k) & (self._arm_tid == tracking_id)
         if same.any():
             self._arm_target[same] = target
+            self._arms_changed()
             return ArmResult.ARMED
         if int((self._arm_k == k).sum()) >= self.arm_queue_size:
             return ArmResult.QUEUE_FULL
         self._arm_k = np.append(self._arm_k, k)
         self._arm_tid = np.append(self._arm_tid, tracking_id)
         self._arm_target = np.append(self._arm_target, target)
+        self._arm_min = min(self._arm_min, target)
         return ArmResult.ARMED
 
     def cancel(self, chute_id: int, tracking_id: int) -> ArmResult:
@@ -324,9 +329,15 @@ class World:
         self._arm_k = self._arm_k[keep]
         self._arm_tid = self._arm_tid[keep]
         self._arm_target = self._arm_target[keep]
+        self._arms_changed()
+
+    def _arms_changed(self) -> None:
+        self._arm_min = int(self._arm_target.min()) if len(self._arm_target) else 1 << 80
 
     def _fire(self, travel0: float, travel1: float, v: float, ev: StepEvents) -> None:
         e1 = self._enc_at(travel1)
+        if self._arm_min > e1:
+            return
         due = self._arm_target <= e1
         if not due.any():
             return
@@ -417,23 +428,17 @@ class World:
         on = self._on
         if len(on) == 0:
             return
-        base = self._s[on] + self.scanner_mm
-        x1 = travel1 - base
-        if self.loop:
-            k1 = np.floor(x1 / self.belt_mm)
-            k0 = np.floor((travel0 - base) / self.belt_mm)
-            hit = (k1 > k0) & (x1 >= 0)
-        else:
-            k1 = np.zeros(len(on))
-            hit = (travel0 - base < 0) & (x1 >= 0)
+        ns = self._nscan[on]  # travel at which each leading edge next reaches the scanner
+        hit = ns <= travel1
         if not hit.any():
             return
         idx = on[hit]
-        laps = k1[hit].astype(np.int64)
-        at = base[hit] + laps * self.belt_mm
+        at = ns[hit]
         order = np.argsort(at)
-        for i, lap, tc in zip(idx[order].tolist(), laps[order].tolist(), at[order].tolist(), strict=True):
+        for i, tc in zip(idx[order].tolist(), at[order].tolist(), strict=True):
+            lap = int(self._laps[i]) + 1
             self._laps[i] = lap
+            self._nscan[i] = tc + self.belt_mm if self.loop else math.inf
             ev.scans.append((i + 1, self._enc_at(tc) & MASK, lap))
 
     def _end_of_line(self, travel1: float) -> None:
