@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             print_summary(result, console)
     finally:
         session.close()
-    return 1 if result.audit.missorts or result.audit.lost else 0
+    a = result.audit
+    return 1 if a.missorts or a.lost or a.misrecorded else 0
 
 
 def _progress_line(p: Progress, total: int) -> Text:
@@ -110,6 +111,8 @@ def print_summary(r: SessionResult, console: Console) -> None:
     t.add_row("recirculations", str(a.recirculated))
     t.add_row("missorts", f"[{'red' if a.missorts else 'green'}]{len(a.missorts)}[/]")
     t.add_row("lost", f"[{'red' if a.lost else 'green'}]{len(a.lost)}[/]")
+    if a.misrecorded:
+        t.add_row("misrecorded", f"[red]{len(a.misrecorded)}[/]")
     t.add_row("read rate", f"{a.read_rate:.1%}")
     t.add_row("throughput", f"{r.parcels_per_hour:,.0f} parcels/h sorted")
     t.add_row("decision p99", f"{s['decision_p99_ms']} ms")

@@ -72,7 +72,9 @@ class FaultRule:
 R, V = Reaction, Severity
 FAULTS: dict[Fault, FaultRule] = {
     Fault.ESTOP: FaultRule(R.ABORT, V.CRITICAL, True, False, "safety circuit opened: everything stops now"),
-    Fault.JAM: FaultRule(R.HOLD, V.MAJOR, True, False, "an operator must clear the jam; tracking survives a held belt"),
+    Fault.JAM: FaultRule(
+        R.STOP, V.MAJOR, True, False, "the PLC stops the belt; an operator clears the jam, then Reset and Start"
+    ),
     Fault.CONVEYOR_HEARTBEAT_LOST: FaultRule(
         R.HOLD, V.MAJOR, True, True,
         "no encoder or events: nothing can be armed safely; the PLC's own watchdog holds the belt",
@@ -90,7 +92,8 @@ FAULTS: dict[Fault, FaultRule] = {
         R.HOLD, V.MAJOR, True, True, "every parcel would be a no-read; hold instead of flooding the no-read chute"
     ),
     Fault.ENCODER_FAULT: FaultRule(
-        R.STOP, V.CRITICAL, True, False, "positions are unknown: a controlled stop, parcels re-scanned after restart"
+        R.ALARM, V.MAJOR, False, False,
+        "the PLC saw its encoder jump: handled as a glitch (arms cancelled, positions re-anchored at the scanner)",
     ),
     Fault.ENCODER_GLITCH: FaultRule(
         R.ALARM, V.MAJOR, False, False, "parcels in flight lose their position: their arms are cancelled, they go round"

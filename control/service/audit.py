@@ -32,6 +32,7 @@ class Truth:
     chute: npt.NDArray[np.int64]
     laps: npt.NDArray[np.int64]
     label: tuple[str, ...]
+    final_s: npt.NDArray[np.float64]  # simulator time the parcel left the belt (NaN: still on it)
 
     @classmethod
     def from_records(cls, rows: list[dict[str, Any]]) -> Truth:
@@ -41,6 +42,7 @@ class Truth:
             np.array([int(r["chute"]) for r in rows], dtype=np.int64),
             np.array([int(r["laps"]) for r in rows], dtype=np.int64),
             tuple(str(r["label"]) for r in rows),
+            np.array([np.nan if r.get("final_s") is None else float(r["final_s"]) for r in rows], dtype=np.float64),
         )
 
     @classmethod
@@ -57,6 +59,7 @@ class Audit:
     rejected_by_reason: dict[str, int]
     recirculated: int
     missorts: list[int]
+    misrecorded: list[int]  # the store says sorted/rejected into a chute the parcel is not in
     lost: list[int]
     still_on_belt: int
     taken_off: int
@@ -74,6 +77,7 @@ class Audit:
             "recirculated": self.recirculated,
             "missorts": len(self.missorts),
             "missorted_tracking_ids": self.missorts[:50],
+            "misrecorded": len(self.misrecorded),
             "lost": len(self.lost),
             "lost_tracking_ids": self.lost[:50],
             "still_on_belt": self.still_on_belt,
@@ -89,6 +93,7 @@ def audit(rows: list[ParcelRow], truth: Truth, recirculated: int) -> Audit:
     missorts: list[int] = []
     detail: list[str] = []
     lost: list[int] = []
+    misrecorded: list[int] = []
     sorted_planned = 0
     rejected: Counter[str] = Counter()
     read = 0
@@ -109,6 +114,10 @@ def audit(rows: list[ParcelRow], truth: Truth, recirculated: int) -> Audit:
         if row is None or not row.final:
             lost.append(tid)
             continue
+        if row.state in ("sorted", "rejected") and not (loc == IN_CHUTE and chute == row.chute):
+            misrecorded.append(tid)
+            detail.append(f"tracking id {tid}: recorded {row.state} in chute {row.chute}, really "
+                          f"{'in chute ' + str(chute) if loc == IN_CHUTE else 'not in a chute'}")
         if row.state == "sorted" and loc == IN_CHUTE and chute == row.chute:
             sorted_planned += 1
         elif row.state == "rejected":
@@ -121,6 +130,7 @@ def audit(rows: list[ParcelRow], truth: Truth, recirculated: int) -> Audit:
         rejected_by_reason=dict(rejected),
         recirculated=recirculated,
         missorts=missorts,
+        misrecorded=misrecorded,
         lost=lost,
         still_on_belt=int((truth.location == ON_BELT).sum()),
         taken_off=int((truth.location == TAKEN_OFF).sum()),

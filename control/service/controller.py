@@ -182,7 +182,8 @@ class Controller:
         # a PLC restart starts its seqs at 1 again: each restart opens a new stream epoch so
         # the store's (plc, stream, seq) key never confuses the old numbering with the new
         self.epoch: dict[str, int] = {"induct": 0, "scan": 0, "arm_result": 0, "confirm": 0, "arm": 0}
-        self.finalised: dict[int, str] = {}  # recent final tracking ids -> outcome (dedupe)
+        self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final ids -> (outcome, lead, trail)
+        self._suspect: set[int] = set()  # armed when the encoder glitched: their fire may have hit another parcel
         self._final_order: deque[int] = deque()
         # liveness and faults
         self._hb: dict[str, tuple[int, float]] = {}
@@ -201,6 +202,7 @@ class Controller:
         self._div_fault_bits = 0
         self._diverter_reset_seq = 0
         self._started = False
+        self._glitch_cycle = -1
         self._retry_at = 0.0
         self._belt_refused_in: PackMLState | None = None
         self._stop_requested = False
@@ -269,13 +271,16 @@ class Controller:
             return
         # scanned / routed / armed / missed / recirculated: expect it at the scanner next lap
         t.state[i] = P.RECIRCULATED
+        if row.state not in ("recirculated", "missed"):
+            self._pending_batch.parcel_event(self.wall(), row.tracking_id, "recirculated", row.lap, row.chute,
+                                             row.reason, row.identity, "controller restarted")
         t.expect_scan[i] = wrap(row.lead + self.geometry.scanner_counts + (row.lap + 1) * self.geometry.loop_counts)
+        # an arm written before the crash may still fire (a restart shorter than the diverter's
+        # watchdog): a confirmation for the chute it was routed to is still a good sort
+        t.chute[i] = row.chute
+        self.reason_name[row.tracking_id] = row.reason
         if row.state == "armed":
-            # its arm may still fire (restart shorter than the PLC's watchdog): keep expecting the
-            # confirmation for that chute until it shows up at the scanner instead
             t.state[i] = P.MISSED
-            t.chute[i] = row.chute
-            self.reason_name[row.tracking_id] = row.reason
 
     # ================================================================= the loop
     async def run(self, stop: asyncio.Event | None = None, *, max_cycles: int | None = None) -> None:
@@ -472,6 +477,8 @@ class Controller:
         }
         for bit, fault in mapping.items():
             if bit in f:
+                if fault == Fault.ENCODER_FAULT and fault not in self.active_faults:
+                    self._encoder_suspect("the conveyor PLC reports an encoder fault", batch)
                 self._raise(fault, f"jam at eye {jam_eye}" if fault == Fault.JAM else "", batch)
             elif fault in self.active_faults:
                 self._clear(fault, batch)
@@ -528,12 +535,21 @@ class Controller:
         tol = self.cfg.glitch_tolerance_mm * g.counts_per_mm + 0.5 * abs(expect)
         if abs(step - expect) <= tol:
             return
+        self._encoder_suspect(f"encoder moved {step} counts in {dt * 1000:.0f} ms, belt speed explains {expect:.0f}",
+                              batch)
+
+    def _encoder_suspect(self, detail: str, batch: Batch) -> None:
+        """Every position anchored before now is suspect: cancel live arms, re-anchor at the scanner."""
+        if self._glitch_cycle == self.metrics.cycles:  # seen twice in one cycle (our check and the PLC's bit)
+            return
+        self._glitch_cycle = self.metrics.cycles
         self.metrics.glitches += 1
-        detail = f"encoder moved {step} counts in {dt * 1000:.0f} ms, belt speed explains {expect:.0f}"
         batch.unit_event(self.wall(), "alarm", "encoder_glitch", int(Fault.ENCODER_GLITCH), detail)
         log.warning("encoder glitch: %s", detail)
+        now = self.clock()
         armed = self.table.encoder_glitch()
         for i in armed.tolist():
+            self._suspect.add(int(self.table.tid[i]))
             self._queue_arm(i, ArmAction.CANCEL, now, batch)
 
     # ---------------------------------------------------------------- ring events
@@ -590,7 +606,7 @@ class Controller:
 
     def _finalise(self, i: int, kind: str) -> None:
         tid = int(self.table.tid[i])
-        self.finalised[tid] = kind
+        self.finalised[tid] = (kind, int(self.table.lead[i]), int(self.table.trail[i]))
         self._final_order.append(tid)
         while len(self._final_order) > 50_000:
             old = self._final_order.popleft()
@@ -622,9 +638,16 @@ class Controller:
         tab = self.table
         now = self.clock()
         if tid in self.finalised and tab.get(tid) is None:
-            # a parcel we believed done is on the belt again: nothing about it can be trusted
+            # a parcel we believed done is on the belt again (its confirmation came from another
+            # parcel): alarm, and track it again from its induct edges; the scan re-anchors it
+            kind, lead, trail = self.finalised.pop(tid)
             batch.unit_event(self.wall(), "alarm", "unexpected_parcel", int(Fault.UNEXPECTED_PARCEL),
-                             f"tracking id {tid} ({self.finalised[tid]}) seen at the scanner")
+                             f"tracking id {tid} ({kind}) seen at the scanner again")
+            k = tab.induct(tid, lead, trail)
+            if k is not None:
+                tab.state[k] = P.RECIRCULATED
+                tab.lap[k] = max(0, lap - 1)
+                tab.epoch[k] = tab.glitch_epoch - 1  # never trusted on the lap it reappears
         i = tab.get(tid)
         if i is not None and lap > int(tab.lap[i]):
             st = int(tab.state[i])
@@ -637,6 +660,7 @@ class Controller:
         j = tab.scan(tid, trigger, lap, now, now + self.cfg.decode_deadline_s)
         if j is None:
             return
+        self._suspect.discard(tid)  # it came round: its old fire did not take it
         # when did the trigger happen, on our clock? From the encoder distance since then.
         v = max(self._speed_mps, 1e-3) * 1000.0 * self.geometry.counts_per_mm
         tab.scan_time[j] = now - max(0, sdiff(self._encoder, trigger)) / v
@@ -664,6 +688,7 @@ class Controller:
                 self.metrics.arm_confirmed_s.append(now - due)
             del written
         elif res == ArmResult.CANCELLED and int(tab.state[i]) == P.ARMED:
+            self._suspect.discard(tid)  # cancelled before it fired: nothing to check
             tab.transition(np.array([i]), P.RECIRCULATED)
             self._event(i, "recirculated", batch, "arm cancelled (position uncertain)")
         elif (
@@ -684,6 +709,11 @@ class Controller:
             self._clear(Fault.UNEXPECTED_PARCEL, batch)  # an event, not a standing condition
             return
         assigned = int(tab.chute[i])
+        if tid in self._suspect:
+            # its fire was live when the encoder jumped: the diverter may have taken another parcel
+            self._suspect.discard(tid)
+            batch.unit_event(self.wall(), "alarm", "suspect_divert", int(Fault.UNEXPECTED_PARCEL),
+                             f"chute {chute}: tracking id {tid} fired across an encoder glitch; check the chute")
         if chute == assigned:
             final = P.REJECTED if self._exception_chute[chute] else P.SORTED
             if tab.transition(np.array([i]), final).size:

@@ -50,6 +50,7 @@ class SessionConfig:
     labels: dict[str, float] | None = None  # scenario label mix override
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     timeout_s: float | None = None
+    duration_s: float | None = None  # stop after this long even with parcels in flight (stopped-belt faults)
     restart_controller_at_s: float | None = None  # kill the controller then, start a new one on the same db
     camera: bool = True
 
@@ -73,6 +74,7 @@ class SessionResult:
     db: Path
     sim_stats: dict[str, Any]
     timed_out: bool
+    truth: Truth
 
     @property
     def parcels_per_hour(self) -> float:
@@ -132,45 +134,51 @@ class Session:
         t0 = time.monotonic()
         timed_out = False
         metrics = Metrics()
+        service: Service | None = None
         try:
             service = self._service(endpoints)
+            await service.__aenter__()
             restart_at = cfg.restart_controller_at_s
-            async with service:
-                task = asyncio.create_task(service.run())
-                while True:
-                    await asyncio.sleep(0.25)
-                    c = service.controller
-                    el = time.monotonic() - t0
-                    if progress is not None:
-                        progress(Progress(el, c.metrics.inducted_seen, dict(c.metrics.outcomes), len(c.table),
-                                          c.unit.state.name))
-                    if task.done():
-                        task.result()
-                    if restart_at is not None and el >= restart_at:
-                        restart_at = None
-                        _merge(metrics, c.metrics)
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
-                        await service.kill()
-                        service = self._service(endpoints)
-                        await service.__aenter__()
-                        task = asyncio.create_task(service.run())
-                        continue
-                    if c.metrics.inducted_seen >= cfg.parcels and len(c.table) == 0:
-                        break
-                    if el > timeout:
-                        timed_out = True
-                        log.warning("run timed out after %.0f s with %d parcels in flight", el, len(c.table))
-                        break
-                service.stop()
-                await task
-                wall = time.monotonic() - t0
+            task = asyncio.create_task(service.run())
+            while True:
+                await asyncio.sleep(0.25)
                 c = service.controller
-                _merge(metrics, c.metrics)
-                unit_state = c.unit.state.name
-                alarms = sorted(f.name.lower() for f in c.active_faults)
+                el = time.monotonic() - t0
+                if progress is not None:
+                    progress(Progress(el, c.metrics.inducted_seen, dict(c.metrics.outcomes), len(c.table),
+                                      c.unit.state.name))
+                if task.done():
+                    task.result()
+                if restart_at is not None and el >= restart_at:
+                    restart_at = None
+                    _merge(metrics, c.metrics)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    old, service = service, None
+                    await old.kill()
+                    service = self._service(endpoints)
+                    await service.__aenter__()
+                    task = asyncio.create_task(service.run())
+                    continue
+                if c.metrics.inducted_seen >= cfg.parcels and len(c.table) == 0:
+                    break
+                if cfg.duration_s is not None and el >= cfg.duration_s:
+                    break
+                if el > timeout:
+                    timed_out = True
+                    log.warning("run timed out after %.0f s with %d parcels in flight", el, len(c.table))
+                    break
+            service.stop()
+            await task
+            wall = time.monotonic() - t0
+            c = service.controller
+            _merge(metrics, c.metrics)
+            unit_state = c.unit.state.name
+            alarms = sorted(f.name.lower() for f in c.active_faults)
         finally:
+            if service is not None:
+                await service.close()
             truth, stats = await sim.stop()
         store = EventStore(self.db, readonly=True)
         try:
@@ -178,7 +186,9 @@ class Session:
             recirc = store.status().recirculations
         finally:
             store.close()
-        return SessionResult(audit(rows, truth, recirc), wall, metrics, unit_state, alarms, self.db, stats, timed_out)
+        return SessionResult(
+            audit(rows, truth, recirc), wall, metrics, unit_state, alarms, self.db, stats, timed_out, truth
+        )
 
     def _service(self, ep: Endpoints) -> Service:
         files = Files.beside(self.cfg.site)

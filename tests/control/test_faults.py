@@ -18,7 +18,7 @@ def test_reactions_map_to_packml_commands() -> None:
 
 def test_named_reactions() -> None:
     assert FAULTS[Fault.ESTOP].reaction == Reaction.ABORT
-    assert FAULTS[Fault.JAM].reaction == Reaction.HOLD
+    assert FAULTS[Fault.JAM].reaction == Reaction.STOP
     assert FAULTS[Fault.CONVEYOR_HEARTBEAT_LOST].reaction == Reaction.HOLD
     assert FAULTS[Fault.STORE_WRITE_FAILURE].severity == Severity.CRITICAL
 
