@@ -1,0 +1,55 @@
+"""`sortctl status`: the controller's state and counters, read from its event store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from control.store import EventStore, StoreStatus
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=Path("var/sortcentre.sqlite"), help="event store")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.db.exists():
+        print(f"sortctl status: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
+        return 2
+    try:
+        store = EventStore(args.db, readonly=True)
+        try:
+            st = store.status()
+        finally:
+            store.close()
+    except sqlite3.Error as exc:
+        print(f"sortctl status: cannot read {args.db}: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(st.as_json(), indent=2))
+    else:
+        show(st, Console())
+    return 0
+
+
+def show(st: StoreStatus, console: Console) -> None:
+    t = Table(title=f"unit {st.unit_state} ({st.unit_mode})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("parcels known", str(st.inducted))
+    t.add_row("in flight", str(st.in_flight))
+    for state, n in sorted(st.by_state.items()):
+        t.add_row(f"  {state}", str(n))
+    t.add_row("recirculations", str(st.recirculations))
+    for reason, n in sorted(st.by_reason.items(), key=lambda kv: -kv[1]):
+        t.add_row(f"reason {reason or '-'}", str(n))
+    t.add_row("per chute", " ".join(f"{c}:{n}" for c, n in sorted(st.by_chute.items())) or "-")
+    t.add_row("active alarms", ", ".join(f"{k} ({v})" if v else k for k, v in st.active_alarms.items()) or "none")
+    t.add_row("last ring seqs", " ".join(f"{k}={v}" for k, v in sorted(st.last_seqs.items())))
+    console.print(t)
