@@ -291,6 +291,10 @@ class Controller:
         while not (stop is not None and stop.is_set()) and (max_cycles is None or n < max_cycles):
             await rk.keep_time()
             self.metrics.cycle_lag_s.append(rk.lag_s)
+            if rk.lag_s > 10 * self.cfg.cycle_s:
+                self._raise(Fault.CYCLE_OVERRUN, f"cycle started {rk.lag_s * 1000:.0f} ms late", self._pending_batch)
+            elif Fault.CYCLE_OVERRUN in self.active_faults and rk.lag_s < self.cfg.cycle_s:
+                self._clear(Fault.CYCLE_OVERRUN, self._pending_batch)
             t0 = self.clock()
             await self.step()
             self.metrics.cycle_work_s.append(self.clock() - t0)
@@ -915,7 +919,7 @@ class Controller:
             "host_unit_state": int(self.unit.state),
             "induct_enable": self.unit.state == S.EXECUTE and not any(FAULTS[f].no_entry for f in self.active_faults),
         }
-        if self._first_cycle or self.metrics.cycles <= 2:
+        if self.metrics.cycles % 100 <= 2:  # settings the PLC keeps; refreshed after a PLC restart
             conv_w["watchdog_ms"] = self.cfg.watchdog_ms
             conv_w["speed_setpoint"] = float(self.site.sorter.speed_mps)
         div_w: dict[str, float | int | bool] = {"host_heartbeat": self._host_hb}
