@@ -202,6 +202,8 @@ class Controller:
         self._div_fault_bits = 0
         self._diverter_reset_seq = 0
         self._started = False
+        self._overrun_at = 0.0
+        self._reconnects: dict[str, asyncio.Task[None]] = {}
         self._glitch_cycle = -1
         self._retry_at = 0.0
         self._belt_refused_in: PackMLState | None = None
@@ -292,22 +294,33 @@ class Controller:
             await rk.keep_time()
             self.metrics.cycle_lag_s.append(rk.lag_s)
             if rk.lag_s > 10 * self.cfg.cycle_s:
+                self._overrun_at = self.clock()
                 self._raise(Fault.CYCLE_OVERRUN, f"cycle started {rk.lag_s * 1000:.0f} ms late", self._pending_batch)
-            elif Fault.CYCLE_OVERRUN in self.active_faults and rk.lag_s < self.cfg.cycle_s:
+            elif Fault.CYCLE_OVERRUN in self.active_faults and self.clock() - self._overrun_at > 5.0:
                 self._clear(Fault.CYCLE_OVERRUN, self._pending_batch)
             t0 = self.clock()
             await self.step()
             self.metrics.cycle_work_s.append(self.clock() - t0)
             n += 1
 
+    async def _stop_reconnects(self) -> None:
+        for t in self._reconnects.values():
+            t.cancel()
+        for t in self._reconnects.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._reconnects.clear()
+
     async def kill(self) -> None:
         """Drop everything on the floor, as a crash would: no final commit, links cut."""
+        await self._stop_reconnects()
         for link in (self.conveyor, self.diverter):
             with contextlib.suppress(Exception):
                 await link.close()
         self.writer.close()
 
     async def close(self) -> None:
+        await self._stop_reconnects()
         batch = self._pending_batch
         batch.unit_event(self.wall(), "service", "stop", 0, "")
         with contextlib.suppress(Exception):
@@ -357,8 +370,30 @@ class Controller:
         m.publish_s.append(self.clock() - t3)
 
     # ================================================================= update
+    def _usable(self, name: str, link: PlcLink) -> bool:
+        """A link that is down is reconnected by a background task, never inside the cycle: a
+        connect attempt can take the whole request timeout and must not stall the other PLC."""
+        if link.connected:
+            return True
+        task = self._reconnects.get(name)
+        if task is None or task.done():
+            self._reconnects[name] = asyncio.create_task(self._reconnect(name, link), name=f"reconnect-{name}")
+        return False
+
+    async def _reconnect(self, name: str, link: PlcLink) -> None:
+        delay = 0.05
+        while not link.connected:
+            try:
+                await link.connect()
+            except PlcError as exc:
+                log.debug("%s: reconnect failed: %s", name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     async def _read_conveyor(self) -> _Conveyor:
         out = _Conveyor()
+        if not self._usable("conveyor", self.conveyor):
+            return out
         try:
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
             out.scalars = sc
@@ -380,6 +415,8 @@ class Controller:
 
     async def _read_diverter(self) -> _Diverter:
         out = _Diverter()
+        if not self._usable("diverter", self.diverter):
+            return out
         try:
             sc = await self.diverter.read(DIVERTER_SCALARS)
             out.scalars = sc
@@ -942,6 +979,9 @@ class Controller:
         await asyncio.gather(self._write_conveyor(conv_w), self._write_diverter(div_w, committed))
 
     async def _write_conveyor(self, values: dict[str, float | int | bool]) -> None:
+        if not self.conveyor.connected:
+            self._belt_sent_for = None if "belt_command" in values else self._belt_sent_for
+            return
         if "belt_command" in values:
             values["belt_command_seq"] = self._belt_seq  # same request; the PLC applies the command first
         try:
@@ -952,6 +992,8 @@ class Controller:
             log.debug("conveyor write failed: %s", exc)
 
     async def _write_diverter(self, values: dict[str, float | int | bool], committed: bool) -> None:
+        if not self.diverter.connected:
+            return
         try:
             if committed and self._arm_pending:
                 size = self.tag_map.diverter.rings["arm"].size
