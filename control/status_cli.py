@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show(st: StoreStatus, console: Console) -> None:
-    t = Table(title=f"unit {st.unit_state} ({st.unit_mode})")
+    t = Table(title=f"unit {st.unit_state} ({st.unit_mode}), service {st.service}")
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_row("parcels known", str(st.inducted))

@@ -124,6 +124,7 @@ class StoreStatus:
     recirculations: int
     active_alarms: dict[str, str]
     last_seqs: dict[str, int]
+    service: str = "unknown"  # "running" or "stopped", from the service's start/stop events
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -137,6 +138,7 @@ class StoreStatus:
             "recirculations": self.recirculations,
             "active_alarms": self.active_alarms,
             "last_seqs": self.last_seqs,
+            "service": self.service,
         }
 
 
@@ -281,6 +283,7 @@ class EventStore:
         db = self._db
         states = list(db.execute("SELECT name FROM unit_events WHERE kind='state' ORDER BY id DESC LIMIT 1"))
         modes = list(db.execute("SELECT name FROM unit_events WHERE kind='mode' ORDER BY id DESC LIMIT 1"))
+        svc = list(db.execute("SELECT name FROM unit_events WHERE kind='service' ORDER BY id DESC LIMIT 1"))
         by_state = dict(db.execute("SELECT state, COUNT(*) FROM parcels GROUP BY state").fetchall())
         by_chute = {
             int(c): int(n)
@@ -305,6 +308,7 @@ class EventStore:
             recirculations=int(recirc),
             active_alarms=self.active_alarms(),
             last_seqs=self.last_seqs(),
+            service={"start": "running", "stop": "stopped"}.get(svc[0][0], "unknown") if svc else "unknown",
         )
 
 
