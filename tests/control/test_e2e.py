@@ -78,7 +78,7 @@ def assert_accounted(result: SessionResult, *, settled: bool = True) -> None:
 
 
 async def test_clean_stream_lands_in_planned_chutes(fast_site: Path) -> None:
-    r = await run(fast_site, parcels=100, labels=CLEAN)
+    r = await run(fast_site, parcels=80, labels=CLEAN)
     assert_accounted(r)
     a = r.audit
     assert r.unit_state == "EXECUTE"
@@ -112,7 +112,7 @@ async def test_chute_full_and_stuck_diverter_recirculate_never_missort(fast_site
         {"kind": "diverter_stuck", "at_s": 3.0, "duration_s": 4.0, "chute": 18},
         {"kind": "chute_disabled", "at_s": 3.0, "duration_s": 5.0, "chute": 20},
     ]
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=faults)
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults)
     assert_accounted(r)
     assert r.unit_state == "EXECUTE"
     assert r.audit.recirculated > 0  # the stuck diverter's parcels came round again
@@ -125,7 +125,7 @@ async def test_encoder_glitch_cancels_arms_and_reanchors(fast_site: Path) -> Non
     cancelled, positions re-anchored at the scanner, no further missort, nothing lost, and an
     alarm for every divert that was live across the jump."""
     at = 5.0
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=[{"kind": "encoder_glitch", "at_s": at, "counts": 400}])
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "encoder_glitch", "at_s": at, "counts": 400}])
     a = r.audit
     assert r.metrics.glitches >= 1
     assert FAULTS[Fault.ENCODER_GLITCH].reaction == Reaction.ALARM
@@ -143,14 +143,14 @@ async def test_encoder_glitch_cancels_arms_and_reanchors(fast_site: Path) -> Non
 
 
 async def test_plc_connections_dropped_lose_nothing(fast_site: Path) -> None:
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=[{"kind": "plc_drop", "at_s": 5.0, "plc": "both"}])
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "plc_drop", "at_s": 5.0, "plc": "both"}])
     assert_accounted(r)
     assert r.unit_state == "EXECUTE"
 
 
 async def test_diverter_plc_restart_holds_then_resumes(fast_site: Path) -> None:
     faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": "diverter"}]
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=faults, timeout_s=30.0)
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=22.0)
     restarted = [f for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
     if not restarted:
         # seen on this machine: plc_sim's server stop() left the old listener bound (EADDRINUSE on start)
@@ -166,13 +166,13 @@ async def test_diverter_plc_restart_holds_then_resumes(fast_site: Path) -> None:
 
 
 async def test_controller_killed_and_restarted_mid_run(fast_site: Path) -> None:
-    r = await run(fast_site, parcels=100, labels=CLEAN, restart_controller_at_s=6.0)
+    r = await run(fast_site, parcels=80, labels=CLEAN, restart_controller_at_s=6.0)
     assert_accounted(r)
     assert r.unit_state == "EXECUTE"
 
 
 async def test_jam_stops_the_unit(fast_site: Path) -> None:
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=[{"kind": "jam", "at_s": 5.0, "eye": "induct"}],
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "jam", "at_s": 5.0, "eye": "induct"}],
                   duration_s=10.0)
     assert_accounted(r, settled=False)
     assert FAULTS[Fault.JAM].reaction == Reaction.STOP
@@ -181,7 +181,7 @@ async def test_jam_stops_the_unit(fast_site: Path) -> None:
 
 
 async def test_estop_aborts_the_unit(fast_site: Path) -> None:
-    r = await run(fast_site, parcels=100, labels=CLEAN, faults=[{"kind": "estop", "at_s": 5.0, "duration_s": 1.0}],
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "estop", "at_s": 5.0, "duration_s": 1.0}],
                   duration_s=10.0)
     assert_accounted(r, settled=False)
     assert r.unit_state == "ABORTED"
