@@ -6,7 +6,6 @@ never holds more than a chunk of future parcels in memory.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -16,8 +15,7 @@ import numpy.typing as npt
 
 from control.config.errors import ConfigError
 from plc_sim.scenario import Scenario
-
-MANIFEST_HEADER = ["parcel_id", "country", "postal_code", "destination_id", "consolidation_key", "deadline", "arrival", "length_mm", "width_mm", "height_mm", "weight_kg"]
+from vision.labels import s10_check_digits
 
 SYMBOLOGIES = ("code128", "datamatrix", "qr")
 
@@ -43,52 +41,31 @@ class Manifest:
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read parcel ids and lengths; the header must be exactly MANIFEST_HEADER."""
-    p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            rows = csv.reader(f)
-            header = next(rows, None)
-            if header != MANIFEST_HEADER:
-                raise ConfigError(p, 1, "header", f"expected {','.join(MANIFEST_HEADER)}")
-            ids: list[str] = []
-            lengths: list[float] = []
-            for line, row in enumerate(rows, start=2):
-                if len(row) != len(MANIFEST_HEADER):
-                    raise ConfigError(p, line, "", f"{len(row)} columns, expected {len(MANIFEST_HEADER)}")
-                if not row[0]:
-                    raise ConfigError(p, line, "parcel_id", "empty")
-                try:
-                    length = float(row[7]) if row[7] else 120.0
-                except ValueError:
-                    raise ConfigError(p, line, "length_mm", f"not a number: {row[7]!r}") from None
-                ids.append(row[0])
-                lengths.append(length)
-    except OSError as exc:
-        raise ConfigError(p, None, "", f"cannot read: {exc.strerror or exc}") from exc
-    if not ids:
-        raise ConfigError(p, None, "", "the manifest holds no parcels")
-    return Manifest(tuple(ids), np.asarray(lengths, dtype=np.float64))
+    """The ids and lengths of a manifest, read by the controller's own loader.
+
+    One loader for both sides means the simulator can never induct a parcel the controller
+    would have refused to load; rows the loader rejects are not inducted. A file with no good
+    row, or a bad header, is a ConfigError (file, line, field).
+    """
+    from control.routing.manifest import load_manifest
+
+    m = load_manifest(path)
+    if len(m) == 0:
+        raise ConfigError(Path(path), None, "", "the manifest holds no parcels")
+    ids = tuple(m.parcel_id(r) for r in range(len(m)))
+    length = np.where(np.isfinite(m.dims[:, 0]), m.dims[:, 0], 120.0).astype(np.float64)
+    return Manifest(ids, length)
 
 
 def s10_id(prefix: str, serial: int, country: str = "GB") -> str:
-    """A UPU S10 id with a valid check digit (weights 8 6 4 2 3 5 9 7)."""
-    digits = f"{serial % 100_000_000:08d}"
-    total = sum(int(d) * w for d, w in zip(digits, (8, 6, 4, 2, 3, 5, 9, 7), strict=True))
-    check = 11 - total % 11
-    check = 0 if check == 10 else 5 if check == 11 else check
-    return f"{prefix}{digits}{check}{country}"
-
-
-_S10_WEIGHTS = np.asarray([8, 6, 4, 2, 3, 5, 9, 7], dtype=np.int64)
+    """A UPU S10 id with a valid check digit."""
+    return s10_ids(prefix, np.asarray([serial], dtype=np.int64), country)[0]
 
 
 def s10_ids(prefix: str, serials: I64, country: str = "GB") -> list[str]:
-    """Many S10 ids at once (the same as s10_id, vectorised over the check digit)."""
+    """Many S10 ids at once, the check digit computed over the whole array."""
     sn = np.asarray(serials, dtype=np.int64) % 100_000_000
-    digits = (sn[:, None] // 10 ** np.arange(7, -1, -1, dtype=np.int64)) % 10
-    check = 11 - (digits @ _S10_WEIGHTS) % 11
-    check = np.where(check == 10, 0, np.where(check == 11, 5, check))
+    check = s10_check_digits(sn)
     return [f"{prefix}{a:08d}{c}{country}" for a, c in zip(sn.tolist(), check.tolist(), strict=True)]
 
 

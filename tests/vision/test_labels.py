@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from vision.labels import (
     parse_gs1,
     parse_identity,
     s10_check_digit,
+    s10_check_digits,
 )
 
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -257,3 +259,9 @@ def test_ship_to_fields() -> None:
     assert got.postal_code == "SW1A1AA" and got.country is None
     got = parse_identity("]Q300" + make_sscc(0, 1) + "421276" + "10115", "qr")
     assert isinstance(got, Identity) and (got.country, got.postal_code) == ("DE", "10115")
+
+
+@given(st.lists(st.integers(0, 99_999_999), min_size=1, max_size=50))
+def test_vectorised_s10_check_digits_agree_with_the_scalar_rule(serials: list[int]) -> None:
+    got = s10_check_digits(np.asarray(serials, dtype=np.int64)).tolist()
+    assert got == [s10_check_digit(f"{s:08d}") for s in serials]
