@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -16,12 +17,18 @@ from control.store import EventStore, StoreStatus
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=Path("var/sortcentre.sqlite"), help="event store")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--send", metavar="COMMAND", choices=["reset", "start", "stop", "hold", "unhold", "abort", "clear"],
+        help="queue a PackML command for the running service (e.g. reset after a jam is cleared)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.db.exists():
         print(f"sortctl status: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
         return 2
+    if args.send:
+        return _send(args.db, args.send)
     try:
         store = EventStore(args.db, readonly=True)
         try:
@@ -36,6 +43,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         show(st, Console())
     return 0
+
+
+def _send(db: Path, command: str) -> int:
+    """Queue the command; wait up to 3 s for the service to take it and say what happened."""
+    store = EventStore(db)
+    try:
+        cid = store.add_command(command.upper(), time.time())
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            done, result = store.command_result(cid)
+            if done:
+                print(f"{command}: {result}")
+                return 0 if result == "accepted" else 1
+            time.sleep(0.05)
+    finally:
+        store.close()
+    print(f"{command}: queued; the service has not taken it yet (is it running?)")
+    return 1
 
 
 def show(st: StoreStatus, console: Console) -> None:

@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS unit_events (
     code INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY, t REAL NOT NULL, command TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -82,9 +86,13 @@ class Batch:
     parcel_events: list[tuple[float, int, str, int, int, str, str, str]] = field(default_factory=list)
     unit_events: list[tuple[float, str, str, int, str]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    commands_done: list[tuple[str, int]] = field(default_factory=list)  # (result, command id)
 
     def __bool__(self) -> bool:
-        return bool(self.ring_events or self.parcels or self.parcel_events or self.unit_events or self.meta)
+        return bool(
+            self.ring_events or self.parcels or self.parcel_events or self.unit_events or self.meta
+            or self.commands_done
+        )
 
     def ring(self, plc: str, stream: str, seq: int, t: float, data: dict[str, int]) -> None:
         self.ring_events.append((plc, stream, seq, t, data))
@@ -108,6 +116,7 @@ class Batch:
         self.parcel_events[:0] = other.parcel_events
         self.unit_events[:0] = other.unit_events
         self.meta = {**other.meta, **self.meta}
+        self.commands_done[:0] = other.commands_done
 
 
 @dataclass(slots=True)
@@ -205,11 +214,25 @@ class EventStore:
                     "INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     list(batch.meta.items()),
                 )
+            if batch.commands_done:
+                db.executemany("UPDATE commands SET done=1, result=? WHERE id=?", batch.commands_done)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return new
+
+    def add_command(self, command: str, t: float) -> int:
+        """An operator command for the running service (it polls this table)."""
+        cur = self._db.execute("INSERT INTO commands (t, command) VALUES (?, ?)", (t, command))
+        return int(cur.lastrowid or 0)
+
+    def pending_commands(self) -> list[tuple[int, str]]:
+        return [(int(i), str(c)) for i, c in self._db.execute("SELECT id, command FROM commands WHERE done=0 ORDER BY id")]
+
+    def command_result(self, command_id: int) -> tuple[bool, str]:
+        row = self._db.execute("SELECT done, result FROM commands WHERE id=?", (command_id,)).fetchone()
+        return (bool(row[0]), str(row[1])) if row else (False, "")
 
     # -- reading -----------------------------------------------------------------------------
     def last_seq(self, plc: str, stream: str) -> int:

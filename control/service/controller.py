@@ -336,6 +336,8 @@ class Controller:
         now = self.clock()
         self.metrics.cycles += 1
         m = self.metrics
+        if m.cycles % 25 == 0:  # operator commands (sortctl status --send), four times a second
+            await self._operator_commands()
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
         t1 = self.clock()
         m.read_s.append(t1 - now)
@@ -942,6 +944,28 @@ class Controller:
             elif not out.accepted:
                 batch.unit_event(self.wall(), "refused", out.command, int(out.before), out.reason)
         self.unit.history.clear()
+
+    async def _operator_commands(self) -> None:
+        try:
+            pending = await self.writer.call(lambda s: s.pending_commands())
+        except Exception as exc:  # a locked or failing store must not stop the cycle
+            log.debug("reading operator commands failed: %s", exc)
+            return
+        batch = self._pending_batch
+        for cid, name in pending:
+            try:
+                cmd = PackMLCommand[name.upper()]
+            except KeyError:
+                batch.commands_done.append((f"unknown command {name!r}", cid))
+                continue
+            if cmd == C.STOP:
+                self._stop_requested = True
+            elif cmd in (C.RESET, C.START, C.CLEAR):
+                self._stop_requested = False
+            out = self.unit.command(cmd)
+            batch.unit_event(self.wall(), "operator", cmd.name, int(cmd), out.reason)
+            batch.commands_done.append(("accepted" if out.accepted else f"refused: {out.reason}", cid))
+            self._record_state(batch)
 
     def request_stop(self) -> None:
         """Operator Stop: the unit stops the belt and stays stopped."""

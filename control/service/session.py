@@ -53,6 +53,7 @@ class SessionConfig:
     duration_s: float | None = None  # stop after this long even with parcels in flight (stopped-belt faults)
     restart_controller_at_s: float | None = None  # kill the controller then, start a new one on the same db
     camera: bool = True
+    operator: list[tuple[float, str]] = field(default_factory=list)  # (at wall s, PackML command) as `status --send`
 
 
 @dataclass(slots=True)
@@ -139,6 +140,7 @@ class Session:
             service = self._service(endpoints)
             await service.__aenter__()
             restart_at = cfg.restart_controller_at_s
+            operator = sorted(cfg.operator)
             task = asyncio.create_task(service.run())
             while True:
                 await asyncio.sleep(0.25)
@@ -149,6 +151,9 @@ class Session:
                                       c.unit.state.name))
                 if task.done():
                     task.result()
+                while operator and el >= operator[0][0]:
+                    _, command = operator.pop(0)
+                    await asyncio.to_thread(_send_command, self.db, command)
                 if restart_at is not None and el >= restart_at:
                     restart_at = None
                     _merge(metrics, c.metrics)
@@ -195,6 +200,14 @@ class Session:
         svc = Service.from_files(files, self.db, self.cfg.settings, ep, manifest_time=True, camera=self.cfg.camera)
         self.service = svc
         return svc
+
+
+def _send_command(db: Path, command: str) -> None:
+    store = EventStore(db)
+    try:
+        store.add_command(command.upper(), time.time())
+    finally:
+        store.close()
 
 
 def _merge(into: Metrics, m: Metrics) -> None:

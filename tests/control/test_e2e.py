@@ -171,13 +171,23 @@ async def test_controller_killed_and_restarted_mid_run(fast_site: Path) -> None:
     assert r.unit_state == "EXECUTE"
 
 
-async def test_jam_stops_the_unit(fast_site: Path) -> None:
+async def test_jam_stops_the_unit_until_an_operator_resets(fast_site: Path) -> None:
     r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "jam", "at_s": 5.0, "eye": "induct"}],
-                  duration_s=10.0)
+                  duration_s=8.0)
     assert_accounted(r, settled=False)
     assert FAULTS[Fault.JAM].reaction == Reaction.STOP
     assert r.unit_state == "STOPPED"
     assert "jam" in r.alarms
+
+
+async def test_operator_reset_after_a_jam_resumes_sorting(fast_site: Path) -> None:
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "jam", "at_s": 5.0, "eye": "induct"}],
+                  operator=[(9.0, "reset")], timeout_s=40.0)
+    a = r.audit
+    assert r.unit_state == "EXECUTE" and "jam" not in r.alarms
+    assert a.missorts == [] and a.misrecorded == [], a.missort_detail
+    taken_off = set(r.truth.tracking_id[r.truth.location == 2].tolist())  # the jammed parcel, removed by hand
+    assert set(a.lost) <= taken_off, a.lost
 
 
 async def test_estop_aborts_the_unit(fast_site: Path) -> None:
