@@ -74,3 +74,14 @@ def test_alarms_raise_and_clear(tmp_path: Path) -> None:
     b.unit_event(1.0, "alarm_clear", "jam", 2, "")
     db.commit(b)
     assert db.active_alarms() == {"camera_down": ""}
+
+
+def test_operator_commands_queue_and_complete_in_a_batch(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    cid = db.add_command("RESET", 0.0)
+    assert db.pending_commands() == [(cid, "RESET")]
+    b = Batch()
+    b.commands_done.append(("accepted", cid))
+    db.commit(b)
+    assert db.pending_commands() == []
+    assert db.command_result(cid) == (True, "accepted")
