@@ -15,7 +15,7 @@ from control.store import EventStore, StoreStatus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=Path("var/sortcentre.sqlite"), help="event store")
+    parser.add_argument("--db", type=Path, default=Path("var/events.sqlite"), help="event store")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "--send", metavar="COMMAND", choices=["reset", "start", "stop", "hold", "unhold", "abort", "clear"],

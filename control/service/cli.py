@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", type=Path, default=Path("config/site.yaml"), help="site file")
     parser.add_argument("--plan", type=Path, help="sort plan CSV (default: sortplan.csv beside the site)")
     parser.add_argument("--manifest", type=Path, help="manifest CSV (default: manifest.csv beside the site)")
-    parser.add_argument("--db", type=Path, default=Path("var/sortcentre.sqlite"), help="event store")
+    parser.add_argument("--db", type=Path, default=Path("var/events.sqlite"), help="event store")
     parser.add_argument("--conveyor-port", type=int, help="override the site's OPC UA port")
     parser.add_argument("--diverter-port", type=int, help="override the site's Modbus port")
     parser.add_argument("--camera-port", type=int, help="override the site's camera port")
