@@ -29,14 +29,22 @@ from control.config.site import Site
 from control.routing.manifest import Manifest
 from control.routing.plan import SortPlan, check_against_site
 from control.routing.postal import postal_key
-from control.routing.reasons import ReadStatus, Reason
+from control.routing.reasons import Reason
 from control.routing.settings import RoutingSettings
 from control.routing.tables import PlanTables, SiteTables, compile_plan
 
+I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
 
-_EXC_NONE = 0
+_EMPTY = np.zeros(0, np.int64)
+
+
+def _meta(n_cand: npt.ArrayLike, primary: npt.ArrayLike, reason: npt.ArrayLike) -> I32:
+    """Pack a candidate count, how many of them are primary, and the reason into one int32.
+    Both counts are below 4096 (there are at most 999 chutes)."""
+    n = np.asarray(n_cand, np.int64)
+    return (n | (np.asarray(primary, np.int64) << 12) | (np.asarray(reason, np.int64) << 24)).astype(np.int32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,11 @@ class PreparedPlan:
     row_rule: npt.NDArray[np.int32]
     cand: npt.NDArray[np.int16]  # site chains followed by the plan's candidate lists
     cand_base: int  # where the plan's lists start in ``cand``
+    # Per manifest row (plus a last "unknown parcel" row): the static route, packed so that one
+    # gather per parcel fetches it. Columns: candidate offset in ``cand``, meta (see
+    # :func:`_meta`), consolidation group (-1: none), group reported with the decision.
+    row_table: npt.NDArray[np.int32]
+    row_pdl: npt.NDArray[np.float64]  # deadline of rows that have a priority chute, else +inf
 
 
 def _row_exceptions(m: Manifest, st: SiteTables) -> npt.NDArray[np.uint8]:
@@ -96,6 +109,7 @@ class RoutingEngine:
         self.group_chute = np.zeros(ng, np.int16)
         self.group_slot = np.full(ng, -1, np.int64)
         self._seen = np.zeros(max(ng, 1), np.int64)
+        self._rule_seen = np.zeros(0, np.int64)
         self._exc_chute = np.zeros(max(Reason) + 1, np.int64)
         for r in Reason:
             self._exc_chute[r] = (
@@ -120,7 +134,35 @@ class RoutingEngine:
             by_dest = d[m.dest_code]  # code -1 reads the trailing -1
             row_rule = np.where(by_dest >= 0, by_dest, row_rule).astype(np.int32)
         cand = np.concatenate([self.st.chain, t.cand]).astype(np.int16)
-        return PreparedPlan(t, row_rule, cand, len(self.st.chain))
+        table, pdl = self._row_routes(t, row_rule, len(self.st.chain))
+        return PreparedPlan(t, row_rule, cand, len(self.st.chain), table, pdl)
+
+    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, npt.NDArray[np.float64]]:
+        """Each row's route when nothing at routing time (read, laps, deadline) overrides it."""
+        st = self.st
+        exc = self._row_exc.astype(np.int64)
+        exc[(exc == 0) & (row_rule < 0)] = Reason.NO_RULE
+        normal = exc == 0
+        # Rule tables with a dummy last entry, read by rows without a rule.
+        rc = np.where(row_rule >= 0, row_rule, t.n_rules)
+        cand_off = np.append(t.cand_off, 0) + cand_base
+        cand_len = np.append(t.cand_len, 1)
+        pool_len = np.append(t.pool_len, 1)
+        prio = np.append(t.prio, 0)
+        fixed = self._exc_chute[exc]
+        n = len(exc)
+        table = np.empty((n + 1, 4), np.int32)
+        cons = np.where(normal, self._row_group, -1)
+        table[:n, 0] = np.where(normal, cand_off[rc], st.chain_off[fixed])
+        reason = np.where(normal, np.where(cons >= 0, Reason.CONSOLIDATED, Reason.SORTED_BY_RULE), exc)
+        table[:n, 1] = _meta(np.where(normal, cand_len[rc], st.chain_len[fixed]), np.where(normal, pool_len[rc], 1), reason)
+        table[:n, 2] = cons
+        table[:n, 3] = self._row_group
+        r = st.reject
+        table[n] = (st.chain_off[r], _meta(st.chain_len[r], 1, Reason.UNKNOWN_PARCEL), -1, -1)
+        pdl = np.full(n + 1, np.inf)
+        pdl[:n] = np.where(normal & (prio[rc] > 0), self.manifest.deadline, np.inf)
+        return table, pdl
 
     def swap_plan(self, new: PreparedPlan | SortPlan) -> None:
         """Switch plans between two routing calls. Open groups keep their chute; their load is
@@ -295,137 +337,154 @@ class RoutingEngine:
         t, st = pp.tables, self.st
         rows = np.asarray(rows, np.int64)
         n = len(rows)
-        known = (rows >= 0) & (rows < len(self.manifest))
-        rr = np.where(known, rows, 0)
-        exc = np.where(known, self._row_exc[rr], _EXC_NONE).astype(np.uint8) if len(self._row_exc) else np.zeros(n, np.uint8)
-        rule = np.where(known, pp.row_rule[rr], -1) if len(pp.row_rule) else np.full(n, -1, np.int32)
+        size = len(pp.row_pdl) - 1  # the last table row is the "unknown parcel" sentinel
+        if n and (int(rows.min()) < 0 or int(rows.max()) >= size):
+            rr = np.where((rows >= 0) & (rows < size), rows, size)
+        else:
+            rr = rows
+        # One gather brings each parcel's static route (what it gets unless the call says
+        # otherwise): candidate list, primary count, reason, consolidation group.
+        # (``take`` moves whole 16-byte rows; fancy indexing ``table[rr]`` is many times slower.)
+        packed = np.take(pp.row_table, rr, axis=0)
+        off, meta, cons, group = packed[:, 0], packed[:, 1], packed[:, 2], packed[:, 3]
+        due = np.flatnonzero((pp.row_pdl[rr] - np.asarray(now, np.float64)) < self.settings.priority_margin_s)
+        if len(due):
+            pc = t.prio[pp.row_rule[rr[due]]].astype(np.int64)
+            off[due] = st.chain_off[pc]
+            meta[due] = _meta(st.chain_len[pc], 1, Reason.PRIORITY)
+            cons[due] = -1
         if label_key is not None:
             lk = np.asarray(label_key, np.int64)
-            lab = ~known & (lk >= 0)
-            if lab.any():
-                rule[lab] = t.rule_for_keys(lk[lab])
-        else:
-            lab = np.zeros(n, bool)
-        exc[~known & ~lab] = Reason.UNKNOWN_PARCEL
-        exc[(exc == 0) & (rule < 0)] = Reason.NO_RULE
+            lab = np.flatnonzero((rr == size) & (lk >= 0))
+            if len(lab):
+                lr = t.rule_for_keys(lk[lab])
+                ok_r = lr >= 0
+                lrc = np.maximum(lr, 0)
+                rej = st.reject
+                off[lab] = np.where(ok_r, pp.cand_base + t.cand_off[lrc] if t.n_rules else 0, st.chain_off[rej])
+                meta[lab] = np.where(
+                    ok_r, _meta(t.cand_len[lrc], t.pool_len[lrc], Reason.SORTED_BY_RULE) if t.n_rules else 0,
+                    _meta(st.chain_len[rej], 1, Reason.NO_RULE),
+                )
         if read is not None:
             rd = np.asarray(read, np.int64)
-            for status, reason in ((ReadStatus.BAD_READ, Reason.BAD_READ), (ReadStatus.MULTI_READ, Reason.MULTI_READ),
-                                   (ReadStatus.NO_READ, Reason.NO_READ)):
-                exc[rd == status] = reason
-            exc[rd > 3] = Reason.BAD_READ
+            bad = np.flatnonzero(rd > 0)
+            if len(bad):
+                self._force(off, meta, cons, bad, np.minimum(rd[bad], 3) + (Reason.NO_READ - 1))
         if recirculations is not None:
-            exc[np.asarray(recirculations) > st.recirculation_limit] = Reason.RECIRCULATION_LIMIT
-        normal = exc == 0
-        # Every known parcel reports its group, exceptions too: its confirmation counts towards
-        # the group's completion wherever it went.
-        group = np.where(known, self._row_group[rr], -1).astype(np.int32) if len(self._row_group) else np.full(n, -1, np.int32)
-        rule_c = np.maximum(rule, 0)
-        prio_chute = t.prio[rule_c] if len(t.prio) else np.zeros(n, np.int16)
-        due = known & normal & (prio_chute > 0)
-        if due.any():
-            dl = self.manifest.deadline[rr]
-            due &= (dl - np.asarray(now, np.float64)) < self.settings.priority_margin_s
-        cons = np.where(due | ~normal, -1, group)
-        # Candidate list per parcel (group parcels get theirs per block).
-        off = np.where(normal, pp.cand_base + t.cand_off[rule_c], 0) if len(t.cand_off) else np.zeros(n, np.int64)
-        ln = np.where(normal, t.cand_len[rule_c], 1) if len(t.cand_len) else np.ones(n, np.int64)
-        prim = np.where(normal, t.pool_len[rule_c], 1) if len(t.pool_len) else np.ones(n, np.int64)
-        base = np.where(normal, Reason.SORTED_BY_RULE, exc).astype(np.uint8)
-        fixed = np.where(due, prio_chute, np.where(normal, 0, self._exc_chute[exc])).astype(np.int64)
-        has_fixed = fixed > 0
-        off = np.where(has_fixed, st.chain_off[fixed], off)
-        ln = np.where(has_fixed, st.chain_len[fixed], ln)
-        prim = np.where(has_fixed, 1, prim)
-        base = np.where(due, np.uint8(Reason.PRIORITY), base)
-        out_chute = np.zeros(n, np.int16)
-        out_reason = np.zeros(n, np.uint8)
+            lap = np.flatnonzero(np.asarray(recirculations) > st.recirculation_limit)
+            if len(lap):
+                self._force(off, meta, cons, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
+        out_chute = np.empty(n, np.int16)
+        out_reason = (meta >> 24).astype(np.uint8)
         p = 0
         block = self.settings.block
         while p < n:
             e = min(n, p + block)
-            q = self._route_block(pp, p, e, rule, cons, off, ln, prim, base, out_chute, out_reason)
-            p += q
+            p += self._route_block(pp, rr, p, e, off, meta, cons, out_chute, out_reason)
         return Decisions(out_chute, out_reason, group)
 
+    def _force(self, off: I32, meta: I32, cons: I32, idx: I64, reason: I64) -> None:
+        """Parcels ``idx`` become exceptions ``reason`` (read failures, too many laps)."""
+        c = self._exc_chute[reason]
+        off[idx] = self.st.chain_off[c]
+        meta[idx] = _meta(self.st.chain_len[c], 1, reason)
+        cons[idx] = -1
+
     def _route_block(
-        self, pp: PreparedPlan, p: int, e: int, rule: npt.NDArray[np.int32], cons: npt.NDArray[np.int32],
-        off_all: I64, ln_all: I64, prim_all: I64, base_all: npt.NDArray[np.uint8],
+        self, pp: PreparedPlan, rr: I64, p: int, e: int, off_all: I32, meta_all: I32, cons_all: I32,
         out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8],
     ) -> int:
         """Route parcels p..e-1 speculatively; commit the exact prefix; return its length."""
         st, t = self.st, pp.tables
+        cand = pp.cand
         reject = st.reject
         load0 = self.pending + self.filled
         ok = self.available & (load0 < st.capacity)
         ok[reject] = True
         m = e - p
-        off = off_all[p:e].copy()
-        ln = ln_all[p:e].copy()
-        prim = prim_all[p:e].copy()
-        base = base_all[p:e].copy()
-        direct = np.zeros(m, np.int64)  # chute chosen outright (group openers)
-        g = cons[p:e]
+        off = off_all[p:e]
+        chute = cand[off]  # first candidate of every parcel; groups replace theirs below
+        follow_chute = None  # chute each group member follows (0: none)
+        g = cons_all[p:e]
         gi = np.flatnonzero(g >= 0)
-        opener_pos = np.zeros(0, np.int64)
-        opener_slot = np.zeros(0, np.int64)
+        opener_pos = opener_slot = _EMPTY
         if len(gi):
             gg = g[gi]
-            gc = self.group_chute[gg].astype(np.int64)
-            new = gc == 0
-            if new.any():
+            gc = self.group_chute[gg]
+            new = np.flatnonzero(gc == 0)
+            if len(new):
                 ni = gi[new]
                 ng = gg[new]
-                self._seen[ng[::-1]] = ni[::-1]
-                is_first = self._seen[ng] == ni
-                opener_pos = ni[is_first]
-                opener_slot = self._water_fill(t, ok, rule[p:e][opener_pos])
-                chosen = np.where(opener_slot >= 0, t.pool[np.maximum(opener_slot, 0)], 0).astype(np.int64)
-                self._seen[ng[is_first]] = chosen  # reuse scratch: group -> chute chosen this block
-                gc[new] = self._seen[ng]
-                direct[opener_pos] = chosen
-            follow = gc > 0
-            fi = gi[follow]
-            off[fi] = st.chain_off[gc[follow]]
-            ln[fi] = st.chain_len[gc[follow]]
-            prim[fi] = 1
-            base[gi] = Reason.CONSOLIDATED
-        # First acceptable candidate of each parcel.
-        chute = direct.copy()
-        pos = np.zeros(m, np.int64)
-        todo = np.flatnonzero(chute == 0)
-        cand = pp.cand
-        k = 0
-        while len(todo):
-            c = cand[off[todo] + k].astype(np.int64)
-            good = ok[c]
-            chute[todo[good]] = c[good]
-            pos[todo[good]] = k
-            k += 1
-            todo = todo[~good]
-            exhausted = ln[todo] <= k
-            gone = todo[exhausted]
-            chute[gone] = reject
-            pos[gone] = ln[gone]
-            todo = todo[~exhausted]
+                seen = self._seen
+                seen[ng[::-1]] = ni[::-1]
+                first = seen[ng] == ni
+                opener_pos = ni[first]
+                opener_slot = self._water_fill(t, ok, pp.row_rule[rr[p + opener_pos]])
+                chosen = np.where(opener_slot >= 0, t.pool[np.maximum(opener_slot, 0)], 0)
+                seen[ng[first]] = chosen  # reuse scratch: group -> chute chosen this block
+                gc[new] = seen[ng]
+            has = gc > 0
+            follow_chute = np.zeros(m, np.int16)
+            follow_chute[gi[has]] = gc[has]
+            chute[gi[has]] = gc[has]
+        bad = np.flatnonzero(~ok[chute])
+        pos = None
+        if len(bad):
+            # Slow lane: parcels whose first candidate is full or unavailable walk their list.
+            meta = meta_all[p:e]
+            pos = np.zeros(m, np.int16)
+            b_off = off[bad].astype(np.int64)
+            b_ln = meta[bad] & 0xFFF
+            if follow_chute is not None:
+                fc = follow_chute[bad].astype(np.int64)
+                f = fc > 0
+                b_off = np.where(f, st.chain_off[fc], b_off)
+                b_ln = np.where(f, st.chain_len[fc], b_ln)
+            todo = np.arange(len(bad))
+            k = 1
+            while len(todo):
+                left = b_ln[todo] > k
+                gone = todo[~left]
+                chute[bad[gone]] = reject
+                pos[bad[gone]] = b_ln[gone]
+                todo = todo[left]
+                c = cand[b_off[todo] + k]
+                good = ok[c]
+                hit = todo[good]
+                chute[bad[hit]] = c[good]
+                pos[bad[hit]] = k
+                todo = todo[~good]
+                k += 1
         # Capacity check: the first parcel that would overflow a chute ends the exact prefix.
         cnt = np.bincount(chute, minlength=st.size)
-        over = np.flatnonzero(load0 + cnt > st.capacity)
+        over = np.flatnonzero(load0 + cnt[: st.size] > st.capacity)
         q = m
         for oc in over.tolist():
             if oc == reject:
                 continue
             room = int(st.capacity[oc] - load0[oc])
             q = min(q, int(np.flatnonzero(chute == oc)[room]))
-        reason = base
-        fell = (pos >= prim) & (base < Reason.NO_RULE)
-        if fell.any():
-            first = cand[off[fell]].astype(np.int64)
-            reason = reason.copy()
-            reason[fell] = np.where(self.available[first], Reason.FALLBACK_FULL, Reason.CHUTE_UNAVAILABLE)
+        if pos is not None:
+            # A normal parcel that got none of its primary chutes says why.
+            bq = bad[bad < q]
+            mb = meta_all[p + bq]
+            first_c = cand[off[bq]].astype(np.int64)
+            prim = (mb >> 12) & 0xFFF
+            if follow_chute is not None:
+                fc = follow_chute[bq].astype(np.int64)
+                first_c = np.where(fc > 0, fc, first_c)
+                prim = np.where(fc > 0, 1, prim)
+            fell = (pos[bq] >= prim) & ((mb >> 24) < Reason.NO_RULE)
+            if fell.any():
+                out_reason[p + bq[fell]] = np.where(
+                    self.available[first_c[fell]], Reason.FALLBACK_FULL, Reason.CHUTE_UNAVAILABLE
+                )
         out_chute[p : p + q] = chute[:q]
-        out_reason[p : p + q] = reason[:q]
-        self.pending += np.bincount(chute[:q], minlength=st.size)
+        if q == m:
+            self.pending += cnt[: st.size]
+        else:
+            self.pending += np.bincount(chute[:q], minlength=st.size)[: st.size]
         if len(opener_pos):
             keep = (opener_pos < q) & (opener_slot >= 0)
             op, sl = opener_pos[keep], opener_slot[keep]
@@ -437,34 +496,40 @@ class RoutingEngine:
 
     def _water_fill(self, t: PlanTables, ok: npt.NDArray[np.bool_], op_rule: npt.NDArray[np.int32]) -> I64:
         """Pool slot for each new group, in order: the least-loaded acceptable slot of its rule,
-        ties to pool order, loads growing as groups open (the sequence greedy choice makes)."""
+        ties to pool order, loads growing as groups open (the sequence greedy choice makes).
+
+        Rules are independent (a slot's load counts only its rule's groups), so each round
+        places the earliest remaining new group of every rule at once: an argmin across each
+        rule's row of keys ``load * width + position`` (ties go to the earlier slot). Rounds
+        are few: a rule rarely opens more than a handful of groups in one block."""
         nk = len(op_rule)
         out = np.full(nk, -1, np.int64)
         if nk == 0:
             return out
-        order = np.argsort(op_rule, kind="stable")
-        rs = op_rule[order].astype(np.int64)
-        ur, first, counts = np.unique(rs, return_index=True, return_counts=True)
-        rank = np.arange(nk) - np.repeat(first, counts)
-        # Every acceptable slot of each rule, repeated once per level it may reach.
-        plen = t.pool_len[ur]
-        slot = np.repeat(t.pool_off[ur], plen) + (np.arange(plen.sum()) - np.repeat(np.cumsum(plen) - plen, plen))
-        srule = np.repeat(np.arange(len(ur)), plen)
-        good = ok[t.pool[slot].astype(np.int64)]
-        slot, srule = slot[good], srule[good]
-        reps = counts[srule]
-        pslot = np.repeat(slot, reps)
-        prule = np.repeat(srule, reps)
-        m = np.arange(len(pslot)) - np.repeat(np.cumsum(reps) - reps, reps)
-        level = self.slot_load[pslot] + m
-        o = np.lexsort((pslot, level, prule))
-        pslot, prule = pslot[o], prule[o]
-        # Rule u's picks start where its pairs start in the sorted order.
-        n_pairs = np.bincount(prule, minlength=len(ur))
-        start = np.cumsum(n_pairs) - n_pairs
-        ui = np.repeat(np.arange(len(ur)), counts)
-        has = n_pairs[ui] > 0
-        res = np.full(nk, -1, np.int64)
-        res[has] = pslot[start[ui[has]] + rank[has]]
-        out[order] = res
+        if len(self._rule_seen) < t.n_rules:
+            self._rule_seen = np.zeros(t.n_rules, np.int64)
+        seen = self._rule_seen
+        load = self.slot_load.copy()  # loads as this block's groups open (committed later)
+        big = np.iinfo(np.int64).max
+        todo = np.arange(nk)
+        rules = op_rule.astype(np.int64)
+        while len(todo):
+            r = rules[todo]
+            seen[r[::-1]] = todo[::-1]
+            first = seen[r] == todo
+            now, r = todo[first], r[first]
+            todo = todo[~first]
+            plen = t.pool_len[r]
+            width = int(plen.max())
+            col = np.arange(width)
+            slot = t.pool_off[r][:, None] + col
+            valid = col < plen[:, None]
+            slot = np.where(valid, slot, 0)
+            key = np.where(valid & ok[t.pool[slot]], load[slot] * width + col, big)
+            best = np.argmin(key, axis=1)
+            rows = np.arange(len(now))
+            got = key[rows, best] != big
+            pick = slot[rows[got], best[got]]
+            out[now[got]] = pick
+            load[pick] += 1  # one pick per rule per round: no repeats
         return out
