@@ -38,13 +38,24 @@ I64 = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
 
 _EMPTY = np.zeros(0, np.int64)
+NEVER = np.iinfo(np.int32).max  # priority deadline of a row that never goes to a priority chute
+_BIG = np.iinfo(np.int64).max
 
 
-def _meta(n_cand: npt.ArrayLike, primary: npt.ArrayLike, reason: npt.ArrayLike) -> I32:
-    """Pack a candidate count, how many of them are primary, and the reason into one int32.
-    Both counts are below 4096 (there are at most 999 chutes)."""
-    n = np.asarray(n_cand, np.int64)
-    return (n | (np.asarray(primary, np.int64) << 12) | (np.asarray(reason, np.int64) << 24)).astype(np.int32)
+def _meta(reason: npt.ArrayLike, n_cand: npt.ArrayLike, primary: npt.ArrayLike) -> I32:
+    """Pack the reason (low byte, so that ``astype(uint8)`` reads it), the candidate count
+    (12 bits) and how many candidates are primary (11 bits) into one int32. Both counts are
+    below 1000: there are at most 999 chutes."""
+    r = np.asarray(reason, np.int64)
+    return (r | (np.asarray(n_cand, np.int64) << 8) | (np.asarray(primary, np.int64) << 20)).astype(np.int32)
+
+
+def _n_cand(meta: npt.NDArray[np.int32]) -> I64:
+    return (meta.astype(np.int64) >> 8) & 0xFFF
+
+
+def _primary(meta: npt.NDArray[np.int32]) -> I64:
+    return meta.astype(np.int64) >> 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +79,21 @@ class PreparedPlan:
     row_rule: npt.NDArray[np.int32]
     cand: npt.NDArray[np.int16]  # site chains followed by the plan's candidate lists
     cand_base: int  # where the plan's lists start in ``cand``
-    # Per manifest row (plus a last "unknown parcel" row): the static route, packed so that one
-    # gather per parcel fetches it. Columns: candidate offset in ``cand``, meta (see
-    # :func:`_meta`), consolidation group (-1: none), group reported with the decision.
+    # Per manifest row (plus a last "unknown parcel" row): the route it gets unless something
+    # at routing time (read, laps, deadline, chute state) says otherwise, packed into 16 bytes
+    # so that one gather per parcel fetches it. Columns: candidate offset in ``cand``; meta
+    # (:func:`_meta`); consolidation group (-1: none); priority deadline, whole seconds after
+    # ``prio_base`` rounded down (a pre-filter only, the exact test reads the manifest), NEVER
+    # when the row has no priority chute.
     row_table: npt.NDArray[np.int32]
-    row_pdl: npt.NDArray[np.float64]  # deadline of rows that have a priority chute, else +inf
+    prio_base: float
+    # Pool slots of each rule, one row per rule (padded; see :meth:`RoutingEngine.prepare_plan`).
+    rule_slots: I64
+    pool_ext: npt.NDArray[np.int16]  # the pool and a last 0: ``pool_ext[-1]`` is "no chute"
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_table) - 1
 
 
 def _row_exceptions(m: Manifest, st: SiteTables) -> npt.NDArray[np.uint8]:
@@ -134,10 +155,15 @@ class RoutingEngine:
             by_dest = d[m.dest_code]  # code -1 reads the trailing -1
             row_rule = np.where(by_dest >= 0, by_dest, row_rule).astype(np.int32)
         cand = np.concatenate([self.st.chain, t.cand]).astype(np.int16)
-        table, pdl = self._row_routes(t, row_rule, len(self.st.chain))
-        return PreparedPlan(t, row_rule, cand, len(self.st.chain), table, pdl)
+        table, base = self._row_routes(t, row_rule, len(self.st.chain))
+        width = int(t.pool_len.max()) if t.n_rules else 1
+        col = np.arange(width)
+        # Padding repeats a rule's first slot: same load, later position, so it never wins.
+        rule_slots = np.where(col < t.pool_len[:, None], t.pool_off[:, None] + col, t.pool_off[:, None])
+        pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)
+        return PreparedPlan(t, row_rule, cand, len(self.st.chain), table, base, rule_slots, pool_ext)
 
-    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, npt.NDArray[np.float64]]:
+    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, float]:
         """Each row's route when nothing at routing time (read, laps, deadline) overrides it."""
         st = self.st
         exc = self._row_exc.astype(np.int64)
@@ -152,17 +178,21 @@ class RoutingEngine:
         fixed = self._exc_chute[exc]
         n = len(exc)
         table = np.empty((n + 1, 4), np.int32)
-        cons = np.where(normal, self._row_group, -1)
         table[:n, 0] = np.where(normal, cand_off[rc], st.chain_off[fixed])
-        reason = np.where(normal, np.where(cons >= 0, Reason.CONSOLIDATED, Reason.SORTED_BY_RULE), exc)
-        table[:n, 1] = _meta(np.where(normal, cand_len[rc], st.chain_len[fixed]), np.where(normal, pool_len[rc], 1), reason)
-        table[:n, 2] = cons
-        table[:n, 3] = self._row_group
+        # A parcel of a group routes as CONSOLIDATED; the batch finds group parcels by reason.
+        cons = normal & (self._row_group >= 0)
+        reason = np.where(normal, np.where(cons, Reason.CONSOLIDATED, Reason.SORTED_BY_RULE), exc)
+        table[:n, 1] = _meta(reason, np.where(normal, cand_len[rc], st.chain_len[fixed]), np.where(normal, pool_len[rc], 1))
+        table[:n, 2] = self._row_group
+        dl = self.manifest.deadline
+        has_prio = normal & (prio[rc] > 0) & np.isfinite(dl)
+        base = float(dl[has_prio].min()) if has_prio.any() else 0.0
+        with np.errstate(invalid="ignore"):
+            rel = np.clip(np.floor(dl - base), 0, NEVER - 1)
+        table[:n, 3] = np.where(has_prio, rel, NEVER)
         r = st.reject
-        table[n] = (st.chain_off[r], _meta(st.chain_len[r], 1, Reason.UNKNOWN_PARCEL), -1, -1)
-        pdl = np.full(n + 1, np.inf)
-        pdl[:n] = np.where(normal & (prio[rc] > 0), self.manifest.deadline, np.inf)
-        return table, pdl
+        table[n] = (st.chain_off[r], _meta(Reason.UNKNOWN_PARCEL, st.chain_len[r], 1), -1, NEVER)
+        return table, base
 
     def swap_plan(self, new: PreparedPlan | SortPlan) -> None:
         """Switch plans between two routing calls. Open groups keep their chute; their load is
@@ -337,62 +367,76 @@ class RoutingEngine:
         t, st = pp.tables, self.st
         rows = np.asarray(rows, np.int64)
         n = len(rows)
-        size = len(pp.row_pdl) - 1  # the last table row is the "unknown parcel" sentinel
+        size = pp.n_rows  # table row ``size`` is the "unknown parcel" sentinel
         if n and (int(rows.min()) < 0 or int(rows.max()) >= size):
             rr = np.where((rows >= 0) & (rows < size), rows, size)
         else:
             rr = rows
-        # One gather brings each parcel's static route (what it gets unless the call says
-        # otherwise): candidate list, primary count, reason, consolidation group.
-        # (``take`` moves whole 16-byte rows; fancy indexing ``table[rr]`` is many times slower.)
+        # One gather brings each parcel's static route. (``take`` moves whole 16-byte rows;
+        # fancy indexing ``table[rr]`` is many times slower.) The columns are views of it.
         packed = np.take(pp.row_table, rr, axis=0)
-        off, meta, cons, group = packed[:, 0], packed[:, 1], packed[:, 2], packed[:, 3]
-        due = np.flatnonzero((pp.row_pdl[rr] - np.asarray(now, np.float64)) < self.settings.priority_margin_s)
+        off, meta, group = packed[:, 0], packed[:, 1], packed[:, 2]
+        due = self._due(pp, rr, packed[:, 3], now)
         if len(due):
             pc = t.prio[pp.row_rule[rr[due]]].astype(np.int64)
             off[due] = st.chain_off[pc]
-            meta[due] = _meta(st.chain_len[pc], 1, Reason.PRIORITY)
-            cons[due] = -1
+            meta[due] = _meta(Reason.PRIORITY, st.chain_len[pc], 1)
         if label_key is not None:
             lk = np.asarray(label_key, np.int64)
             lab = np.flatnonzero((rr == size) & (lk >= 0))
-            if len(lab):
-                lr = t.rule_for_keys(lk[lab])
-                ok_r = lr >= 0
-                lrc = np.maximum(lr, 0)
-                rej = st.reject
-                off[lab] = np.where(ok_r, pp.cand_base + t.cand_off[lrc] if t.n_rules else 0, st.chain_off[rej])
-                meta[lab] = np.where(
-                    ok_r, _meta(t.cand_len[lrc], t.pool_len[lrc], Reason.SORTED_BY_RULE) if t.n_rules else 0,
-                    _meta(st.chain_len[rej], 1, Reason.NO_RULE),
-                )
+            if len(lab) and t.n_rules:
+                lr = t.rule_for_keys(lk[lab]).astype(np.int64)
+                hit = lr >= 0
+                lab, lr = lab[hit], lr[hit]
+                off[lab] = pp.cand_base + t.cand_off[lr]
+                meta[lab] = _meta(Reason.SORTED_BY_RULE, t.cand_len[lr], t.pool_len[lr])
+            rest = np.flatnonzero((rr == size) & (lk >= 0) & (meta.astype(np.uint8) == Reason.UNKNOWN_PARCEL))
+            if len(rest):
+                self._force(off, meta, rest, np.full(len(rest), Reason.NO_RULE, np.int64))
         if read is not None:
             rd = np.asarray(read, np.int64)
             bad = np.flatnonzero(rd > 0)
             if len(bad):
-                self._force(off, meta, cons, bad, np.minimum(rd[bad], 3) + (Reason.NO_READ - 1))
+                self._force(off, meta, bad, np.minimum(rd[bad], 3) + (Reason.NO_READ - 1))
         if recirculations is not None:
             lap = np.flatnonzero(np.asarray(recirculations) > st.recirculation_limit)
             if len(lap):
-                self._force(off, meta, cons, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
+                self._force(off, meta, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
         out_chute = np.empty(n, np.int16)
-        out_reason = (meta >> 24).astype(np.uint8)
+        out_reason = meta.astype(np.uint8)  # the low byte
         p = 0
         block = self.settings.block
         while p < n:
             e = min(n, p + block)
-            p += self._route_block(pp, rr, p, e, off, meta, cons, out_chute, out_reason)
-        return Decisions(out_chute, out_reason, group)
+            p += self._route_block(pp, rr, p, e, off, meta, group, out_chute, out_reason)
+        return Decisions(out_chute, out_reason, group)  # a column view of ``packed``: no copy
 
-    def _force(self, off: I32, meta: I32, cons: I32, idx: I64, reason: I64) -> None:
+    def _due(self, pp: PreparedPlan, rr: I64, rel: I32, now: float | ArrayLike) -> I64:
+        """Parcels within the priority margin of their deadline: a cheap integer pre-filter on
+        the packed table, then the exact test ``deadline - now < margin`` on the few left."""
+        margin = self.settings.priority_margin_s
+        t_now = np.asarray(now, np.float64)
+        latest = float(np.nanmax(t_now)) if t_now.size and not np.isnan(t_now).all() else np.nan
+        if np.isnan(latest):
+            return _EMPTY
+        limit = latest + margin - pp.prio_base + 2.0  # +2 s: more than any rounding on either side
+        cut = NEVER if limit >= NEVER else int(np.floor(limit))
+        if cut <= 0:
+            return _EMPTY
+        maybe = np.flatnonzero(rel < cut)
+        if len(maybe) == 0:
+            return maybe
+        now_m = t_now[maybe] if t_now.ndim else t_now
+        return maybe[(self.manifest.deadline[rr[maybe]] - now_m) < margin]
+
+    def _force(self, off: I32, meta: I32, idx: I64, reason: I64) -> None:
         """Parcels ``idx`` become exceptions ``reason`` (read failures, too many laps)."""
         c = self._exc_chute[reason]
         off[idx] = self.st.chain_off[c]
-        meta[idx] = _meta(self.st.chain_len[c], 1, reason)
-        cons[idx] = -1
+        meta[idx] = _meta(reason, self.st.chain_len[c], 1)
 
     def _route_block(
-        self, pp: PreparedPlan, rr: I64, p: int, e: int, off_all: I32, meta_all: I32, cons_all: I32,
+        self, pp: PreparedPlan, rr: I64, p: int, e: int, off_all: I32, meta_all: I32, group_all: I32,
         out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8],
     ) -> int:
         """Route parcels p..e-1 speculatively; commit the exact prefix; return its length."""
@@ -404,40 +448,43 @@ class RoutingEngine:
         ok[reject] = True
         m = e - p
         off = off_all[p:e]
-        chute = cand[off]  # first candidate of every parcel; groups replace theirs below
-        follow_chute = None  # chute each group member follows (0: none)
-        g = cons_all[p:e]
-        gi = np.flatnonzero(g >= 0)
+        # (``take`` with int16/int32 indices is several times faster than ``a[idx]``.)
+        chute = np.take(cand, off)  # first candidate of every parcel; group members replaced below
+        gi = np.flatnonzero(out_reason[p:e] == Reason.CONSOLIDATED)
         opener_pos = opener_slot = _EMPTY
+        fol_i: I64 = _EMPTY  # group members following a group chute,
+        fol_c: npt.NDArray[np.int16] = np.zeros(0, np.int16)  # and that chute
         if len(gi):
-            gg = g[gi]
-            gc = self.group_chute[gg]
+            gg = np.take(group_all[p:e], gi)
+            gc = np.take(self.group_chute, gg)
             new = np.flatnonzero(gc == 0)
             if len(new):
                 ni = gi[new]
                 ng = gg[new]
                 seen = self._seen
-                seen[ng[::-1]] = ni[::-1]
-                first = seen[ng] == ni
+                np.put(seen, ng[::-1], ni[::-1])
+                first = np.take(seen, ng) == ni
                 opener_pos = ni[first]
-                opener_slot = self._water_fill(t, ok, pp.row_rule[rr[p + opener_pos]])
-                chosen = np.where(opener_slot >= 0, t.pool[np.maximum(opener_slot, 0)], 0)
-                seen[ng[first]] = chosen  # reuse scratch: group -> chute chosen this block
-                gc[new] = seen[ng]
-            has = gc > 0
-            follow_chute = np.zeros(m, np.int16)
-            follow_chute[gi[has]] = gc[has]
-            chute[gi[has]] = gc[has]
-        bad = np.flatnonzero(~ok[chute])
+                opener_slot = self._water_fill(pp, ok, np.take(pp.row_rule, np.take(rr, p + opener_pos)))
+                np.put(seen, ng[first], np.take(pp.pool_ext, opener_slot))  # group -> chute (0: none)
+                gc[new] = np.take(seen, ng)
+            has = np.flatnonzero(gc > 0)
+            fol_i, fol_c = gi[has], gc[has]
+            chute[fol_i] = fol_c
+        okc = np.take(ok, chute)
         pos = None
-        if len(bad):
+        bad = _EMPTY
+        if not okc.all():
             # Slow lane: parcels whose first candidate is full or unavailable walk their list.
-            meta = meta_all[p:e]
-            pos = np.zeros(m, np.int16)
+            bad = np.flatnonzero(~okc)
+            pos = np.zeros(len(bad), np.int64)
             b_off = off[bad].astype(np.int64)
-            b_ln = meta[bad] & 0xFFF
-            if follow_chute is not None:
-                fc = follow_chute[bad].astype(np.int64)
+            b_ln = _n_cand(meta_all[p + bad])
+            fc = np.zeros(len(bad), np.int64)
+            if len(fol_i):
+                follow = np.zeros(m, np.int16)
+                follow[fol_i] = fol_c
+                fc = follow[bad].astype(np.int64)
                 f = fc > 0
                 b_off = np.where(f, st.chain_off[fc], b_off)
                 b_ln = np.where(f, st.chain_len[fc], b_ln)
@@ -447,18 +494,18 @@ class RoutingEngine:
                 left = b_ln[todo] > k
                 gone = todo[~left]
                 chute[bad[gone]] = reject
-                pos[bad[gone]] = b_ln[gone]
+                pos[gone] = b_ln[gone]
                 todo = todo[left]
                 c = cand[b_off[todo] + k]
                 good = ok[c]
                 hit = todo[good]
                 chute[bad[hit]] = c[good]
-                pos[bad[hit]] = k
+                pos[hit] = k
                 todo = todo[~good]
                 k += 1
         # Capacity check: the first parcel that would overflow a chute ends the exact prefix.
-        cnt = np.bincount(chute, minlength=st.size)
-        over = np.flatnonzero(load0 + cnt[: st.size] > st.capacity)
+        cnt = np.bincount(chute, minlength=st.size)[: st.size]
+        over = np.flatnonzero(load0 + cnt > st.capacity)
         q = m
         for oc in over.tolist():
             if oc == reject:
@@ -467,69 +514,70 @@ class RoutingEngine:
             q = min(q, int(np.flatnonzero(chute == oc)[room]))
         if pos is not None:
             # A normal parcel that got none of its primary chutes says why.
-            bq = bad[bad < q]
+            keep = bad < q
+            bq, pq = bad[keep], pos[keep]
             mb = meta_all[p + bq]
             first_c = cand[off[bq]].astype(np.int64)
-            prim = (mb >> 12) & 0xFFF
-            if follow_chute is not None:
-                fc = follow_chute[bq].astype(np.int64)
+            prim = _primary(mb)
+            if len(fol_i):
+                fc = fc[keep]
                 first_c = np.where(fc > 0, fc, first_c)
                 prim = np.where(fc > 0, 1, prim)
-            fell = (pos[bq] >= prim) & ((mb >> 24) < Reason.NO_RULE)
+            fell = (pq >= prim) & (mb.astype(np.uint8) < Reason.NO_RULE)
             if fell.any():
                 out_reason[p + bq[fell]] = np.where(
                     self.available[first_c[fell]], Reason.FALLBACK_FULL, Reason.CHUTE_UNAVAILABLE
                 )
         out_chute[p : p + q] = chute[:q]
-        if q == m:
-            self.pending += cnt[: st.size]
-        else:
-            self.pending += np.bincount(chute[:q], minlength=st.size)[: st.size]
+        self.pending += cnt if q == m else np.bincount(chute[:q], minlength=st.size)[: st.size]
         if len(opener_pos):
             keep = (opener_pos < q) & (opener_slot >= 0)
             op, sl = opener_pos[keep], opener_slot[keep]
-            grp = g[op]
+            grp = group_all[p + op]
             self.group_chute[grp] = t.pool[sl]
             self.group_slot[grp] = sl
             np.add.at(self.slot_load, sl, 1)
         return q
 
-    def _water_fill(self, t: PlanTables, ok: npt.NDArray[np.bool_], op_rule: npt.NDArray[np.int32]) -> I64:
+    def _water_fill(self, pp: PreparedPlan, ok: npt.NDArray[np.bool_], op_rule: npt.NDArray[np.int32]) -> I64:
         """Pool slot for each new group, in order: the least-loaded acceptable slot of its rule,
-        ties to pool order, loads growing as groups open (the sequence greedy choice makes).
+        ties to pool order, loads growing as groups open (the sequence greedy choice makes);
+        -1 when the rule has no acceptable slot.
 
         Rules are independent (a slot's load counts only its rule's groups), so each round
         places the earliest remaining new group of every rule at once: an argmin across each
         rule's row of keys ``load * width + position`` (ties go to the earlier slot). Rounds
-        are few: a rule rarely opens more than a handful of groups in one block."""
+        are few: a rule rarely opens more than a handful of groups in one block. The picks
+        raise ``slot_load`` while the rounds run and are taken back at the end; the block
+        commits the ones it keeps."""
         nk = len(op_rule)
         out = np.full(nk, -1, np.int64)
         if nk == 0:
             return out
-        if len(self._rule_seen) < t.n_rules:
-            self._rule_seen = np.zeros(t.n_rules, np.int64)
+        if len(self._rule_seen) < pp.tables.n_rules:
+            self._rule_seen = np.zeros(pp.tables.n_rules, np.int64)
         seen = self._rule_seen
-        load = self.slot_load.copy()  # loads as this block's groups open (committed later)
-        big = np.iinfo(np.int64).max
+        load = self.slot_load
+        width = pp.rule_slots.shape[1]
+        col = np.arange(width)
         todo = np.arange(nk)
         rules = op_rule.astype(np.int64)
+        picks = []
         while len(todo):
-            r = rules[todo]
-            seen[r[::-1]] = todo[::-1]
-            first = seen[r] == todo
+            r = np.take(rules, todo)
+            np.put(seen, r[::-1], todo[::-1])
+            first = np.take(seen, r) == todo
             now, r = todo[first], r[first]
             todo = todo[~first]
-            plen = t.pool_len[r]
-            width = int(plen.max())
-            col = np.arange(width)
-            slot = t.pool_off[r][:, None] + col
-            valid = col < plen[:, None]
-            slot = np.where(valid, slot, 0)
-            key = np.where(valid & ok[t.pool[slot]], load[slot] * width + col, big)
+            slot = np.take(pp.rule_slots, r, axis=0)
+            key = np.take(load, slot) * width + col
+            key[~np.take(ok, np.take(pp.pool_ext, slot))] = _BIG
             best = np.argmin(key, axis=1)
-            rows = np.arange(len(now))
-            got = key[rows, best] != big
-            pick = slot[rows[got], best[got]]
+            got = np.flatnonzero(np.take_along_axis(key, best[:, None], axis=1)[:, 0] != _BIG)
+            pick = slot[got, best[got]]
             out[now[got]] = pick
             load[pick] += 1  # one pick per rule per round: no repeats
+            picks.append(pick)
+        for pick in picks:
+            load[pick] -= 1
         return out
