@@ -192,7 +192,11 @@ class Faults:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
-            await coro
+            try:
+                await coro
+            except Exception:
+                log.exception("fault task failed")
+                raise
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)

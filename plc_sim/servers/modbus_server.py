@@ -8,6 +8,7 @@ Registers the PLC owns (access "r") are read-only on the wire: a host write gets
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from control.config.tagmap import DiverterMap, ModbusRegister, ModbusRing
 from control.plc.words import from_words, to_words
-from plc_sim.servers.faults import ResponseDelay
+from plc_sim.servers.faults import ResponseDelay, shut, shut_listener
 from plc_sim.servers.ring import ServerRing
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,16 @@ class DiverterPlcServer:
         log.debug("diverter PLC server listening on %s:%d", self.host, self._port)
 
     async def stop(self) -> None:
+        """Stop listening and close every connection, so that ``start()`` can take the port again."""
         server, self._server = self._server, None
-        if server is not None:
-            await server.shutdown()  # type: ignore[no-untyped-call]
+        if server is None:
+            return
+        listener = server.transport
+        shut_listener(listener if isinstance(listener, asyncio.AbstractServer) else None)
+        self._shut_connections(server)
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        if isinstance(listener, asyncio.AbstractServer):
+            await listener.wait_closed()
 
     def reset(self) -> None:
         """Cold start of the PLC memory: every register zero, every ring empty from seq 1."""
@@ -116,8 +124,14 @@ class DiverterPlcServer:
         """Close every client connection (PLC connection drop); the server keeps listening."""
         if self._server is None:
             return 0
-        conns = list(self._server.active_connections.values())
+        return self._shut_connections(self._server)
+
+    @staticmethod
+    def _shut_connections(server: ModbusTcpServer) -> int:
+        conns = list(server.active_connections.values())
         for c in conns:
+            if c.transport is not None:
+                shut(c.transport.get_extra_info("socket"))
             c.close()
         return len(conns)
 

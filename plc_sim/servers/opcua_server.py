@@ -22,7 +22,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 
 from control.config.tagmap import ConveyorMap
 from control.plc.opcua import string_node
-from plc_sim.servers.faults import ResponseDelay
+from plc_sim.servers.faults import ResponseDelay, shut_connections, shut_listener
 from plc_sim.servers.ring import ServerRing
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,12 @@ class ConveyorPlcServer:
         log.debug("conveyor PLC server listening on %s", self.url)
 
     async def stop(self) -> None:
+        """Stop listening and close every connection, so that ``start()`` can take the port again."""
         if self._server is not None and self._running:
             self._running = False
+            bs = self._server.bserver
+            shut_listener(getattr(bs, "_server", None) if bs is not None else None)
+            shut_connections(self._server.iserver.asyncio_transports)
             await self._server.stop()
 
     async def reset(self) -> None:
@@ -198,10 +202,7 @@ class ConveyorPlcServer:
         """Close every client connection (PLC connection drop); the server keeps listening."""
         if self._server is None:
             return 0
-        transports = list(self._server.iserver.asyncio_transports)
-        for t in transports:
-            t.abort()
-        return len(transports)
+        return shut_connections(self._server.iserver.asyncio_transports)
 
     async def __aenter__(self) -> ConveyorPlcServer:
         await self.start()

@@ -151,10 +151,8 @@ async def test_plc_connections_dropped_lose_nothing(fast_site: Path) -> None:
 async def test_diverter_plc_restart_holds_then_resumes(fast_site: Path) -> None:
     faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": "diverter"}]
     r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=22.0)
-    restarted = [f for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
-    if not restarted:
-        # seen on this machine: plc_sim's server stop() left the old listener bound (EADDRINUSE on start)
-        pytest.skip("the simulator's diverter server did not come back after its restart (plc_sim issue)")
+    restarted = [f["detail"] for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
+    assert restarted == ["diverter back"]  # the PLC came back on its port (decode workers hold its old sockets)
     assert_accounted(r)
     assert r.unit_state == "EXECUTE"  # held while the diverter was away, then unheld by itself
     store = EventStore(r.db, readonly=True)
