@@ -98,11 +98,21 @@ class ModbusLink:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None
+        """True while a socket is open; a PLC that closed it reads as disconnected at once."""
+        return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
+        """Connect, or prove the existing connection answers; raises PlcConnectionError otherwise.
+
+        A client object left from before an outage is never taken on trust: it answers a read
+        now or it is closed and a new connection is made (so "connected" means it).
+        """
         if self._client is not None:
-            return
+            if self._client.connected:
+                with contextlib.suppress(PlcError):
+                    await self._probe()
+                    return
+            await self.close()
         client = AsyncModbusTcpClient(
             self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0, name=self.name
         )
@@ -116,12 +126,14 @@ class ModbusLink:
             raise PlcConnectionError(f"{self.name}: cannot connect to {self.host}:{self.port}")
         self._client = client
         # A server answering for another device id stays silent: prove ours answers now.
-        first = min(r.address for r in self.map.registers.values())
         try:
-            await self._read_range(first, 1)
+            await self._probe()
         except PlcError as exc:
             await self.close()
             raise PlcConnectionError(f"{self.name}: device id {self.device_id} does not answer: {exc}") from exc
+
+    async def _probe(self) -> None:
+        await self._read_range(min(r.address for r in self.map.registers.values()), 1)
 
     async def close(self) -> None:
         client, self._client = self._client, None

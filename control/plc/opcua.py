@@ -21,6 +21,7 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
@@ -113,8 +114,17 @@ class OpcuaLink:
         return self._client is not None
 
     async def connect(self) -> None:
+        """Connect, or prove the existing session answers; raises PlcConnectionError otherwise.
+
+        A client left from before an outage is never taken on trust: it answers a read of the
+        server state now, or it is dropped and a new session is made.
+        """
         if self._client is not None:
-            return
+            try:
+                await self._call("probe", lambda c: c.get_node(ObjectIds.Server_ServerStatus_State).read_value())
+                return
+            except PlcError:
+                await self._drop()
         client = Client(self.url, timeout=self.timeout_s, watchdog_intervall=max(1.0, 2 * self.timeout_s))
         client.application_uri = "urn:sortcentre:controller"
         client.session_timeout = 60_000

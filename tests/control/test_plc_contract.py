@@ -263,3 +263,20 @@ async def test_write_ring_reaches_the_plc_with_seq(rig: Rig) -> None:
     await rig.link.write_ring("arm", [{"seq": 4, "tracking_id": 9, "fire_count": 1, "chute": 2, "action": 2}])
     assert [c["seq"] for c in server.take_commands()] == [4]
     assert server.command_problems == []
+
+
+async def test_connect_over_a_stale_connection_really_connects_or_raises(rig: Rig) -> None:
+    inner: Any = rig.link.inner
+    await rig.link.read(["host_heartbeat"])
+    await inner.connect()  # a live connection: connect is a no-op that keeps it
+    assert inner.connected
+    await rig.server.stop()
+    # the old client object still exists; connect must not report success off it
+    with pytest.raises(PlcConnectionError):
+        await inner.connect()
+    assert not inner.connected
+    await rig.server.start()
+    await inner.connect()
+    assert inner.connected
+    await rig.server_write("faults", 5)
+    assert await inner.read(["faults"]) == {"faults": 5}
