@@ -12,6 +12,11 @@ import numpy.typing as npt
 S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 S10_FLAG = np.uint64(1 << 62)
 NO_KEY = 0
+_DIGIT = np.full(256, 255, np.uint8)  # byte -> digit value, 255 when not a digit
+_DIGIT[48:58] = np.arange(10)
+_S10_W = np.array(S10_WEIGHTS, np.float64)
+_SSCC_W = np.where(np.arange(17) % 2 == 0, 3.0, 1.0)
+_POW10 = 10.0 ** np.arange(17, -1, -1)
 
 
 def s10_check_digit(serial8: str) -> int:
@@ -68,42 +73,43 @@ def key_to_id(key: int) -> str:
 def parcel_keys(chars: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     """Vectorised :func:`parcel_key` over ids given as an (n, 18) byte matrix and lengths.
 
-    Bytes must already be upper-cased; rows with invalid ids get key 0.
+    Bytes must already be upper-cased; rows with invalid ids get key 0. Digit sums and numbers
+    are small matrix products in float64, exact because every value stays below 2**53.
     """
     n = chars.shape[0]
     out = np.zeros(n, dtype=np.uint64)
-    c = chars.astype(np.int64)
-    digit = (c >= 48) & (c <= 57)
-    upper = (c >= 65) & (c <= 90)
-    dval = c - 48
-    # S10
-    s10 = lengths == 13
-    if s10.any():
-        cs = c[s10]
-        ok = upper[s10][:, [0, 1, 11, 12]].all(axis=1) & digit[s10][:, 2:11].all(axis=1)
-        dv = dval[s10][:, 2:11]
-        s = (dv[:, :8] * np.array(S10_WEIGHTS, dtype=np.int64)).sum(axis=1)
-        chk = 11 - s % 11
-        chk = np.where(chk == 10, 0, np.where(chk == 11, 5, chk))
-        ok &= chk == dv[:, 8]
-        num = np.zeros(cs.shape[0], dtype=np.int64)
-        for j in range(9):
-            num = num * 10 + dv[:, j]
-        prefix = (cs[:, 0] - 65) * 26 + cs[:, 1] - 65
-        country = (cs[:, 11] - 65) * 26 + cs[:, 12] - 65
-        key = ((prefix * 1_000_000_000 + num) * 676 + country).astype(np.uint64) | S10_FLAG
-        out[s10] = np.where(ok, key, np.uint64(0))
-    sscc = lengths == 18
-    if sscc.any():
-        ds = dval[sscc]
-        ok = digit[sscc].all(axis=1)
-        w = np.where(np.arange(17) % 2 == 0, 3, 1)
-        chk = (10 - (ds[:, :17] * w).sum(axis=1) % 10) % 10
-        ok &= chk == ds[:, 17]
-        num = np.zeros(ds.shape[0], dtype=np.uint64)
-        for j in range(18):
-            num = num * np.uint64(10) + np.where(ok, ds[:, j], 0).astype(np.uint64)
-        out[sscc] = np.where(ok, num, np.uint64(0))
+    for length in (13, 18):
+        idx = np.flatnonzero(lengths == length)
+        if len(idx) == 0:
+            continue
+        c = chars if len(idx) == n else chars[idx]
+        d = np.take(_DIGIT, c[:, :length])  # digit value, 255 for anything else
+        if length == 13:
+            letters = c[:, [0, 1, 11, 12]]
+            ok = ((letters - np.uint8(65)) <= 25).all(axis=1) & (d[:, 2:11] < 10).all(axis=1)
+            dv = d[:, 2:11].astype(np.float64)
+            s = (dv[:, :8] @ _S10_W).astype(np.int64)
+            chk = 11 - s % 11
+            chk = np.where(chk == 10, 0, np.where(chk == 11, 5, chk))
+            ok &= chk == d[:, 10]
+            num = (dv @ _POW10[-9:]).astype(np.int64)
+            lt = letters.astype(np.int64) - 65
+            key = ((((lt[:, 0] * 26 + lt[:, 1]) * 1_000_000_000 + num) * 676 + lt[:, 2] * 26 + lt[:, 3])
+                   .astype(np.uint64) | S10_FLAG)
+        else:
+            ok = (d < 10).all(axis=1)
+            dv = d.astype(np.float64)
+            s = (dv[:, :17] @ _SSCC_W).astype(np.int64)
+            ok &= (10 - s % 10) % 10 == d[:, 17]
+            hi = (dv[:, :9] @ _POW10[-9:]).astype(np.uint64)
+            lo = (dv[:, 9:] @ _POW10[-9:]).astype(np.uint64)
+            key = hi * np.uint64(1_000_000_000) + lo
+            ok &= key != 0
+        key = np.where(ok, key, np.uint64(0))
+        if len(idx) == n:
+            out = key
+        else:
+            out[idx] = key
     return out
 
 

@@ -141,19 +141,50 @@ def _byte_matrix(arr: pa.Array, width: int) -> tuple[npt.NDArray[np.uint8], npt.
         data = np.zeros(1, np.uint8)
     lengths = np.diff(offsets)
     out = np.zeros((n, width), np.uint8)
+    if n == 0:
+        return out, lengths
+    k = int(lengths[0])
+    if k <= width and int(offsets[-1] - offsets[0]) == n * k and (lengths == k).all():
+        # Every string the same length (ids, timestamps): the data buffer is the matrix.
+        out[:, :k] = data[offsets[0] : offsets[0] + n * k].reshape(n, k)
+        return out, lengths
     step = 1 << 20
     cols = np.arange(width)
+    last = len(data) - 1
     for s in range(0, n, step):
         e = min(n, s + step)
         idx = offsets[s:e, None] + cols
-        inside = cols < lengths[s:e, None]
-        out[s:e] = np.where(inside, data[np.minimum(idx, len(data) - 1)], 0)
+        np.minimum(idx, last, out=idx)
+        block = np.take(data, idx)
+        block[cols >= lengths[s:e, None]] = 0
+        out[s:e] = block
     return out, lengths
 
 
 def _number(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
-    """Parsed floats (NaN when empty) and a mask of values that are not numbers >= 0."""
-    empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False))
+    """Parsed floats (NaN when empty) and a mask of values that are not numbers >= 0.
+
+    Arrow's cast parses the column in one go; it accepts nothing the ``_NUMBER`` pattern
+    rejects except NaN and infinity spellings, so only non-finite results are checked against
+    the pattern. If the cast refuses the column (some value is not a number), every value is.
+    """
+    trimmed = pc.utf8_trim_whitespace(arr)
+    empty_a = pc.equal(trimmed, "")
+    empty = np.asarray(empty_a.to_numpy(zero_copy_only=False))
+    try:
+        vals = pc.cast(pc.if_else(empty_a, pa.scalar(None, pa.string()), trimmed), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _number_slow(arr, empty)
+    out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = np.ones(len(out), bool)
+    odd = np.flatnonzero(~empty & ~np.isfinite(out))
+    if len(odd):
+        valid[odd] = np.asarray(pc.match_substring_regex(arr.take(pa.array(odd)), _NUMBER).to_numpy(zero_copy_only=False))
+    bad = ~empty & (~valid | ~(out >= 0))
+    return np.where(empty | bad, np.nan, out), bad
+
+
+def _number_slow(arr: pa.Array, empty: npt.NDArray[np.bool_]) -> tuple[F64, npt.NDArray[np.bool_]]:
     valid = np.asarray(pc.match_substring_regex(arr, _NUMBER).to_numpy(zero_copy_only=False))
     vals = pc.if_else(pa.array(valid), arr, pa.scalar(None, pa.string())).cast(pa.float64())
     out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -161,16 +192,39 @@ def _number(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     return np.where(empty | bad, np.nan, out), bad
 
 
+_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+_TIME_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_TIME_SEPS = np.array([4, 7, 10, 13, 16, 19])
+_TIME_SEP_BYTES = np.frombuffer(b"--T::Z", np.uint8)
+# Field values from the 14 digits: year, month, day, hour, minute, second.
+_TIME_FIELDS = np.zeros((6, 14))
+_TIME_FIELDS[0, :4] = (1000, 100, 10, 1)
+for _f in range(1, 6):
+    _TIME_FIELDS[_f, 2 + 2 * _f : 4 + 2 * _f] = (10, 1)
+
+
 def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
-    empty = np.asarray(pc.equal(arr, "").to_numpy(zero_copy_only=False))
-    ts = pc.strptime(arr, format=TIME_FORMAT, unit="s", error_is_null=True)
-    # strptime accepts a few sloppy forms; insist on the exact length of the format.
-    exact = pc.equal(pc.utf8_length(arr), 20)
-    ts = pc.if_else(exact, ts, pa.scalar(None, ts.type))
-    secs = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
-    null = np.asarray(pc.is_null(ts).to_numpy(zero_copy_only=False))
-    out = np.where(null, np.nan, np.nan_to_num(np.asarray(secs, dtype=np.float64)))
-    return out, null & ~empty
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SSZ`` values (NaN when empty) and a mask of values
+    that are not such a time. Parsed as fixed-width bytes with numpy; strict like Python's
+    ``datetime.strptime`` (no 30 February, no second 60, years from 1)."""
+    mat, lens = _byte_matrix(arr, 20)
+    empty = lens == 0
+    tr = np.ascontiguousarray(mat.T)  # one row per character position
+    d = tr[_TIME_DIGITS] - np.uint8(48)  # digits 0..9; anything else wraps to > 9
+    ok = (lens == 20) & (d <= 9).all(axis=0) & (tr[_TIME_SEPS] == _TIME_SEP_BYTES[:, None]).all(axis=0)
+    y, mo, day, h, mi, s = (_TIME_FIELDS @ d.astype(np.float64)).astype(np.int64)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    mo_c = np.clip(mo, 0, 12)
+    dim = _DAYS[mo_c] + ((mo_c == 2) & leap)
+    ok &= (y >= 1) & (mo >= 1) & (mo <= 12) & (day >= 1) & (day <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
+    # Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic, 400-year cycles).
+    yy = y - (mo <= 2)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * np.where(mo > 2, mo - 3, mo + 9) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    secs = (days * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
+    return np.where(ok, secs, np.nan), ~ok & ~empty
 
 
 def _codes(arr: pa.Array, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:

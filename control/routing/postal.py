@@ -17,6 +17,11 @@ MAX_POSTAL = 10
 BASE = 37
 SPAN = BASE**MAX_POSTAL  # keys of one country: [country * SPAN, (country + 1) * SPAN)
 NO_POSTAL = -1
+_VALUE = np.full(256, 255, np.uint8)  # byte -> base-37 digit: NUL 0, '0'..'9' 1..10, 'A'..'Z' 11..36
+_VALUE[0] = 0
+_VALUE[48:58] = np.arange(1, 11)
+_VALUE[65:91] = np.arange(11, 37)
+_POWERS = float(BASE) ** np.arange(MAX_POSTAL - 1, -1, -1)
 _STRIP = re.compile(r"[\s\-]")
 
 
@@ -68,19 +73,15 @@ def postal_keys(
     country: npt.NDArray[np.uint8], postal: npt.NDArray[np.uint8], postal_len: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
     """Vectorised :func:`postal_key`: country as (n, 2) bytes, normalised postal as (n, 10) bytes.
-
-    Bytes must already be upper case with spaces/dashes removed; rows with other bytes or a
-    postal code longer than ``MAX_POSTAL`` get -1.
+    Bytes must already be upper case with spaces/dashes removed, zero padded; rows with other
+    bytes or a postal code longer than ``MAX_POSTAL`` get -1. The base-37 number is a float64
+    matrix product: exact, as every key of one country is below 37**10 < 2**53.
     """
-    c = country.astype(np.int64)
-    cok = ((c >= 65) & (c <= 90)).all(axis=1)
-    ci = (c[:, 0] - 65) * 26 + (c[:, 1] - 65)
-    p = postal.astype(np.int64)
-    inside = np.arange(MAX_POSTAL)[None, :] < postal_len[:, None]
-    dig = np.where((p >= 48) & (p <= 57), p - 47, np.where((p >= 65) & (p <= 90), p - 54, -1))
-    dig = np.where(inside, dig, 0)
-    ok = cok & (postal_len <= MAX_POSTAL) & ~((dig < 0) & inside).any(axis=1)
-    v = np.zeros(len(c), dtype=np.int64)
-    for j in range(MAX_POSTAL):
-        v = v * BASE + dig[:, j]
+    cok = ((country - np.uint8(65)) <= 25).all(axis=1)
+    ci = (country[:, 0].astype(np.int64) - 65) * 26 + (country[:, 1].astype(np.int64) - 65)
+    dig = np.take(_VALUE, postal)
+    # Padding reads 0; a real NUL byte inside the code does too, so count the non-zero bytes.
+    ok = cok & (postal_len <= MAX_POSTAL) & (dig != 255).all(axis=1)
+    ok &= np.count_nonzero(postal, axis=1) == postal_len
+    v = (dig.astype(np.float64) @ _POWERS).astype(np.int64)
     return np.where(ok, ci * SPAN + v, NO_POSTAL)

@@ -128,3 +128,22 @@ def test_csv_parser_row_by_row(rows: list[tuple[int, str, str, str, str]]) -> No
             good_lines.append(i + 2)
     assert list(m.line) == good_lines
     assert len(m.bad_line) + len(m) == len(rows)
+
+
+def test_times_and_numbers_are_strict_like_the_reference(tmp_path: Path) -> None:
+    rows = [
+        f"{sid(10)},DE,1,,,2024-02-29T23:59:59Z,,1,1,1,1e2",  # leap day, exponent: good
+        f"{sid(11)},DE,1,,,2026-02-29T00:00:00Z,,1,1,1,1",  # no 29 February in 2026
+        f"{sid(12)},DE,1,,,2026-11-23T14:00:60Z,,1,1,1,1",  # second 60
+        f"{sid(13)},DE,1,,,2026-11-23T 4:00:00Z,,1,1,1,1",  # space-padded hour
+        f"{sid(14)},DE,1,,,0000-01-01T00:00:00Z,,1,1,1,1",  # year 0
+        f"{sid(15)},DE,1,,,2026-11-23T14:00:00Z,,inf,1,1,1",  # not a number
+        f"{sid(16)},DE,1,,,2026-11-23T14:00:00Z,,1,nan,1,1",  # not a number
+        f"{sid(17)},DE,1,,,1969-12-31T23:59:59Z,2026-13-01T00:00:00Z,1,1,1,1",  # month 13
+    ]
+    m = load_manifest(_write(tmp_path, rows))
+    assert len(m) == 1 and float(m.deadline[0]) == 1709251199.0 and float(m.weight[0]) == 100.0
+    assert [(i.line, i.field) for i in m.issues()] == [
+        (3, "deadline"), (4, "deadline"), (5, "deadline"), (6, "deadline"),
+        (7, "length_mm"), (8, "width_mm"), (9, "arrival"),
+    ]
