@@ -15,7 +15,7 @@ from control.config.site import load_site
 from control.routing.engine import RoutingEngine
 from control.routing.manifest import load_manifest
 from control.routing.plan import load_plan
-from control.routing.replay import ReplayResult, replay
+from control.routing.replay import SPLIT_CAUSES, ReplayResult, replay
 from control.routing.settings import RoutingSettings, load_settings
 
 
@@ -68,7 +68,7 @@ def _report(r: ReplayResult, e: RoutingEngine, bad_rows: int) -> dict[str, objec
     return {
         "parcels": r.parcels_total, "manifest_bad_rows": bad_rows, "reasons": r.reasons,
         "overflow_events": r.overflow_events,
-        "groups": {"total": r.groups_total, "split": r.groups_split},
+        "groups": {"total": r.groups_total, "split": r.groups_split, "split_because": r.split_because},
         "chutes": chutes,
     }
 
@@ -93,6 +93,8 @@ def _print(rep: dict[str, object], console: Console) -> None:
         f"{rep['parcels']} parcels; overflow events (sent to a fallback or reject because full): "
         f"{rep['overflow_events']}; consolidation groups split: {groups['split']} of {groups['total']}"  # type: ignore[index]
     )
+    for cause, n in groups["split_because"].items():  # type: ignore[index]
+        console.print(f"  split because {SPLIT_CAUSES[cause]}: {n} groups")
 
 
 def _chart(r: ReplayResult, e: RoutingEngine, path: Path) -> None:

@@ -7,7 +7,7 @@ empty each chute at its drain rate. The result says where the plan runs out of r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,41 @@ class ReplayResult:
     groups_total: int
     groups_split: int
     parcels_total: int
+    # Why split groups split (a group counts under every cause it has): see ``split_causes``.
+    split_because: dict[str, int] = field(default_factory=dict)
+
+
+SPLIT_CAUSES = {
+    "priority_deadline": "a member was due and went to the priority chute",
+    "exception": "a member went to an exception chute (oversize, bad data, no rule)",
+    "chute_full_or_unavailable": "a member found the group's chute full or unavailable",
+    "other": "none of the above (e.g. no pool chute was free when the group opened)",
+}
+
+
+def split_causes(group: npt.NDArray[np.int32], chute: npt.NDArray[np.int16], reason: npt.NDArray[np.uint8],
+                 n_groups: int) -> tuple[int, dict[str, int]]:
+    """Groups whose members went to more than one chute, and why.
+
+    A split is not always an overflow: a parcel close to its deadline leaves its group for the
+    rule's priority chute, and an oversize parcel goes to the oversize chute, by design.
+    """
+    has = group >= 0
+    g, c, r = group[has].astype(np.int64), chute[has].astype(np.int64), reason[has]
+    if len(g) == 0:
+        return 0, {}
+    pairs = np.unique(g * 1024 + c)
+    split = np.bincount(pairs // 1024, minlength=n_groups) > 1
+
+    def groups_with(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        return np.bincount(g[mask], minlength=n_groups) > 0
+
+    prio = groups_with(r == Reason.PRIORITY) & split
+    exc = groups_with(r >= Reason.NO_RULE) & split
+    full = groups_with((r == Reason.FALLBACK_FULL) | (r == Reason.CHUTE_UNAVAILABLE)) & split
+    other = split & ~prio & ~exc & ~full
+    counts = {"priority_deadline": prio, "exception": exc, "chute_full_or_unavailable": full, "other": other}
+    return int(split.sum()), {k: int(v.sum()) for k, v in counts.items() if v.any()}
 
 
 def replay(
@@ -86,14 +121,11 @@ def replay(
         if i < n and t_sorted[i] > t + step_s:  # skip idle stretches in one go
             t = float(t_sorted[i])
     counts = np.bincount(reasons, minlength=len(Reason))
-    g = m.group
-    has = g >= 0
-    pairs = np.unique(np.stack([g[has].astype(np.int64), chutes[has].astype(np.int64)]), axis=1)
-    per_group = np.bincount(pairs[0], minlength=len(m.group_names)) if pairs.size else np.zeros(0, np.int64)
+    n_split, because = split_causes(m.group, chutes, reasons, len(m.group_names))
     return ReplayResult(
         chute_ids=[c.id for c in engine.site.chutes],
         parcels=parcels, peak=peak, times=np.array(times), fill=np.array(fills),
         reasons={r.name: int(counts[r]) for r in Reason if counts[r]},
         overflow_events=int(counts[Reason.FALLBACK_FULL]),
-        groups_total=len(m.group_names), groups_split=int((per_group > 1).sum()), parcels_total=n,
+        groups_total=len(m.group_names), groups_split=n_split, parcels_total=n, split_because=because,
     )

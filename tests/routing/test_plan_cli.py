@@ -34,3 +34,16 @@ def test_bad_plan_exits_2_naming_line_and_field(tmp_path: Path, capsys: pytest.C
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "plan.csv:2" in err and "chutes" in err
+
+
+def test_every_split_group_has_a_cause(capsys: pytest.CaptureFixture[str]) -> None:
+    # Default drain rates: no chute fills, yet groups split; each split names its cause
+    # (a member due for the priority chute, or an exception such as oversize).
+    assert main([*ARGS, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["overflow_events"] == 0
+    groups = rep["groups"]
+    assert groups["split"] > 0
+    assert "other" not in groups["split_because"] and "chute_full_or_unavailable" not in groups["split_because"]
+    causes = groups["split_because"]
+    assert max(causes.values()) <= groups["split"] <= sum(causes.values())
