@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -49,7 +50,10 @@ class ParcelDecoder:
         self._pool: Executor = (
             ThreadPoolExecutor(workers, thread_name_prefix="vision")
             if executor == "thread"
-            else ProcessPoolExecutor(workers)
+            # forkserver, not fork: a worker forked from the controller would inherit its
+            # PLC sockets and threads (a restarted PLC could not rebind; fork under threads
+            # can deadlock). The fork server is a clean process started once.
+            else ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
         )
         self._closed = False
 
