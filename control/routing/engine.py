@@ -90,6 +90,7 @@ class PreparedPlan:
     # Pool slots of each rule, one row per rule (padded; see :meth:`RoutingEngine.prepare_plan`).
     rule_slots: I64
     pool_ext: npt.NDArray[np.int16]  # the pool and a last 0: ``pool_ext[-1]`` is "no chute"
+    pool_chutes: I64  # every chute of any pool
 
     @property
     def n_rows(self) -> int:
@@ -161,7 +162,9 @@ class RoutingEngine:
         # Padding repeats a rule's first slot: same load, later position, so it never wins.
         rule_slots = np.where(col < t.pool_len[:, None], t.pool_off[:, None] + col, t.pool_off[:, None])
         pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)
-        return PreparedPlan(t, row_rule, cand, len(self.st.chain), table, base, rule_slots, pool_ext)
+        return PreparedPlan(
+            t, row_rule, cand, len(self.st.chain), table, base, rule_slots, pool_ext, np.unique(t.pool).astype(np.int64)
+        )
 
     def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, float]:
         """Each row's route when nothing at routing time (read, laps, deadline) overrides it."""
@@ -563,6 +566,7 @@ class RoutingEngine:
         todo = np.arange(nk)
         rules = op_rule.astype(np.int64)
         picks = []
+        every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
         while len(todo):
             r = np.take(rules, todo)
             np.put(seen, r[::-1], todo[::-1])
@@ -571,11 +575,14 @@ class RoutingEngine:
             todo = todo[~first]
             slot = np.take(pp.rule_slots, r, axis=0)
             key = np.take(load, slot) * width + col
-            key[~np.take(ok, np.take(pp.pool_ext, slot))] = _BIG
-            best = np.argmin(key, axis=1)
-            got = np.flatnonzero(np.take_along_axis(key, best[:, None], axis=1)[:, 0] != _BIG)
-            pick = slot[got, best[got]]
-            out[now[got]] = pick
+            if every_ok:
+                pick = np.take_along_axis(slot, np.argmin(key, axis=1)[:, None], axis=1)[:, 0]
+            else:
+                key[~np.take(ok, np.take(pp.pool_ext, slot))] = _BIG
+                best = np.argmin(key, axis=1)
+                got = np.flatnonzero(np.take_along_axis(key, best[:, None], axis=1)[:, 0] != _BIG)
+                pick, now = slot[got, best[got]], now[got]
+            out[now] = pick
             load[pick] += 1  # one pick per rule per round: no repeats
             picks.append(pick)
         for pick in picks:

@@ -34,20 +34,26 @@ class IdIndex:
             return ((keys.astype(np.uint64) * _MULT) >> self._shift).astype(np.int64)
 
     def lookup(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        """Row of each key, -1 when absent."""
+        """Row of each key, -1 when absent. The first probe covers every key at once; only keys
+        sharing a bucket with another (few) go round again."""
         keys = np.asarray(keys, dtype=np.uint64)
         b = self._bucket(keys)
-        pos = self.start[b]
-        end = self.start[b + 1]
-        out = np.full(len(keys), -1, np.int64)
-        todo = np.flatnonzero(pos < end)
+        pos = np.take(self.start, b)
+        end = np.take(self.start, b + 1)
+        last = max(len(self.sorted_keys) - 1, 0)
+        if len(self.sorted_keys) == 0:
+            return np.full(len(keys), -1, np.int64)
+        hit = (np.take(self.sorted_keys, np.minimum(pos, last)) == keys) & (pos < end)
+        out = np.where(hit, np.take(self.order, np.minimum(pos, last)), -1)
+        todo = np.flatnonzero(~hit & (pos + 1 < end))
+        k = 1
         while len(todo):
-            p = pos[todo]
-            hit = self.sorted_keys[p] == keys[todo]
-            out[todo[hit]] = self.order[p[hit]]
-            todo = todo[~hit]
-            pos[todo] += 1
-            todo = todo[pos[todo] < end[todo]]
+            p = pos[todo] + k
+            found = np.take(self.sorted_keys, p) == keys[todo]
+            out[todo[found]] = np.take(self.order, p[found])
+            todo = todo[~found]
+            todo = todo[pos[todo] + k + 1 < end[todo]]
+            k += 1
         return out
 
     def lookup_one(self, key: int) -> int:
