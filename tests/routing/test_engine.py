@@ -213,3 +213,31 @@ def test_site_without_no_read_chute_rejects_no_reads(world: World) -> None:
     plan = SortPlan((Rule("", "GB", "", (1,)),))
     e = RoutingEngine(site, plan, world.manifest)
     assert e.route_one(0, 0.0, read=ReadStatus.NO_READ)[:2] == (site.reject_chute.id, Reason.NO_READ)
+
+
+def test_batch_labels_deadlines_and_reads_equal_one_by_one(world: World) -> None:
+    """The batch's overrides (AI 420 labels for unknown ids, per-parcel times, read failures,
+    laps) give what route_one gives parcel by parcel."""
+    batch = RoutingEngine(world.site, world.plan, world.manifest, SMALL)
+    single = RoutingEngine(world.site, world.plan, world.manifest, SMALL)
+    m = world.manifest
+    rng = np.random.default_rng(5)
+    n = 300
+    rows = rng.integers(-1, len(m), n)
+    rows[rng.random(n) < 0.2] = -1
+    keys = np.array([batch.label_key(p, c) for p, c in zip(
+        rng.choice(["SW1A1AA", "10115", "75001", "!!", "1"], n), rng.choice(["GB", "DE", "US", ""], n), strict=True)])
+    keys[rng.random(n) < 0.3] = -1
+    start = _start(world)
+    now = start + rng.integers(0, 12 * 3600, n).astype(np.float64)
+    read = rng.choice([0, 0, 0, 0, 1, 2, 3, 4], n)
+    laps = rng.choice([0, 0, 0, 1, 3], n)
+    d = batch.route(rows, now, read, laps, keys)
+    for i in range(n):
+        one = single.route_one(int(rows[i]), float(now[i]), int(read[i]), int(laps[i]), int(keys[i]))
+        assert (int(d.chute[i]), Reason(int(d.reason[i])), int(d.group[i])) == one, i
+    assert (batch.load() == single.load()).all()
+    seen = {Reason(int(r)) for r in d.reason}
+    assert {Reason.PRIORITY, Reason.UNKNOWN_PARCEL, Reason.NO_RULE, Reason.BAD_READ, Reason.RECIRCULATION_LIMIT} <= seen
+    by_label = (rows == -1) & (keys >= 0) & (read == 0) & (laps <= 2)
+    assert (d.reason[by_label] == Reason.SORTED_BY_RULE).any()
