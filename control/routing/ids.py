@@ -12,11 +12,6 @@ import numpy.typing as npt
 S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 S10_FLAG = np.uint64(1 << 62)
 NO_KEY = 0
-_DIGIT = np.full(256, 255, np.uint8)  # byte -> digit value, 255 when not a digit
-_DIGIT[48:58] = np.arange(10)
-_S10_W = np.array(S10_WEIGHTS, np.float64)
-_SSCC_W = np.where(np.arange(17) % 2 == 0, 3.0, 1.0)
-_POW10 = 10.0 ** np.arange(17, -1, -1)
 
 
 def s10_check_digit(serial8: str) -> int:
@@ -73,8 +68,8 @@ def key_to_id(key: int) -> str:
 def parcel_keys(chars: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
     """Vectorised :func:`parcel_key` over ids given as an (n, 18) byte matrix and lengths.
 
-    Bytes must already be upper-cased; rows with invalid ids get key 0. Digit sums and numbers
-    are small matrix products in float64, exact because every value stays below 2**53.
+    Bytes must already be upper-cased; rows with invalid ids get key 0. Works column by column
+    (one vector operation per character position), never widening the whole matrix.
     """
     n = chars.shape[0]
     out = np.zeros(n, dtype=np.uint64)
@@ -83,28 +78,34 @@ def parcel_keys(chars: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) ->
         if len(idx) == 0:
             continue
         c = chars if len(idx) == n else chars[idx]
-        d = np.take(_DIGIT, c[:, :length])  # digit value, 255 for anything else
+        d = [c[:, j] - np.uint8(48) for j in range(length)]  # digit value; > 9 when not a digit
         if length == 13:
-            letters = c[:, [0, 1, 11, 12]]
-            ok = ((letters - np.uint8(65)) <= 25).all(axis=1) & (d[:, 2:11] < 10).all(axis=1)
-            dv = d[:, 2:11].astype(np.float64)
-            s = (dv[:, :8] @ _S10_W).astype(np.int64)
+            letters = [c[:, j].astype(np.int64) - 65 for j in (0, 1, 11, 12)]
+            ok = np.ones(len(idx), bool)
+            for v in letters:
+                ok &= (v >= 0) & (v <= 25)
+            num = np.zeros(len(idx), np.int64)
+            s = np.zeros(len(idx), np.int64)
+            for j in range(2, 11):
+                ok &= d[j] <= 9
+                num = num * 10 + d[j]
+                if j < 10:
+                    s += S10_WEIGHTS[j - 2] * d[j].astype(np.int64)
             chk = 11 - s % 11
             chk = np.where(chk == 10, 0, np.where(chk == 11, 5, chk))
-            ok &= chk == d[:, 10]
-            num = (dv @ _POW10[-9:]).astype(np.int64)
-            lt = letters.astype(np.int64) - 65
-            key = ((((lt[:, 0] * 26 + lt[:, 1]) * 1_000_000_000 + num) * 676 + lt[:, 2] * 26 + lt[:, 3])
+            ok &= chk == d[10]
+            key = ((((letters[0] * 26 + letters[1]) * 1_000_000_000 + num) * 676 + letters[2] * 26 + letters[3])
                    .astype(np.uint64) | S10_FLAG)
         else:
-            ok = (d < 10).all(axis=1)
-            dv = d.astype(np.float64)
-            s = (dv[:, :17] @ _SSCC_W).astype(np.int64)
-            ok &= (10 - s % 10) % 10 == d[:, 17]
-            hi = (dv[:, :9] @ _POW10[-9:]).astype(np.uint64)
-            lo = (dv[:, 9:] @ _POW10[-9:]).astype(np.uint64)
-            key = hi * np.uint64(1_000_000_000) + lo
-            ok &= key != 0
+            ok = np.ones(len(idx), bool)
+            key = np.zeros(len(idx), np.uint64)
+            s = np.zeros(len(idx), np.int64)
+            for j in range(18):
+                ok &= d[j] <= 9
+                key = key * np.uint64(10) + d[j]
+                if j < 17:
+                    s += (3 if j % 2 == 0 else 1) * d[j].astype(np.int64)
+            ok &= (10 - s % 10) % 10 == d[17]
         key = np.where(ok, key, np.uint64(0))
         if len(idx) == n:
             out = key

@@ -8,6 +8,7 @@ never touches a Python string on its batch path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ PROBLEMS = (
     ("weight_kg", "not a number >= 0"),
 )
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,21 +145,19 @@ def _byte_matrix(arr: pa.Array, width: int) -> tuple[npt.NDArray[np.uint8], npt.
     out = np.zeros((n, width), np.uint8)
     if n == 0:
         return out, lengths
-    k = int(lengths[0])
-    if k <= width and int(offsets[-1] - offsets[0]) == n * k and (lengths == k).all():
-        # Every string the same length (ids, timestamps): the data buffer is the matrix.
-        out[:, :k] = data[offsets[0] : offsets[0] + n * k].reshape(n, k)
-        return out, lengths
-    step = 1 << 20
-    cols = np.arange(width)
-    last = len(data) - 1
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        idx = offsets[s:e, None] + cols
-        np.minimum(idx, last, out=idx)
-        block = np.take(data, idx)
-        block[cols >= lengths[s:e, None]] = 0
-        out[s:e] = block
+    counts = np.bincount(np.minimum(lengths, width + 1), minlength=width + 2)
+    for k in (np.flatnonzero(counts[1 : width + 1]) + 1).tolist():
+        if counts[k] + counts[0] == n and int(offsets[-1] - offsets[0]) == counts[k] * k:
+            # Every non-empty string has length k (ids, timestamps): the data is the matrix.
+            block = data[offsets[0] : offsets[0] + counts[k] * k].reshape(-1, k)
+            if counts[k] == n:
+                out[:, :k] = block
+            else:
+                out[lengths == k, :k] = block
+            return out, lengths
+        # Rows of one length at a time: a gather of exactly their bytes, no padding to mask.
+        rows = np.flatnonzero(lengths == k)
+        out[rows, :k] = np.take(data, offsets[rows][:, None] + np.arange(k))
     return out, lengths
 
 
@@ -196,11 +196,16 @@ _DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
 _TIME_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _TIME_SEPS = np.array([4, 7, 10, 13, 16, 19])
 _TIME_SEP_BYTES = np.frombuffer(b"--T::Z", np.uint8)
-# Field values from the 14 digits: year, month, day, hour, minute, second.
-_TIME_FIELDS = np.zeros((6, 14))
-_TIME_FIELDS[0, :4] = (1000, 100, 10, 1)
-for _f in range(1, 6):
-    _TIME_FIELDS[_f, 2 + 2 * _f : 4 + 2 * _f] = (10, 1)
+
+
+def _unique_first(parse: Callable[[pa.Array], tuple[F64, npt.NDArray[np.bool_]]], arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Parse each distinct value once: a day's deadlines, arrivals and sizes repeat a lot."""
+    enc = pc.dictionary_encode(arr)
+    if len(enc.dictionary) * 2 > len(arr):
+        return parse(arr)
+    vals, bad = parse(enc.dictionary)
+    idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
+    return np.take(vals, idx), np.take(bad, idx)
 
 
 def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
@@ -209,10 +214,20 @@ def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     ``datetime.strptime`` (no 30 February, no second 60, years from 1)."""
     mat, lens = _byte_matrix(arr, 20)
     empty = lens == 0
-    tr = np.ascontiguousarray(mat.T)  # one row per character position
-    d = tr[_TIME_DIGITS] - np.uint8(48)  # digits 0..9; anything else wraps to > 9
-    ok = (lens == 20) & (d <= 9).all(axis=0) & (tr[_TIME_SEPS] == _TIME_SEP_BYTES[:, None]).all(axis=0)
-    y, mo, day, h, mi, s = (_TIME_FIELDS @ d.astype(np.float64)).astype(np.int64)
+    d = [mat[:, j] - np.uint8(48) for j in _TIME_DIGITS]  # digits 0..9; anything else wraps to > 9
+    ok = lens == 20
+    for dj in d:
+        ok &= dj <= 9
+    for j, sep in zip(_TIME_SEPS.tolist(), _TIME_SEP_BYTES.tolist(), strict=True):
+        ok &= mat[:, j] == sep
+
+    def num(first: int, n_digits: int) -> I64:
+        v = d[first].astype(np.int64)
+        for j in range(first + 1, first + n_digits):
+            v = v * 10 + d[j]
+        return v
+
+    y, mo, day, h, mi, s = num(0, 4), num(4, 2), num(6, 2), num(8, 2), num(10, 2), num(12, 2)
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     mo_c = np.clip(mo, 0, 12)
     dim = _DAYS[mo_c] + ((mo_c == 2) & leap)
@@ -275,8 +290,13 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     flag(1, dup)
     country = pc.utf8_upper(pc.utf8_trim_whitespace(col["country"]))
     cmat, clen = _byte_matrix(country, 2)
-    postal = pc.utf8_upper(pc.replace_substring_regex(col["postal_code"], r"[\s\-]", ""))
-    pmat, plen = _byte_matrix(postal, MAX_POSTAL)
+    raw = col["postal_code"]
+    pmat, plen = _byte_matrix(pc.utf8_upper(raw), MAX_POSTAL)
+    # Only codes with something other than letters and digits need the (slow) regex.
+    odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(raw).to_numpy(zero_copy_only=False)) & (plen > 0))
+    if len(odd):
+        fixed = pc.utf8_upper(pc.replace_substring_regex(raw.take(pa.array(odd)), r"[\s\-]", ""))
+        pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
     pkeys = postal_keys(cmat, pmat, plen)
     flag(2, (clen != 2) | ((cmat < 65) | (cmat > 90)).any(axis=1))
     flag(3, (pkeys < 0) & (clen == 2))
@@ -284,13 +304,13 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     flag(4, np.asarray(pc.greater(pc.utf8_length(dest), MAX_DESTINATION).to_numpy(zero_copy_only=False)))
     ckey = pc.utf8_trim_whitespace(col["consolidation_key"])
     flag(5, np.asarray(pc.greater(pc.utf8_length(ckey), MAX_KEY).to_numpy(zero_copy_only=False)))
-    deadline, bad_deadline = _times(pc.utf8_trim_whitespace(col["deadline"]))
+    deadline, bad_deadline = _unique_first(_times, pc.utf8_trim_whitespace(col["deadline"]))
     flag(6, bad_deadline | np.isnan(deadline))
-    arrival, bad_arrival = _times(pc.utf8_trim_whitespace(col["arrival"]))
+    arrival, bad_arrival = _unique_first(_times, pc.utf8_trim_whitespace(col["arrival"]))
     flag(7, bad_arrival)
     nums = []
     for code, name in enumerate(("length_mm", "width_mm", "height_mm", "weight_kg"), start=8):
-        v, bad = _number(col[name])
+        v, bad = _unique_first(_number, col[name])
         flag(code, bad)
         nums.append(v)
     keep = problem == 127

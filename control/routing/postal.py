@@ -21,7 +21,6 @@ _VALUE = np.full(256, 255, np.uint8)  # byte -> base-37 digit: NUL 0, '0'..'9' 1
 _VALUE[0] = 0
 _VALUE[48:58] = np.arange(1, 11)
 _VALUE[65:91] = np.arange(11, 37)
-_POWERS = float(BASE) ** np.arange(MAX_POSTAL - 1, -1, -1)
 _STRIP = re.compile(r"[\s\-]")
 
 
@@ -74,8 +73,7 @@ def postal_keys(
 ) -> npt.NDArray[np.int64]:
     """Vectorised :func:`postal_key`: country as (n, 2) bytes, normalised postal as (n, 10) bytes.
     Bytes must already be upper case with spaces/dashes removed, zero padded; rows with other
-    bytes or a postal code longer than ``MAX_POSTAL`` get -1. The base-37 number is a float64
-    matrix product: exact, as every key of one country is below 37**10 < 2**53.
+    bytes or a postal code longer than ``MAX_POSTAL`` get -1.
     """
     cok = ((country - np.uint8(65)) <= 25).all(axis=1)
     ci = (country[:, 0].astype(np.int64) - 65) * 26 + (country[:, 1].astype(np.int64) - 65)
@@ -83,5 +81,7 @@ def postal_keys(
     # Padding reads 0; a real NUL byte inside the code does too, so count the non-zero bytes.
     ok = cok & (postal_len <= MAX_POSTAL) & (dig != 255).all(axis=1)
     ok &= np.count_nonzero(postal, axis=1) == postal_len
-    v = (dig.astype(np.float64) @ _POWERS).astype(np.int64)
+    v = np.zeros(len(dig), np.int64)
+    for j in range(MAX_POSTAL):  # column by column: never widens the whole matrix
+        v = v * BASE + dig[:, j]
     return np.where(ok, ci * SPAN + v, NO_POSTAL)
