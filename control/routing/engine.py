@@ -10,8 +10,14 @@ grow, so the only way speculation can differ from one-by-one routing is a chute 
 capacity inside the block; the first parcel that would overflow a chute is found with a
 ``bincount``, everything before it is committed, and the block restarts there. New
 consolidation groups take the least-loaded pool chute of their rule; because those loads count
-only that rule's groups, the sequence of choices of a rule's new groups is a closed form
-(water filling), computed for all of them at once with one ``lexsort``.
+only that rule's groups, rules are independent, and the new groups are placed in rounds (the
+first new group of every rule at once, then the second, ...), each an argmin per rule.
+
+Per-call overheads are kept out of the batch: every manifest row's static route is bound with
+the plan (:meth:`RoutingEngine.prepare_plan`) and packed into 16 bytes, so a batch starts with
+one ``take``; indices stay int16/int32 and are read with ``np.take`` (fancy indexing with
+narrow indices is several times slower); the slow lanes (a full first choice, a due deadline, a
+read failure) touch only the parcels concerned.
 
 Feedback keeps the counts true: routing adds a parcel to a chute's *pending* count; a
 confirmation moves it to *filled* (of the chute it really entered); a miss removes it; a drain
