@@ -569,8 +569,14 @@ class RoutingEngine:
         load = self.slot_load
         width = pp.rule_slots.shape[1]
         col = np.arange(width)
-        todo = np.arange(nk)
         rules = op_rule.astype(np.int64)
+        # A one-chute pool needs no choice (and no rounds): its slot, if the chute is usable.
+        single = np.take(pp.tables.pool_len, rules) == 1
+        one = np.flatnonzero(single)
+        if len(one):
+            s1 = np.take(pp.tables.pool_off, np.take(rules, one))
+            out[one] = np.where(np.take(ok, np.take(pp.tables.pool, s1)), s1, -1)
+        todo = np.flatnonzero(~single)
         picks = []
         every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
         while len(todo):
