@@ -276,17 +276,17 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     keys = parcel_keys(mat, np.where(lens > 18, 0, lens))
     flag(0, keys == 0)
     # Duplicates: every occurrence after the first of a key.
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    dup_sorted = np.zeros(n, bool)
-    if n > 1:
-        dup_sorted[1:] = (sk[1:] == sk[:-1]) & (sk[1:] != 0)
-    dup = np.zeros(n, bool)
-    dup[order] = dup_sorted
-    first_of = np.zeros(n, np.int64)
-    if dup.any():
-        run_start = np.maximum.accumulate(np.where(~dup_sorted, np.arange(n), 0))
-        first_of[order] = order[run_start]
+    # Duplicates: every occurrence after the first of a key. Arrow's hash encoding numbers the
+    # distinct keys in order of first appearance (linear time, no sort of 10 M keys).
+    key_code = np.asarray(pc.dictionary_encode(pa.array(keys)).indices.to_numpy(zero_copy_only=False), np.int64)
+    # A row is a key's first occurrence when its code exceeds every code before it; those rows,
+    # in order, are the first rows of codes 0, 1, 2, ...
+    rows = np.arange(n)
+    seen_max = np.maximum.accumulate(key_code) if n else key_code
+    is_first = np.ones(n, bool)
+    is_first[1:] = key_code[1:] > seen_max[:-1]
+    first_of = np.take(np.flatnonzero(is_first), key_code)
+    dup = (first_of != rows) & (keys != 0)
     flag(1, dup)
     country = pc.utf8_upper(pc.utf8_trim_whitespace(col["country"]))
     cmat, clen = _byte_matrix(country, 2)
