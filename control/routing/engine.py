@@ -44,6 +44,8 @@ I64 = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
 
 _EMPTY = np.zeros(0, np.int64)
+OFF_BITS = 21  # a packed route: candidate offset in the low bits, the first candidate above
+OFF_MASK = (1 << OFF_BITS) - 1
 NEVER = np.iinfo(np.int32).max  # priority deadline of a row that never goes to a priority chute
 _BIG = np.iinfo(np.int64).max
 
@@ -54,6 +56,12 @@ def _meta(reason: npt.ArrayLike, n_cand: npt.ArrayLike, primary: npt.ArrayLike) 
     below 1000: there are at most 999 chutes."""
     r = np.asarray(reason, np.int64)
     return (r | (np.asarray(n_cand, np.int64) << 8) | (np.asarray(primary, np.int64) << 20)).astype(np.int32)
+
+
+def _route(off: npt.ArrayLike, first: npt.ArrayLike) -> I32:
+    """Pack a candidate list offset and its first chute (< 1024) into one int32, so that the
+    batch reads every parcel's first choice with a shift instead of a gather."""
+    return (np.asarray(off, np.int64) | (np.asarray(first, np.int64) << OFF_BITS)).astype(np.int32)
 
 
 def _n_cand(meta: npt.NDArray[np.int32]) -> I64:
@@ -87,8 +95,9 @@ class PreparedPlan:
     cand_base: int  # where the plan's lists start in ``cand``
     # Per manifest row (plus a last "unknown parcel" row): the route it gets unless something
     # at routing time (read, laps, deadline, chute state) says otherwise, packed into 16 bytes
-    # so that one gather per parcel fetches it. Columns: candidate offset in ``cand``; meta
-    # (:func:`_meta`); consolidation group (-1: none); priority deadline, whole seconds after
+    # so that one gather per parcel fetches it. Columns: candidate offset in ``cand`` and first
+    # candidate (:func:`_route`); meta (:func:`_meta`); consolidation group (-1: none);
+    # priority deadline, whole seconds after
     # ``prio_base`` rounded down (a pre-filter only, the exact test reads the manifest), NEVER
     # when the row has no priority chute.
     row_table: npt.NDArray[np.int32]
@@ -162,7 +171,10 @@ class RoutingEngine:
             by_dest = d[m.dest_code]  # code -1 reads the trailing -1
             row_rule = np.where(by_dest >= 0, by_dest, row_rule).astype(np.int32)
         cand = np.concatenate([self.st.chain, t.cand]).astype(np.int16)
+        if len(cand) > OFF_MASK:
+            raise ValueError(f"sort plan too large: {len(cand)} candidate entries (at most {OFF_MASK})")
         table, base = self._row_routes(t, row_rule, len(self.st.chain))
+        table[:, 0] = _route(table[:, 0], cand[table[:, 0]])
         width = int(t.pool_len.max()) if t.n_rules else 1
         col = np.arange(width)
         # Padding repeats a rule's first slot: same load, later position, so it never wins.
@@ -388,7 +400,7 @@ class RoutingEngine:
         due = self._due(pp, rr, packed[:, 3], now)
         if len(due):
             pc = t.prio[pp.row_rule[rr[due]]].astype(np.int64)
-            off[due] = st.chain_off[pc]
+            off[due] = _route(st.chain_off[pc], pc)
             meta[due] = _meta(Reason.PRIORITY, st.chain_len[pc], 1)
         if label_key is not None:
             lk = np.asarray(label_key, np.int64)
@@ -397,7 +409,8 @@ class RoutingEngine:
                 lr = t.rule_for_keys(lk[lab]).astype(np.int64)
                 hit = lr >= 0
                 lab, lr = lab[hit], lr[hit]
-                off[lab] = pp.cand_base + t.cand_off[lr]
+                o = pp.cand_base + t.cand_off[lr]
+                off[lab] = _route(o, pp.cand[o])
                 meta[lab] = _meta(Reason.SORTED_BY_RULE, t.cand_len[lr], t.pool_len[lr])
             rest = np.flatnonzero((rr == size) & (lk >= 0) & (meta.astype(np.uint8) == Reason.UNKNOWN_PARCEL))
             if len(rest):
@@ -441,7 +454,7 @@ class RoutingEngine:
     def _force(self, off: I32, meta: I32, idx: I64, reason: I64) -> None:
         """Parcels ``idx`` become exceptions ``reason`` (read failures, too many laps)."""
         c = self._exc_chute[reason]
-        off[idx] = self.st.chain_off[c]
+        off[idx] = _route(self.st.chain_off[c], c)
         meta[idx] = _meta(reason, self.st.chain_len[c], 1)
 
     def _route_block(
@@ -458,7 +471,7 @@ class RoutingEngine:
         m = e - p
         off = off_all[p:e]
         # (``take`` with int16/int32 indices is several times faster than ``a[idx]``.)
-        chute = np.take(cand, off)  # first candidate of every parcel; group members replaced below
+        chute = off >> OFF_BITS  # first candidate of every parcel; group members replaced below
         gi = np.flatnonzero(out_reason[p:e] == Reason.CONSOLIDATED)
         opener_pos = opener_slot = _EMPTY
         fol_i: I64 = _EMPTY  # group members following a group chute,
@@ -487,7 +500,7 @@ class RoutingEngine:
             # Slow lane: parcels whose first candidate is full or unavailable walk their list.
             bad = np.flatnonzero(~okc)
             pos = np.zeros(len(bad), np.int64)
-            b_off = off[bad].astype(np.int64)
+            b_off = off[bad].astype(np.int64) & OFF_MASK
             b_ln = _n_cand(meta_all[p + bad])
             fc = np.zeros(len(bad), np.int64)
             if len(fol_i):
@@ -526,7 +539,7 @@ class RoutingEngine:
             keep = bad < q
             bq, pq = bad[keep], pos[keep]
             mb = meta_all[p + bq]
-            first_c = cand[off[bq]].astype(np.int64)
+            first_c = off[bq].astype(np.int64) >> OFF_BITS
             prim = _primary(mb)
             if len(fol_i):
                 fc = fc[keep]
