@@ -84,8 +84,8 @@ class Faults:
         self._log("diverter_stuck", f"chute {chute}", on)
 
     def encoder_glitch(self, counts: int) -> None:
+        """The count jumps; the PLCs find out themselves on their next scan (if beyond tolerance)."""
         self.world.glitch_encoder(counts)
-        self.conveyor.encoder_fault()
         self._log("encoder_glitch", f"{counts:+d} counts", True)
 
     def plc_drop(self, plc: Plc = "both") -> int:

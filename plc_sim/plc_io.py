@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from control.config.site import Site
+from control.plc.codes import ArmResult
 from plc_sim.plc_logic import ConveyorInputs, ConveyorProgram, DiverterProgram
 from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer, ServerRing
 from plc_sim.world import StepEvents, World
@@ -67,7 +68,9 @@ class PlcIo:
         )
         self.diverter.scan(now, self.ds.read("host_heartbeat"), self.ds.read("reset_seq"))
         for cmd in self.ds.take_commands("arm"):
-            res = self.diverter.command(now, cmd["action"], cmd["chute"], cmd["tracking_id"], cmd["fire_count"])
+            res = self.diverter.command(
+                now, cmd["action"], cmd["chute"], cmd["tracking_id"], cmd["fire_count"], cmd["seq"]
+            )
             self.arm_results[res.name] = self.arm_results.get(res.name, 0) + 1
             await self._push(
                 self.ds.ring("arm_result"),
@@ -78,6 +81,10 @@ class PlcIo:
             )
 
     async def publish(self, ev: StepEvents, now: float) -> None:
+        for tid, chute, seq in ev.dropped:  # arms an encoder fault dropped unfired: as if cancelled
+            await self._push(
+                self.ds.ring("arm_result"), command_seq=seq, tracking_id=tid, result=int(ArmResult.CANCELLED), chute=chute
+            )
         for tid, lead, trail in ev.inducts:
             await self._push(self.cs.ring("induct"), tracking_id=tid, leading_count=lead, trailing_count=trail)
         for tid, count, lap in ev.scans:

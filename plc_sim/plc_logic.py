@@ -3,7 +3,10 @@
 ``ConveyorProgram`` runs the belt's PackML-ish state (Stopped, Idle, Execute, Held, Aborted),
 executes belt commands once per new command seq, watches the host heartbeat and latches
 faults until Reset. ``DiverterProgram`` validates arm commands, watches its own host
-heartbeat and drops every arm when it stops. Both act on the World; the async layer in
+heartbeat and drops every arm when it stops. Both react to an encoder fault the world's
+counter check reports (``StepEvents.encoder_jump``): the conveyor latches its fault bit, the
+diverter has already dropped its pending arms and refuses new ones until the host has shown
+it has seen the fault (see ``DiverterProgram.encoder_fault``). Both act on the World; the async layer in
 ``plc_sim.plc_io`` moves their inputs and outputs to and from the protocol servers.
 """
 
@@ -24,6 +27,7 @@ from plc_sim.world import World
 
 HEARTBEAT_S = 0.1
 DIVERTER_WATCHDOG_S = 1.0
+ENCODER_SETTLE_BEATS = 2  # host heartbeat changes after an encoder fault before arms are taken again
 S = PackMLState
 C = PackMLCommand
 
@@ -87,6 +91,7 @@ class ConveyorProgram:
         self.estop_pressed = False  # the fault stays latched until Clear/Reset
 
     def encoder_fault(self) -> None:
+        """The counter moved in a way the belt speed cannot explain; latched until Reset."""
         self.faults |= ConveyorFault.ENCODER
 
     # ---- one PLC scan ------------------------------------------------------------------
@@ -161,11 +166,38 @@ class DiverterProgram:
         self._reset_seq: int | None = None
         self.dropped_arms = 0
         self._tripped = False
+        self.encoder_faults = 0
+        self.dropped_by_encoder = 0
+        self._settle: int | None = None  # host beats still to see after an encoder fault
+
+    def encoder_fault(self, dropped: int) -> None:
+        """The world's counter check dropped ``dropped`` pending arms on an encoder jump.
+
+        Arms the host computed before it saw the jump carry counts from the old frame and
+        would fire on the wrong parcel. The host writes its heartbeat once per cycle, after
+        that cycle's arms, so once the heartbeat has changed ``ENCODER_SETTLE_BEATS`` times
+        every arm written before the first post-fault cycle has reached the PLC: arms taken up
+        to and including that scan are refused (code 2, the parcel rides on), later ones run.
+        """
+        self.encoder_faults += 1
+        self.dropped_by_encoder += dropped
+        self._settle = ENCODER_SETTLE_BEATS
+
+    @property
+    def settling(self) -> bool:
+        """True while arms are refused after an encoder fault."""
+        return self._settle is not None
 
     def scan(self, now: float, host_heartbeat: int, reset_seq: int) -> None:
         if now - self._beat_at >= HEARTBEAT_S:
             self.heartbeat = (self.heartbeat + 1) & 0xFFFFFFFF
             self._beat_at = now
+        beat = self.host.last_value is not None and host_heartbeat != self.host.last_value
+        if self._settle is not None:
+            if self._settle == 0:
+                self._settle = None  # the scan after the one that saw the last beat: arms run again
+            elif beat:
+                self._settle -= 1
         self.host.update(host_heartbeat, now)
         if self._reset_seq is None:
             self._reset_seq = reset_seq
@@ -180,15 +212,17 @@ class DiverterProgram:
         if self.world.faulted.any():
             self.faults |= DiverterFault.DIVERTER
 
-    def command(self, now: float, action: int, chute: int, tracking_id: int, fire_count: int) -> ArmResult:
-        """Execute one arm-ring command; the result goes to the arm_result ring."""
+    def command(
+        self, now: float, action: int, chute: int, tracking_id: int, fire_count: int, seq: int = 0
+    ) -> ArmResult:
+        """Execute one arm-ring command (``seq``: its ring seq); the result goes to the arm_result ring."""
         if action == ArmAction.CANCEL:
             return self.world.cancel(chute, tracking_id)
         if action != ArmAction.ARM:
             return ArmResult.UNKNOWN_CHUTE
-        if self._tripped:  # no host: no fire
+        if self._tripped or self._settle is not None:  # no host, or counts from before a jump: no fire
             return ArmResult.CHUTE_UNAVAILABLE
-        res = self.world.arm(chute, tracking_id, fire_count)
+        res = self.world.arm(chute, tracking_id, fire_count, seq)
         if res == ArmResult.QUEUE_FULL:
             self.faults |= DiverterFault.ARM_OVERFLOW
         return res

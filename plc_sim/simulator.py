@@ -166,6 +166,9 @@ class Simulator:
         await self.io.read_inputs(now)
         self.faults.due(now)
         ev = self.world.step(dt)
+        if ev.encoder_jump:  # both PLCs read the same encoder
+            self.conveyor.encoder_fault()
+            self.diverter.encoder_fault(len(ev.dropped))
         await self.io.publish(ev, self.world.time_s)
         if self.camera is not None:
             for tid, count, _lap in ev.scans:
@@ -211,6 +214,8 @@ class Simulator:
             "diverter_faults": int(self.diverter.faults),
             "watchdog_trips": self.conveyor.watchdog_trips,
             "arms_dropped_by_watchdog": self.diverter.dropped_arms,
+            "encoder_faults": w.stats.encoder_faults,
+            "arms_dropped_by_encoder": w.stats.arms_dropped_encoder,
             "lagged_scans": self.lagged_scans,
             "faults": [
                 {"at_s": round(f.at_s, 3), "kind": f.kind, "detail": f.detail, "active": f.active}

@@ -5,6 +5,12 @@ position is a function of belt travel (parcels ride the belt without slipping), 
 edges and diverter strokes are solved exactly between ticks and the tick size never changes
 where a parcel lands. The encoder is the belt travel in counts plus an offset (the offset
 moves on an encoder glitch), kept unwrapped inside and shown to PLCs modulo 2**32.
+
+The diverter PLC's fire compare is modelled here too, with the plausibility check a safe
+sorter PLC runs on its counter: a step between two scans that the belt travel cannot explain
+(beyond ``encoder_tolerance_mm`` plus ``encoder_tolerance_rel`` of the expected counts) is an
+encoder fault, not belt motion. Then every pending arm is dropped and reported instead of
+firing, so no arm whose count the jump skipped over fires on whatever is at the diverter.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class StepEvents:
     confirms: list[tuple[int, int, int, int]] = field(default_factory=list)  # tid, count, chute, flags
     fires: int = 0
     gap_violations: int = 0
+    encoder_jump: int = 0  # counts the belt travel did not explain (0: the encoder is plausible)
+    dropped: list[tuple[int, int, int]] = field(default_factory=list)  # tid, chute, arm seq: not fired
 
 
 @dataclass(slots=True)
@@ -65,6 +73,8 @@ class WorldStats:
     lost: int = 0
     end_of_line: int = 0
     confirms: int = 0
+    encoder_faults: int = 0  # implausible encoder steps seen by the PLCs
+    arms_dropped_encoder: int = 0  # pending arms dropped (not fired) on an encoder fault
     arm_results: dict[str, int] = field(default_factory=dict)
 
 
@@ -78,6 +88,8 @@ class World:
         *,
         encoder_start: int = 0,
         arm_queue_size: int = 32,
+        encoder_tolerance_mm: float = 20.0,
+        encoder_tolerance_rel: float = 0.1,
     ) -> None:
         s = site.sorter
         self.site = site
@@ -91,6 +103,8 @@ class World:
         self.running = False
         self.induct_enabled = True
         self.arm_queue_size = arm_queue_size
+        self.encoder_tolerance_mm = encoder_tolerance_mm
+        self.encoder_tolerance_rel = encoder_tolerance_rel
 
         ch = site.chutes
         self.chute_ids = np.asarray([c.id for c in ch], dtype=np.int64)
@@ -113,6 +127,7 @@ class World:
         self.time_s = 0.0
         self.travel_mm = 0.0
         self._enc0 = int(encoder_start)  # unwrapped count at travel 0
+        self._enc_seen = self._enc0  # the count the PLCs read at the end of the last step
         self.jammed_eye = 0  # Eye, or 100 + chute id
         self.stats = WorldStats()
 
@@ -147,6 +162,7 @@ class World:
         self._arm_k = np.zeros(0, dtype=np.int64)
         self._arm_tid = np.zeros(0, dtype=np.int64)
         self._arm_target = np.zeros(0, dtype=np.int64)
+        self._arm_seq = np.zeros(0, dtype=np.int64)  # command seq that armed it (0: not from the ring)
         self._arm_min = 1 << 80  # smallest pending target: most steps fire nothing
         # Fire log: armed tracking id, chute id, parcel index taken (-1 none), stuck.
         self.fire_tid: list[int] = []
@@ -169,8 +185,19 @@ class World:
         return self.encoder_unwrapped & MASK
 
     def glitch_encoder(self, counts: int) -> None:
-        """The encoder jumps: belt positions stay, counts do not match them any more."""
+        """The encoder jumps: belt positions stay, counts do not match them any more.
+
+        The PLCs see the jump on the next step (``StepEvents.encoder_jump``) if it is beyond
+        the tolerance.
+        """
         self._enc0 += int(counts)
+
+    def _encoder_jump(self, travel0: float, travel1: float) -> int:
+        """Counts of this step's encoder change that the belt travel does not explain, or 0."""
+        expected = (travel1 - travel0) * self.cpm
+        off = (self._enc_at(travel1) - self._enc_seen) - expected
+        tol = self.encoder_tolerance_mm * self.cpm + self.encoder_tolerance_rel * abs(expected)
+        return round(off) if abs(off) > tol else 0
 
     @property
     def speed_mps(self) -> float:
@@ -270,17 +297,18 @@ class World:
     def chute_index(self, chute_id: int) -> int | None:
         return self._chute_k.get(chute_id)
 
-    def arm(self, chute_id: int, tracking_id: int, fire_count: int) -> ArmResult:
+    def arm(self, chute_id: int, tracking_id: int, fire_count: int, seq: int = 0) -> ArmResult:
         """Arm chute's diverter to fire for ``tracking_id`` when the parcel centre is on it.
 
         ``fire_count`` is the 32-bit count at which the centre is on the centreline; the stroke
         starts earlier by the diverter's actuation time at the set speed, as a PLC does.
+        ``seq`` is the arm command's seq, reported back if the arm is dropped unfired.
         """
-        res = self._arm(chute_id, tracking_id, fire_count)
+        res = self._arm(chute_id, tracking_id, fire_count, seq)
         self.stats.arm_results[res.name] = self.stats.arm_results.get(res.name, 0) + 1
         return res
 
-    def _arm(self, chute_id: int, tracking_id: int, fire_count: int) -> ArmResult:
+    def _arm(self, chute_id: int, tracking_id: int, fire_count: int, seq: int) -> ArmResult:
         k = self._chute_k.get(chute_id)
         if k is None:
             return ArmResult.UNKNOWN_CHUTE
@@ -295,6 +323,7 @@ class World:
         same = (self._arm_k == k) & (self._arm_tid == tracking_id)
         if same.any():
             self._arm_target[same] = target
+            self._arm_seq[same] = seq
             self._arms_changed()
             return ArmResult.ARMED
         if int((self._arm_k == k).sum()) >= self.arm_queue_size:
@@ -302,6 +331,7 @@ class World:
         self._arm_k = np.append(self._arm_k, k)
         self._arm_tid = np.append(self._arm_tid, tracking_id)
         self._arm_target = np.append(self._arm_target, target)
+        self._arm_seq = np.append(self._arm_seq, seq)
         self._arm_min = min(self._arm_min, target)
         return ArmResult.ARMED
 
@@ -321,6 +351,12 @@ class World:
         self._keep_arms(np.zeros(n, dtype=bool))
         return n
 
+    def _drop_arms_unfired(self) -> list[tuple[int, int, int]]:
+        """Forget every pending arm and say which: (tracking id, chute id, command seq)."""
+        out = list(zip(self._arm_tid.tolist(), self.chute_ids[self._arm_k].tolist(), self._arm_seq.tolist(), strict=True))
+        self._keep_arms(np.zeros(len(self._arm_k), dtype=bool))
+        return out
+
     @property
     def armed(self) -> int:
         return len(self._arm_k)
@@ -329,6 +365,7 @@ class World:
         self._arm_k = self._arm_k[keep]
         self._arm_tid = self._arm_tid[keep]
         self._arm_target = self._arm_target[keep]
+        self._arm_seq = self._arm_seq[keep]
         self._arms_changed()
 
     def _arms_changed(self) -> None:
@@ -404,13 +441,20 @@ class World:
         travel0 = self.travel_mm
         travel1 = travel0 + v * dt
         self._step_origin = (t0, travel0, v)
+        jump = self._encoder_jump(travel0, travel1)
+        if jump:  # an encoder fault: no compare can be trusted, nothing that was armed fires
+            ev.encoder_jump = jump
+            ev.dropped = self._drop_arms_unfired()
+            self.stats.encoder_faults += 1
+            self.stats.arms_dropped_encoder += len(ev.dropped)
+        self._enc_seen = self._enc_at(travel1)
         if v > 0:
             self._fire(travel0, travel1, v, ev)
             self._scan(travel0, travel1, ev)
             if not self.loop:
                 self._end_of_line(travel1)
         elif len(self._arm_k):
-            self._fire(travel0, travel0, 0.0, ev)  # a glitch may have jumped past a target
+            self._fire(travel0, travel0, 0.0, ev)  # a jump within the tolerance may have passed a target
         if v > 0 and self.induct_enabled and self.jammed_eye == Eye.NONE:
             n = self._induct(t0, t1, v, travel0, travel1)
             ev.gap_violations = n

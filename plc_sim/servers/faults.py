@@ -53,5 +53,8 @@ def shut_listener(server: asyncio.AbstractServer | None) -> None:
     """Stop listening now: the port is free for a restart as soon as this returns."""
     if server is None:
         return
+    loop = asyncio.get_running_loop()
     for s in getattr(server, "sockets", ()):
+        with contextlib.suppress(OSError, ValueError):
+            loop.remove_reader(s.fileno())  # no accept() on a socket being shut down (EINVAL)
         shut(s)

@@ -119,27 +119,26 @@ async def test_chute_full_and_stuck_diverter_recirculate_never_missort(fast_site
 
 
 async def test_encoder_glitch_cancels_arms_and_reanchors(fast_site: Path) -> None:
-    """A jump of the encoder makes the diverter PLC fire its nearest arms at once, inside the PLC
-    scan of the jump, before any host can react: those few fires may take the wrong parcel
-    (a defence only the PLC can add). Everything after that scan is the controller's: arms
-    cancelled, positions re-anchored at the scanner, no further missort, nothing lost, and an
-    alarm for every divert that was live across the jump."""
-    at = 5.0
-    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "encoder_glitch", "at_s": at, "counts": 400}])
+    """A jump of the encoder, about one parcel pitch. The PLCs see a step the belt speed cannot
+    explain: the conveyor latches its encoder fault, the diverter drops every pending arm unfired
+    (reported as cancelled) and takes no arm until the controller has seen the jump. The
+    controller raises the alarm, re-anchors positions at the scanner and sorts the parcels that
+    went round: zero missorts, nothing lost, no divert across the jump."""
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "encoder_glitch", "at_s": 5.0, "counts": 400}])
+    assert_accounted(r)
     a = r.audit
     assert r.metrics.glitches >= 1
     assert FAULTS[Fault.ENCODER_GLITCH].reaction == Reaction.ALARM
     assert r.unit_state == "EXECUTE"
-    assert a.lost == [] or all(t in a.missorts for t in a.lost)  # a wrongly diverted parcel never comes back
-    truth_left = dict(zip(r.truth.tracking_id.tolist(), r.truth.final_s.tolist(), strict=True))
-    for tid in a.missorts:
-        assert at <= truth_left[tid] <= at + 0.3, (tid, truth_left[tid], a.missort_detail)
+    assert "encoder_fault" in r.alarms  # latched by the PLC until an operator's Reset
+    assert r.sim_stats["encoder_faults"] == 1  # the PLCs saw the jump (and dropped whatever was armed then)
+    assert a.recirculated >= r.sim_stats["arms_dropped_by_encoder"]  # those parcels went round, then sorted
     store = EventStore(r.db, readonly=True)
     try:
         suspects = [e for e in store.unit_events("alarm") if e[2] == "suspect_divert"]
     finally:
         store.close()
-    assert len(suspects) >= len(a.missorts)
+    assert suspects == []  # no fire armed before the jump happened after it
 
 
 async def test_plc_connections_dropped_lose_nothing(fast_site: Path) -> None:

@@ -127,3 +127,44 @@ def test_scheduled_faults_start_and_end_on_time(make_world: WorldFactory) -> Non
     assert [(e.kind, e.active) for e in faults.history] == [
         ("chute_disabled", True), ("chute_full", True), ("encoder_glitch", True), ("chute_disabled", False),
     ]  # fmt: skip
+
+
+def test_after_an_encoder_fault_arms_are_refused_until_the_host_has_seen_it(make_world: WorldFactory) -> None:
+    w = make_world(count=0)
+    d = DiverterProgram(w)
+    d.scan(0.00, 1, 0)
+    d.scan(0.01, 2, 0)
+    assert d.command(0.01, ArmAction.ARM, 3, 9, w.encoder + 50_000, seq=1) == ArmResult.ARMED
+    w.glitch_encoder(5000)
+    ev = w.step(0.01)
+    assert ev.dropped == [(9, 3, 1)]
+    d.encoder_fault(len(ev.dropped))
+    far = w.encoder + 50_000
+    # arms the host computed before it read the jump are refused: until two new heartbeats
+    # (a whole host cycle after the fault) and the scan that saw the second one
+    for t, hb in ((0.02, 2), (0.03, 3), (0.04, 3), (0.05, 4)):
+        d.scan(t, hb, 0)
+        assert d.settling and d.command(t, ArmAction.ARM, 3, 10, far, seq=2) == ArmResult.CHUTE_UNAVAILABLE
+    assert d.command(0.05, ArmAction.CANCEL, 3, 9, 0) == ArmResult.NOTHING_TO_CANCEL  # already dropped
+    d.scan(0.06, 4, 0)
+    assert not d.settling and d.command(0.06, ArmAction.ARM, 3, 10, far, seq=3) == ArmResult.ARMED
+    assert d.encoder_faults == 1 and d.dropped_by_encoder == 1 and d.faults == 0
+
+
+def test_the_conveyor_encoder_fault_latches_until_reset(make_world: WorldFactory) -> None:
+    w = make_world(count=0, running=False)
+    h = Host(ConveyorProgram(w))
+    h.command(C.RESET)
+    h.command(C.START)
+    faults = Faults(w, h.prog)
+    faults.encoder_glitch(400)
+    assert not h.prog.faults  # the injector only moves the count; the PLC has to notice
+    ev = w.step(0.01)
+    assert ev.encoder_jump == 400
+    h.prog.encoder_fault()  # as the simulator's scan does on ev.encoder_jump
+    for _ in range(10):
+        h.scan()
+        assert w.step(0.01).encoder_jump == 0
+    assert h.prog.faults == ConveyorFault.ENCODER and h.prog.state == S.EXECUTE  # an alarm, the belt runs
+    assert h.command(C.STOP) == CommandResult.ACCEPTED
+    assert h.command(C.RESET) == CommandResult.ACCEPTED and h.prog.faults == 0

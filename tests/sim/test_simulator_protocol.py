@@ -208,3 +208,28 @@ async def test_the_belt_holds_when_the_host_heartbeat_stops(site: Site, tags: Ta
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+
+
+async def test_an_encoder_jump_cancels_pending_arms_on_the_wire_and_latches_the_fault(
+    site: Site, tags: TagMap
+) -> None:
+    async with simulator(site, tags, count=0) as sim, host(sim, tags) as h:
+        beat = asyncio.create_task(h.heartbeat_forever())
+        try:
+            await asyncio.sleep(0.15)
+            await h.arm(77, 1, (await h.mb_u32(4) + 50_000) & 0xFFFFFFFF)
+            assert (await h.mb_ring_entry("arm_result", 1))["result"] == ArmResult.ARMED
+            sim.faults.encoder_glitch(5000)
+            dropped = await h.mb_ring_entry("arm_result", 2)  # the PLC reports it, unasked
+            assert dropped == {"seq": 2, "command_seq": 1, "tracking_id": 77, "result": ArmResult.CANCELLED, "chute": 1}
+            faults = await until(lambda: h.read("faults"), lambda v: int(v) & ConveyorFault.ENCODER != 0)  # type: ignore[call-overload]
+            assert int(faults) & ConveyorFault.ENCODER  # type: ignore[call-overload]
+            assert sim.world.stats.fires == 0 and sim.world.armed == 0
+            await asyncio.sleep(0.3)  # the host has beaten since: arms are taken again
+            await h.arm(78, 1, (await h.mb_u32(4) + 50_000) & 0xFFFFFFFF)
+            assert (await h.mb_ring_entry("arm_result", 3))["result"] == ArmResult.ARMED
+            assert sim.stats["encoder_faults"] == 1 and sim.stats["arms_dropped_by_encoder"] == 1
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat

@@ -142,15 +142,87 @@ def test_encoder_wraps_around_2_to_the_32(make_world: WorldFactory) -> None:
     assert (gt.chute == 1 + gt.tracking_id % 24).all()
 
 
-def test_encoder_glitch_makes_arms_miss(make_world: WorldFactory) -> None:
-    w = make_world(count=1)
+def armed_world(make_world: WorldFactory, count: int = 1, rate: float = 3600.0) -> tuple[World, OracleArm]:
+    w = make_world(count=count, rate=rate)
     oracle = OracleArm(w, lambda tid: 10)
-    while not w._arm_k.size:
+    while not w.armed:
         oracle.step(0.1)
-    w.glitch_encoder(5000)  # the count jumps 5 m ahead of the belt
+    return w, oracle
+
+
+def test_an_encoder_jump_drops_every_arm_unfired_and_reports_it(make_world: WorldFactory) -> None:
+    w, oracle = armed_world(make_world)
+    w.arm(12, 99, w.encoder + 30_000, seq=7)  # a second pending arm, from ring seq 7
+    w.glitch_encoder(5000)  # the count jumps 5 m ahead of the belt: past the first arm's target
+    ev = oracle.step(0.1)
+    assert ev.encoder_jump == 5000 and ev.fires == 0
+    assert sorted(ev.dropped) == [(1, 10, 0), (99, 12, 7)]
+    assert w.armed == 0 and w.stats.encoder_faults == 1 and w.stats.arms_dropped_encoder == 2
+    assert oracle.step(0.1).encoder_jump == 0  # the new count is the new normal
     run(w, 10)
-    assert w.stats.fires == 1 and w.stats.fires_empty == 1
-    assert w.ground_truth().state[0] == 0
+    assert w.stats.fires == 0
+    assert w.ground_truth().state[0] == 0  # it rides on, to be scanned and armed again
+
+
+def test_a_backward_jump_or_one_on_a_stopped_belt_is_a_fault_too(make_world: WorldFactory) -> None:
+    w, _ = armed_world(make_world)
+    w.glitch_encoder(-800)
+    assert w.step(0.1).encoder_jump == -800 and w.armed == 0
+    w2, _ = armed_world(make_world)
+    w2.running = False
+    w2.glitch_encoder(3000)
+    ev = w2.step(0.1)
+    assert ev.encoder_jump == 3000 and ev.fires == 0 and w2.armed == 0
+
+
+def test_belt_motion_and_small_jitter_are_not_faults(make_world: WorldFactory) -> None:
+    w, oracle = armed_world(make_world)
+    w.glitch_encoder(round(w.encoder_tolerance_mm * w.cpm) - 1)  # within the tolerance
+    assert oracle.step(0.01).encoder_jump == 0
+    assert w.armed == 1
+    for dt in (0.5, 0.001, 0.3):  # catch-up steps and short ones
+        assert w.step(dt).encoder_jump == 0
+    w.running = False
+    assert w.step(0.2).encoder_jump == 0
+    w.running = True
+    w.speed_setpoint_mps = 4.0
+    assert w.step(0.2).encoder_jump == 0
+    assert w.stats.encoder_faults == 0
+
+
+def test_a_glitch_in_dense_traffic_never_diverts_the_wrong_parcel(make_world: WorldFactory) -> None:
+    w = make_world(rate=30000, count=150)
+    oracle = OracleArm(w, lambda tid: 1 + tid % 24)
+    run(w, 20, oracle=oracle)
+    assert w.armed > 5
+    w.glitch_encoder(300)  # about one parcel pitch: every early fire would take the parcel ahead
+    run(w, 120, oracle=oracle)
+    gt = w.ground_truth()
+    assert w.stats.encoder_faults == 1 and w.stats.arms_dropped_encoder > 5
+    assert not gt.wrong_parcel().any()
+    assert (gt.state == 1).all() and (gt.chute == 1 + gt.tracking_id % 24).all()
+    assert (gt.laps > 0).sum() >= w.stats.arms_dropped_encoder  # the dropped ones came round
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    counts=st.integers(-20_000, 20_000).filter(lambda c: abs(c) > 40),  # tolerance 20 + 10% of 125
+    after_s=st.floats(0.0, 6.0),
+)
+def test_any_jump_beyond_the_tolerance_fires_nothing_armed_before_it(
+    make_world: WorldFactory, counts: int, after_s: float
+) -> None:
+    w = make_world(rate=12000, count=40)
+    oracle = OracleArm(w, lambda tid: 1 + tid % 24)
+    run(w, 12 + after_s, dt=0.05, oracle=oracle)
+    pending = w.armed
+    fires = w.stats.fires
+    w.glitch_encoder(counts)
+    ev = oracle.step(0.05)
+    assert ev.encoder_jump == counts and len(ev.dropped) == pending and ev.fires == 0
+    assert w.stats.fires == fires
+    run(w, 10, dt=0.05, oracle=oracle)
+    assert not w.ground_truth().wrong_parcel().any()
 
 
 def test_linear_belt_drops_unarmed_parcels_into_the_reject_chute(make_world: WorldFactory) -> None:
