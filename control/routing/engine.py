@@ -102,8 +102,6 @@ class PreparedPlan:
     # when the row has no priority chute.
     row_table: npt.NDArray[np.int32]
     prio_base: float
-    # Pool slots of each rule, one row per rule (padded; see :meth:`RoutingEngine.prepare_plan`).
-    rule_slots: I64
     pool_ext: npt.NDArray[np.int16]  # the pool and a last 0: ``pool_ext[-1]`` is "no chute"
     pool_chutes: I64  # every chute of any pool
 
@@ -175,13 +173,9 @@ class RoutingEngine:
             raise ValueError(f"sort plan too large: {len(cand)} candidate entries (at most {OFF_MASK})")
         table, base = self._row_routes(t, row_rule, len(self.st.chain))
         table[:, 0] = _route(table[:, 0], cand[table[:, 0]])
-        width = int(t.pool_len.max()) if t.n_rules else 1
-        col = np.arange(width)
-        # Padding repeats a rule's first slot: same load, later position, so it never wins.
-        rule_slots = np.where(col < t.pool_len[:, None], t.pool_off[:, None] + col, t.pool_off[:, None])
         pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)
         return PreparedPlan(
-            t, row_rule, cand, len(self.st.chain), table, base, rule_slots, pool_ext, np.unique(t.pool).astype(np.int64)
+            t, row_rule, cand, len(self.st.chain), table, base, pool_ext, np.unique(t.pool).astype(np.int64)
         )
 
     def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, float]:
@@ -567,8 +561,8 @@ class RoutingEngine:
         -1 when the rule has no acceptable slot.
 
         Rules are independent (a slot's load counts only its rule's groups), so each round
-        places the earliest remaining new group of every rule at once: an argmin across each
-        rule's row of keys ``load * width + position`` (ties go to the earlier slot). Rounds
+        places the earliest remaining new group of every rule at once: the least-loaded usable
+        slot of each rule's pool, found column by column (ties go to the earlier slot). Rounds
         are few: a rule rarely opens more than a handful of groups in one block. The picks
         raise ``slot_load`` while the rounds run and are taken back at the end; the block
         commits the ones it keeps."""
@@ -580,8 +574,6 @@ class RoutingEngine:
             self._rule_seen = np.zeros(pp.tables.n_rules, np.int64)
         seen = self._rule_seen
         load = self.slot_load
-        width = pp.rule_slots.shape[1]
-        col = np.arange(width)
         rules = op_rule.astype(np.int64)
         # A one-chute pool needs no choice (and no rounds): its slot, if the chute is usable.
         single = np.take(pp.tables.pool_len, rules) == 1
@@ -592,21 +584,33 @@ class RoutingEngine:
         todo = np.flatnonzero(~single)
         picks = []
         every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
+        pool, pool_off, pool_len = pp.tables.pool, pp.tables.pool_off, pp.tables.pool_len
         while len(todo):
             r = np.take(rules, todo)
             np.put(seen, r[::-1], todo[::-1])
             first = np.take(seen, r) == todo
             now, r = todo[first], r[first]
             todo = todo[~first]
-            slot = np.take(pp.rule_slots, r, axis=0)
-            key = np.take(load, slot) * width + col
-            if every_ok:
-                pick = np.take_along_axis(slot, np.argmin(key, axis=1)[:, None], axis=1)[:, 0]
-            else:
-                key[~np.take(ok, np.take(pp.pool_ext, slot))] = _BIG
-                best = np.argmin(key, axis=1)
-                got = np.flatnonzero(np.take_along_axis(key, best[:, None], axis=1)[:, 0] != _BIG)
-                pick, now = slot[got, best[got]], now[got]
+            # Column by column over the pools (a few chutes each): strictly lower load wins,
+            # so ties stay with the earlier slot; positions past a pool's end repeat its first.
+            base = np.take(pool_off, r)
+            plen = np.take(pool_len, r)
+            best_load = np.take(load, base)
+            if not every_ok:
+                best_load[~np.take(ok, np.take(pool, base))] = _BIG
+            best = np.zeros(len(r), np.int64)
+            for j in range(1, int(plen.max())):
+                sj = np.where(plen > j, base + j, base)
+                lj = np.take(load, sj)
+                if not every_ok:
+                    lj[~np.take(ok, np.take(pool, sj))] = _BIG
+                better = lj < best_load
+                best_load = np.where(better, lj, best_load)
+                best[better] = j
+            pick = base + best
+            if not every_ok:
+                got = best_load != _BIG
+                pick, now = pick[got], now[got]
             out[now] = pick
             load[pick] += 1  # one pick per rule per round: no repeats
             picks.append(pick)
