@@ -436,9 +436,9 @@ class RoutingEngine:
         if np.isnan(latest):
             return _EMPTY
         limit = latest + margin - pp.prio_base + 2.0  # +2 s: more than any rounding on either side
-        cut = NEVER if limit >= NEVER else int(np.floor(limit))
-        if cut <= 0:
+        if not limit > 0:  # also -inf
             return _EMPTY
+        cut = NEVER if limit >= NEVER else int(np.floor(limit))
         maybe = np.flatnonzero(rel < cut)
         if len(maybe) == 0:
             return maybe
@@ -464,7 +464,7 @@ class RoutingEngine:
         ok[reject] = True
         m = e - p
         off = off_all[p:e]
-        # (``take`` with int16/int32 indices is several times faster than ``a[idx]``.)
+        # (Below, ``take`` with int16/int32 indices: several times faster than ``a[idx]``.)
         chute = off >> OFF_BITS  # first candidate of every parcel; group members replaced below
         gi = np.flatnonzero(out_reason[p:e] == Reason.CONSOLIDATED)
         opener_pos = opener_slot = _EMPTY

@@ -241,3 +241,14 @@ def test_batch_labels_deadlines_and_reads_equal_one_by_one(world: World) -> None
     assert {Reason.PRIORITY, Reason.UNKNOWN_PARCEL, Reason.NO_RULE, Reason.BAD_READ, Reason.RECIRCULATION_LIMIT} <= seen
     by_label = (rows == -1) & (keys >= 0) & (read == 0) & (laps <= 2)
     assert (d.reason[by_label] == Reason.SORTED_BY_RULE).any()
+
+
+def test_infinite_times_route_like_one_by_one(world: World) -> None:
+    batch = RoutingEngine(world.site, world.plan, world.manifest, SMALL)
+    single = RoutingEngine(world.site, world.plan, world.manifest, SMALL)
+    rows = np.arange(20)
+    for now in (-np.inf, np.inf, np.nan):
+        d = batch.route(rows, now)
+        assert [(int(c), int(r)) for c, r in zip(d.chute, d.reason, strict=True)] == [
+            single.route_one(int(i), now)[:2] for i in rows
+        ]
