@@ -27,6 +27,7 @@ or bag change empties *filled*.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +57,18 @@ def _meta(reason: npt.ArrayLike, n_cand: npt.ArrayLike, primary: npt.ArrayLike) 
     below 1000: there are at most 999 chutes."""
     r = np.asarray(reason, np.int64)
     return (r | (np.asarray(n_cand, np.int64) << 8) | (np.asarray(primary, np.int64) << 20)).astype(np.int32)
+
+
+def _first_occurrence(keys: npt.NDArray[np.integer[Any]], order: I64, scratch: I64) -> npt.NDArray[np.bool_]:
+    """Mask of the entries whose key did not occur earlier (``order`` strictly increasing).
+
+    numpy does not promise which of several writes to one index wins in a fancy assignment, so
+    the earliest is chosen with ``minimum.at``, which is defined; ``scratch`` (indexed by key)
+    holds the earliest order of each key afterwards.
+    """
+    np.put(scratch, keys, _BIG)
+    np.minimum.at(scratch, keys, order)
+    return np.asarray(np.take(scratch, keys) == order)
 
 
 def _route(off: npt.ArrayLike, first: npt.ArrayLike) -> I32:
@@ -219,10 +232,10 @@ class RoutingEngine:
         group_slot = np.full_like(self.group_slot, -1)
         open_g = np.flatnonzero(self.group_chute > 0)
         if len(open_g):
-            first_row = np.full(len(self.group_chute), -1, np.int64)
+            first_row = np.full(len(self.group_chute), _BIG, np.int64)
             g = self.manifest.group
             rows = np.flatnonzero(g >= 0)
-            first_row[g[rows][::-1]] = rows[::-1]
+            np.minimum.at(first_row, g[rows], rows)  # earliest manifest row of every group
             for gi in open_g.tolist():
                 rule = int(prepared.row_rule[first_row[gi]])
                 if rule < 0:
@@ -478,8 +491,7 @@ class RoutingEngine:
                 ni = gi[new]
                 ng = gg[new]
                 seen = self._seen
-                np.put(seen, ng[::-1], ni[::-1])
-                first = np.take(seen, ng) == ni
+                first = _first_occurrence(ng, ni, seen)
                 opener_pos = ni[first]
                 opener_slot = self._water_fill(pp, ok, np.take(pp.row_rule, np.take(rr, p + opener_pos)))
                 np.put(seen, ng[first], np.take(pp.pool_ext, opener_slot))  # group -> chute (0: none)
@@ -587,8 +599,7 @@ class RoutingEngine:
         pool, pool_off, pool_len = pp.tables.pool, pp.tables.pool_off, pp.tables.pool_len
         while len(todo):
             r = np.take(rules, todo)
-            np.put(seen, r[::-1], todo[::-1])
-            first = np.take(seen, r) == todo
+            first = _first_occurrence(r, todo, seen)
             now, r = todo[first], r[first]
             todo = todo[~first]
             # Column by column over the pools (a few chutes each): strictly lower load wins,
