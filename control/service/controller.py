@@ -108,6 +108,8 @@ class Metrics:
 class _Conveyor:
     ok: bool = False
     scalars: dict[str, float | int | bool] = field(default_factory=dict)
+    sent_at: float = 0.0  # the encoder was sampled between these two instants
+    received_at: float = 0.0
     induct: RingRead | None = None
     scan: RingRead | None = None
 
@@ -189,7 +191,7 @@ class Controller:
         self._hb: dict[str, tuple[int, float]] = {}
         self._link_ok_at: dict[str, float] = {}
         self.active_faults: dict[Fault, str] = {}
-        self._last_encoder: tuple[int, float] | None = None
+        self._last_encoder: tuple[int, float, float] | None = None
         self._encoder = 0
         self._speed_mps = 0.0
         self._belt_state = 0
@@ -397,7 +399,9 @@ class Controller:
         if not self._usable("conveyor", self.conveyor):
             return out
         try:
+            out.sent_at = self.clock()
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
+            out.received_at = self.clock()
             out.scalars = sc
             new_induct = int(sc["induct.head"]) != self.last_seq["induct"]
             new_scan = int(sc["scan.head"]) != self.last_seq["scan"]
@@ -444,7 +448,7 @@ class Controller:
         if conv.ok:
             enc = int(conv.scalars["encoder_count"])
             self._speed_mps = float(conv.scalars["speed_actual"])
-            self._check_encoder(enc, now, batch)
+            self._check_encoder(enc, conv.sent_at, conv.received_at, batch)
             self._encoder = enc
             self._belt_state = int(conv.scalars["belt_state"])
             self._belt_ack = int(conv.scalars["belt_command_ack"])
@@ -565,21 +569,30 @@ class Controller:
         batch.unit_event(self.wall(), "alarm_clear", fault.name.lower(), int(fault), "")
         log.info("fault %s cleared", fault.name)
 
-    def _check_encoder(self, enc: int, now: float, batch: Batch) -> None:
-        """An encoder step the belt speed cannot explain means every position is suspect."""
+    def _check_encoder(self, enc: int, sent_at: float, received_at: float, batch: Batch) -> None:
+        """An encoder step the belt speed cannot explain means every position is suspect.
+
+        The PLC sampled the count somewhere between sending the read and its reply, so the
+        time between two samples is only known as an interval; a late cycle or a slow reply
+        widens it instead of looking like a jump.
+        """
         last = self._last_encoder
-        self._last_encoder = (enc, now)
+        self._last_encoder = (enc, sent_at, received_at)
         if last is None:
             return
         step = sdiff(enc, last[0])
-        dt = now - last[1]
         g = self.geometry
-        expect = self._speed_mps * 1000.0 * dt * g.counts_per_mm
-        tol = self.cfg.glitch_tolerance_mm * g.counts_per_mm + 0.5 * abs(expect)
-        if abs(step - expect) <= tol:
+        per_s = self._speed_mps * 1000.0 * g.counts_per_mm
+        lo = per_s * max(0.0, sent_at - last[2])
+        hi = per_s * (received_at - last[1])
+        tol = self.cfg.glitch_tolerance_mm * g.counts_per_mm + 0.5 * hi  # + speed ramps
+        if lo - tol <= step <= hi + tol:
             return
-        self._encoder_suspect(f"encoder moved {step} counts in {dt * 1000:.0f} ms, belt speed explains {expect:.0f}",
-                              batch)
+        self._encoder_suspect(
+            f"encoder moved {step} counts in {(received_at - last[1]) * 1000:.0f} ms at most, "
+            f"belt speed explains {lo:.0f}-{hi:.0f}",
+            batch,
+        )
 
     def _encoder_suspect(self, detail: str, batch: Batch) -> None:
         """Every position anchored before now is suspect: cancel live arms, re-anchor at the scanner."""
