@@ -72,6 +72,7 @@ def show(st: StoreStatus, console: Console) -> None:
     for state, n in sorted(st.by_state.items()):
         t.add_row(f"  {state}", str(n))
     t.add_row("recirculations", str(st.recirculations))
+    t.add_row("CurMachSpeed (last minute)", f"{st.cur_mach_speed:,.0f} parcels/h")
     for reason, n in sorted(st.by_reason.items(), key=lambda kv: -kv[1]):
         t.add_row(f"reason {reason or '-'}", str(n))
     t.add_row("per chute", " ".join(f"{c}:{n}" for c, n in sorted(st.by_chute.items())) or "-")

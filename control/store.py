@@ -134,6 +134,7 @@ class StoreStatus:
     active_alarms: dict[str, str]
     last_seqs: dict[str, int]
     service: str = "unknown"  # "running" or "stopped", from the service's start/stop events
+    cur_mach_speed: float = 0.0  # PackML CurMachSpeed: parcels/h finished in the last minute stored
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -148,6 +149,7 @@ class StoreStatus:
             "active_alarms": self.active_alarms,
             "last_seqs": self.last_seqs,
             "service": self.service,
+            "cur_mach_speed": self.cur_mach_speed,
         }
 
 
@@ -302,6 +304,20 @@ class EventStore:
                 active.pop(name, None)
         return active
 
+    def finished_per_hour(self, window_s: float = 60.0) -> float:
+        """Parcels given a final outcome (sorted or rejected) per hour, over the last
+        ``window_s`` seconds of stored events: the measured machine speed (PackML CurMachSpeed)."""
+        row = self._db.execute(
+            "SELECT MAX(t) FROM parcel_events WHERE kind IN ('sorted', 'rejected')"
+        ).fetchone()
+        if row is None or row[0] is None:
+            return 0.0
+        n = self._db.execute(
+            "SELECT COUNT(*) FROM parcel_events WHERE kind IN ('sorted', 'rejected') AND t > ?",
+            (float(row[0]) - window_s,),
+        ).fetchone()[0]
+        return float(n) * 3600.0 / window_s
+
     def status(self) -> StoreStatus:
         db = self._db
         states = list(db.execute("SELECT name FROM unit_events WHERE kind='state' ORDER BY id DESC LIMIT 1"))
@@ -321,6 +337,7 @@ class EventStore:
         total = sum(by_state.values())
         in_flight = db.execute("SELECT COUNT(*) FROM parcels WHERE final=0").fetchone()[0]
         return StoreStatus(
+            cur_mach_speed=self.finished_per_hour(),
             unit_state=states[0][0] if states else "UNKNOWN",
             unit_mode=modes[0][0] if modes else "PRODUCTION",
             inducted=int(total),

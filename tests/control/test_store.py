@@ -85,3 +85,16 @@ def test_operator_commands_queue_and_complete_in_a_batch(tmp_path: Path) -> None
     db.commit(b)
     assert db.pending_commands() == []
     assert db.command_result(cid) == (True, "accepted")
+
+
+def test_cur_mach_speed_counts_final_outcomes_of_the_last_minute(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    assert db.status().cur_mach_speed == 0.0
+    b = Batch()
+    b.parcel_event(0.0, 1, "sorted", 0, 3, "sorted_by_rule", "RR123456785CN")  # older than a minute
+    for i in range(10):
+        b.parcel_event(100.0 + i, 10 + i, "sorted" if i % 2 else "rejected", 0, 3, "r", "")
+        b.parcel_event(100.0 + i, 10 + i, "routed", 0, 3, "r", "")  # not a final outcome
+    db.commit(b)
+    assert db.status().cur_mach_speed == pytest.approx(10 * 60.0)  # 10 per minute = 600/h
+    db.close()
