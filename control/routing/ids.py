@@ -9,22 +9,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
+from vision.labels import gs1_check_digit, s10_check_digit
+
+S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)  # for the vectorised key computation below
 S10_FLAG = np.uint64(1 << 62)
 NO_KEY = 0
 
 
-def s10_check_digit(serial8: str) -> int:
-    """UPU S10 check digit of the 8-digit serial number."""
-    s = sum(int(d) * w for d, w in zip(serial8, S10_WEIGHTS, strict=True))
-    c = 11 - s % 11
-    return 0 if c == 10 else 5 if c == 11 else c
-
-
 def sscc_check_digit(body17: str) -> int:
-    """GS1 mod-10 check digit of the first 17 digits of an SSCC."""
-    s = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(body17))
-    return (10 - s % 10) % 10
+    """GS1 mod-10 check digit of the first 17 digits of an SSCC (the label rules live in vision)."""
+    return gs1_check_digit(body17)
 
 
 def _is_upper(ch: str) -> bool:
