@@ -1,13 +1,18 @@
-"""Suite-wide guards: a test that leaves a thread running fails (a leaked socket loop or
-worker would otherwise hang CI or bleed into the next test)."""
+"""Suite-wide fixtures and guards: a test that leaves a thread running fails (a leaked socket
+loop or worker would otherwise hang CI or bleed into the next test)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from control.config.tagmap import TagMap, load_tag_map
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +26,9 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="session")
+def tag_map() -> TagMap:
+    """The example tag map (a frozen model: one copy serves every test)."""
+    return load_tag_map(ROOT / "config" / "tagmap.yaml")

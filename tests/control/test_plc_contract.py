@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from control.config.site import Site, load_site
-from control.config.tagmap import TagMap, load_tag_map
+from control.config.tagmap import TagMap
 from control.plc import (
     Backoff,
     Gap,
@@ -53,11 +53,6 @@ class Rig:
             await self.server.write(name, value)
         else:
             self.server.write(name, value)
-
-
-@pytest.fixture(scope="module")
-def tag_map() -> TagMap:
-    return load_tag_map(ROOT / "config" / "tagmap.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 from pymodbus.client import AsyncModbusTcpClient
 
-from control.config.tagmap import TagMap, load_tag_map
+from control.config.tagmap import TagMap
 from control.plc.words import to_words
 from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest.fixture(scope="module")
-def tag_map() -> TagMap:
-    return load_tag_map(ROOT / "config" / "tagmap.yaml")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

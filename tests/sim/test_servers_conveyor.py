@@ -13,7 +13,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from control.config.site import OpcuaEndpoint
-from control.config.tagmap import TagMap, load_tag_map
+from control.config.tagmap import TagMap
 from control.plc import PlcConnectionError, PlcError
 from control.plc.opcua import OpcuaLink
 from plc_sim.servers import ConveyorPlcServer
@@ -21,11 +21,6 @@ from plc_sim.servers.opcua_server import APPLICATION_URI
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest.fixture(scope="module")
-def tag_map() -> TagMap:
-    return load_tag_map(ROOT / "config" / "tagmap.yaml")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -10,17 +10,12 @@ import pytest
 import pytest_asyncio
 
 from control.config.site import ModbusEndpoint
-from control.config.tagmap import TagMap, load_tag_map
+from control.config.tagmap import TagMap
 from control.plc.modbus import ModbusLink
 from control.plc.words import to_words
 from plc_sim.servers import CommandProblem, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tag_map() -> TagMap:
-    return load_tag_map(ROOT / "config" / "tagmap.yaml")
 
 
 @pytest_asyncio.fixture
