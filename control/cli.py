@@ -23,17 +23,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add_arguments(sp: argparse.ArgumentParser, module_name: str) -> None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            sp.set_defaults(_missing=True)
-            return
-        raise
-    module.add_arguments(sp)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Build only the chosen subcommand's arguments: cheap start-up, isolated failures.
@@ -46,10 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module_name)
         if name == chosen:
-            _add_arguments(sp, module_name)
+            importlib.import_module(module_name).add_arguments(sp)
     args = parser.parse_args(args_list)
-    if getattr(args, "_missing", False):
-        parser.error(f"command {args.command!r} is not available in this build")
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args))
