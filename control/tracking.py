@@ -236,9 +236,12 @@ class TrackingTable:
         g = self.g
         expected_lead = wrap(trigger - g.scanner_counts - lap * g.loop_counts)
         anchor_ok = self.length[i] > 0 and abs(sdiff(expected_lead, int(self.lead[i]))) <= g.anchor_tolerance_counts
-        if self.epoch[i] != self.glitch_epoch and self.length[i] > 0:
-            # the encoder glitched since this parcel was anchored: adopt the new anchor, but do
-            # not trust it on this lap (the trigger may have been latched either side of it)
+        if self.length[i] > 0 and (self.epoch[i] != self.glitch_epoch or not anchor_ok):
+            # Two anchors that disagree, or one taken before an encoder glitch: move the anchor
+            # to this scan and do not trust it on this lap; the next lap's scan must agree with
+            # it. Keeping the old anchor instead would leave a parcel whose edges were latched
+            # just before a jump (and read after it) disagreeing on every lap: never trusted,
+            # never armed, not even to the reject chute.
             self._set_edges(i, expected_lead, wrap(expected_lead + int(self.length[i])))
             self.epoch[i] = self.glitch_epoch
             anchor_ok = False
@@ -282,19 +285,23 @@ class TrackingTable:
         late = routed & ~in_time
         overdue = (st == P.ARMED) & (-to_fire > g.confirm_margin_counts)
         waiting = (st == P.INDUCTED) | (st == P.RECIRCULATED) | (st == P.MISSED)
-        lost = waiting & (sdiff_arr(encoder, self.expect_scan) > g.lost_margin_counts)
+        # an expected scan count from before an encoder jump is off by the jump: allow a lap
+        stale = self.epoch != self.glitch_epoch
+        margin = g.lost_margin_counts + stale * np.int64(g.loop_counts)
+        lost = waiting & (sdiff_arr(encoder, self.expect_scan) > margin)
         return CycleMasks(np.flatnonzero(due), np.flatnonzero(late), np.flatnonzero(overdue), np.flatnonzero(lost))
 
     def encoder_glitch(self) -> Slots:
         """The encoder jumped: every anchor taken before now is suspect.
 
-        Returns the armed slots whose arms should be cancelled; routed-but-unarmed parcels
-        lose their trust here and go round.
+        Returns the slots whose arms must be cancelled: armed ones, and routed ones whose arm
+        command is already on its way (the PLC may accept it after the jump, with a count from
+        the old frame). Routed-but-unarmed parcels lose their trust here and go round.
         """
         self.glitch_epoch += 1
         st = self.state
         self.trusted[(st == P.ROUTED) | (st == P.SCANNED)] = False
-        return np.flatnonzero(st == P.ARMED)
+        return np.flatnonzero((st == P.ARMED) | ((st == P.ROUTED) & (self.arm_seq != 0)))
 
     def final_slots(self) -> Slots:
         return np.flatnonzero(np.isin(self.state, np.array(sorted(FINAL), dtype=np.uint8)))

@@ -747,6 +747,11 @@ class Controller:
             self._suspect.discard(tid)  # cancelled before it fired: nothing to check
             tab.transition(np.array([i]), P.RECIRCULATED)
             self._event(i, "recirculated", batch, "arm cancelled (position uncertain)")
+        elif res == ArmResult.NOTHING_TO_CANCEL and int(tab.state[i]) == P.ARMED and tid in self._suspect:
+            # the PLC holds no arm for it: dropped on its own encoder fault, or already fired.
+            # It stays suspect: a confirmation that still comes is checked and alarmed.
+            tab.transition(np.array([i]), P.RECIRCULATED)
+            self._event(i, "recirculated", batch, "arm gone at cancel (position uncertain)")
         elif (
             res in (ArmResult.TOO_LATE, ArmResult.CHUTE_UNAVAILABLE, ArmResult.UNKNOWN_CHUTE, ArmResult.QUEUE_FULL)
             and int(tab.state[i]) == P.ROUTED

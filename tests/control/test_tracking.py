@@ -134,3 +134,79 @@ def test_release_frees_slots() -> None:
     t.release(t.final_slots())
     assert len(t) == 0
     assert t.induct(100, 0, 300) is not None
+
+
+def _next_lap(t: TrackingTable, tid: int, trigger: int, lap: int) -> int:
+    i = t.get(tid)
+    assert i is not None
+    t.transition(np.array([i]), P.RECIRCULATED)
+    j = t.scan(tid, trigger, lap, 0.0, 1.0)
+    assert j == i
+    return j
+
+
+def test_scan_latched_before_a_glitch_is_not_kept_as_the_anchor() -> None:
+    # the trigger was latched just before the jump but read after the glitch was seen: the
+    # scan adopts it (untrusted); next lap the trigger is in the new coordinates and disagrees
+    # with that stale anchor, so the parcel must re-anchor again and be trusted the lap after
+    t = table()
+    i = t.induct(5, 0, 400)
+    assert i is not None
+    t.encoder_glitch()
+    assert t.scan(5, 3000, 0, 0.0, 1.0) == i
+    assert not t.trusted[i]
+    jump = 700
+    _next_lap(t, 5, 3000 + 60000 + jump, 1)
+    assert not t.trusted[i]  # disagrees with the anchor it had: re-anchored, not yet trusted
+    _next_lap(t, 5, 3000 + 2 * 60000 + jump, 2)
+    assert t.trusted[i]
+    t.route(i, 1, 0)
+    assert t.fire_count(i) == wrap(jump + 200 + int(t.g.diverter_counts[1]) + 2 * 60000)
+
+
+def test_induct_latched_before_a_glitch_reanchors_at_the_scanner() -> None:
+    # the induct edges were latched before the jump and read after it was detected
+    t = table()
+    t.encoder_glitch()
+    i = t.induct(6, 0, 400)
+    assert i is not None
+    t.scan(6, 3000 + 900, 0, 0.0, 1.0)  # disagrees by the jump
+    assert not t.trusted[i]
+    _next_lap(t, 6, 3000 + 900 + 60000, 1)
+    assert t.trusted[i]
+
+
+def test_anchors_that_keep_disagreeing_are_never_trusted() -> None:
+    # a parcel slipping on the belt every lap never gets two scans that agree
+    t = table()
+    i = t.induct(7, 0, 400)
+    assert i is not None
+    t.scan(7, 3000, 0, 0.0, 1.0)
+    for lap in range(1, 5):
+        _next_lap(t, 7, 3000 + lap * 60000 + 300 * lap, lap)
+        assert not t.trusted[i]
+
+
+def test_a_forward_jump_does_not_make_waiting_parcels_lost() -> None:
+    # expected at the scanner at 3000; the encoder jumps 5000 forward: not lost on that count
+    t = table()
+    i = t.induct(11, 0, 400)
+    assert i is not None
+    t.encoder_glitch()
+    assert t.cycle(3000 + 5000).lost.size == 0
+    # but a parcel that never shows up is still lost, a lap later
+    assert t.cycle(3000 + 60000 + 1600).lost.tolist() == [i]
+
+
+def test_glitch_cancels_arms_already_on_their_way() -> None:
+    t = table()
+    a = t.induct(12, 0, 400)
+    b = t.induct(13, 1000, 1400)
+    assert a is not None and b is not None
+    for tid, trig in ((12, 3000), (13, 4000)):
+        t.scan(tid, trig, 0, 0.0, 1.0)
+    t.route(a, 1, 0)
+    t.route(b, 2, 0)
+    t.arm_seq[a] = 7  # arm command written, result not back yet
+    assert t.encoder_glitch().tolist() == [a]
+    assert not t.trusted[b]
