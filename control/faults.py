@@ -58,6 +58,7 @@ class Fault(IntEnum):
     ARM_QUEUE_OVERFLOW = 14
     INDUCT_GAP_VIOLATION = 15
     CYCLE_OVERRUN = 16
+    SCANNER_TIMEOUT = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,11 @@ FAULTS: dict[Fault, FaultRule] = {
     Fault.ARM_QUEUE_OVERFLOW: FaultRule(R.ALARM, V.MAJOR, False, True, "the diverter PLC refused arms"),
     Fault.INDUCT_GAP_VIOLATION: FaultRule(R.ALARM, V.WARNING, False, True, "parcels inducted too close together"),
     Fault.CYCLE_OVERRUN: FaultRule(R.ALARM, V.WARNING, False, True, "the control cycle is lagging"),
+    Fault.SCANNER_TIMEOUT: FaultRule(
+        R.ALARM, V.MAJOR, False, True,
+        "scans in a row not decoded in time (camera connected but silent, or decoding overloaded): "
+        "those parcels go to the no-read outcome; clears with the next decode back in time",
+    ),
 }
 
 

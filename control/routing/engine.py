@@ -260,6 +260,19 @@ class RoutingEngine:
         self.available[: min(len(m), self.st.size)] = m[: self.st.size]
         self.available[0] = False
 
+    def starved_rules(self) -> list[int]:
+        """Rules none of whose own chutes is usable now (full, disabled or faulted).
+
+        Their parcels still go somewhere safe (a fallback chute or an exception chute), but a
+        whole destination sorting to its fallbacks is what an operator must hear about: bags to
+        change, a chute to re-enable.
+        """
+        t = self._plan.tables
+        if t.n_rules == 0:
+            return []
+        usable = np.logical_or.reduceat(np.take(self.available, t.pool), t.pool_off)
+        return np.flatnonzero(~usable).tolist()
+
     def load(self) -> I64:
         """Parcels in or heading for each chute (index = chute id)."""
         return self.pending + self.filled

@@ -41,6 +41,13 @@ class Rule:
     line: int = 0
 
     @property
+    def label(self) -> str:
+        """What operators call this destination (alarms, reports)."""
+        if self.description or self.destination_id:
+            return self.description or self.destination_id
+        return f"{self.country} {self.prefix}*" if self.prefix else self.country
+
+    @property
     def kind(self) -> str:
         if self.destination_id:
             return "destination"

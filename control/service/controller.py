@@ -211,6 +211,8 @@ class Controller:
         self._belt_refused_in: PackMLState | None = None
         self._stop_requested = False
         self._first_cycle = True
+        self._full_destinations: tuple[str, ...] = ()
+        self._scan_timeouts_in_a_row = 0
 
     # ================================================================= start-up / recovery
     async def start(self) -> None:
@@ -476,6 +478,7 @@ class Controller:
             self._diverter_faults(int(div.scalars["faults"]), batch)
             if div.chute_status is not None:
                 self.chute_status[: len(div.chute_status)] = div.chute_status
+                self._check_destinations(batch)
             if div.chute_fill is not None:
                 self.router.chute_fill(div.chute_fill)
         # ring events, in causal order: induct before scan before results and confirms
@@ -546,6 +549,18 @@ class Controller:
             ):
                 self._clear(fault, batch)
         self._div_fault_bits = bits
+
+    def _check_destinations(self, batch: Batch) -> None:
+        """Alarm while any destination has none of its own chutes usable (its parcels take
+        fallbacks or exception chutes); a new list replaces the old alarm."""
+        full = tuple(self.router.full_destinations(self.chute_status))
+        if full == self._full_destinations:
+            return
+        self._full_destinations = full
+        self._clear(Fault.DESTINATION_FULL, batch)
+        if full:
+            more = f" and {len(full) - 6} more" if len(full) > 6 else ""
+            self._raise(Fault.DESTINATION_FULL, "no usable chute for " + ", ".join(full[:6]) + more, batch)
 
     def _raise(self, fault: Fault, detail: str, batch: Batch) -> None:
         if fault in self.active_faults:
@@ -804,7 +819,7 @@ class Controller:
                 self.decodes[r.tracking_id] = r  # its scan event is not read yet
                 continue
             ready.append(i)
-            reqs.append(self._request(i, r))
+            reqs.append(self._request(i, r, batch))
         if ready:
             self._route(ready, reqs, batch)
         if len(self.decodes) > 1024:  # decodes nobody claimed (parcel gone, stale pass)
@@ -816,7 +831,10 @@ class Controller:
         this_trigger = wrap(int(self.table.expect_scan[i]) - self.geometry.loop_counts)
         return abs(sdiff(trigger, this_trigger)) <= self.geometry.loop_counts // 4
 
-    def _request(self, i: int, r: DecodeResult) -> RouteRequest:
+    def _request(self, i: int, r: DecodeResult, batch: Batch) -> RouteRequest:
+        """A decode joined to its scan in time: the scanner works."""
+        self._scan_timeouts_in_a_row = 0
+        self._clear(Fault.SCANNER_TIMEOUT, batch)
         tab = self.table
         tid = int(tab.tid[i])
         tab.scan_status[i] = int(r.status)
@@ -839,9 +857,14 @@ class Controller:
             r = self.decodes.pop(tid, None)
             if r is not None and self._same_pass(i, r.trigger_count):
                 ready.append(i)
-                reqs.append(self._request(i, r))
+                reqs.append(self._request(i, r, batch))
             elif now > float(tab.deadline[i]):
                 late.append(i)
+        if late:
+            self._scan_timeouts_in_a_row += len(late)
+            if self._scan_timeouts_in_a_row >= self.cfg.scanner_timeout_alarm:
+                self._raise(Fault.SCANNER_TIMEOUT, f"{self._scan_timeouts_in_a_row} scans in a row not decoded "
+                            f"within {self.cfg.decode_deadline_s:.2f} s", batch)
         for i in late:
             self.metrics.decode_timeouts += 1
             tid = int(tab.tid[i])

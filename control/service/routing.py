@@ -83,6 +83,12 @@ class EngineRouter:
             out.append((c, why, Reason(why).name.lower()))
         return out
 
+    def full_destinations(self, chute_status: npt.NDArray[np.uint16]) -> list[str]:
+        eng = self.engine
+        eng.set_available((np.asarray(chute_status, dtype=np.uint16) & int(UNUSABLE)) == 0)
+        rules = eng.plan.rules
+        return [f"{rules[r].label} ({'|'.join(map(str, rules[r].chutes))})" for r in eng.starved_rules()]
+
     def _row(self, identity: str) -> int:
         if not identity:
             return -1

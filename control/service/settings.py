@@ -21,6 +21,9 @@ class ServiceSettings(Strict):
     lost_margin_mm: float = Field(default=1500.0, gt=0)
     anchor_tolerance_mm: float = Field(default=20.0, gt=0, description="induct vs scan anchor disagreement")
     decode_deadline_s: float = Field(default=0.5, gt=0, description="decode must be back this soon after trigger")
+    scanner_timeout_alarm: int = Field(
+        default=5, ge=1, description="this many scans in a row not decoded in time raise the scanner alarm"
+    )
     heartbeat_timeout_s: float = Field(default=1.0, gt=0, description="PLC heartbeat unchanged this long = lost")
     watchdog_ms: int = Field(default=1000, gt=0, description="host heartbeat timeout written to the PLC")
     glitch_tolerance_mm: float = Field(

@@ -195,3 +195,70 @@ async def test_estop_aborts_the_unit(fast_site: Path) -> None:
     assert_accounted(r, settled=False)
     assert r.unit_state == "ABORTED"
     assert "estop" in r.alarms
+
+
+def alarm_events(result: SessionResult) -> list[tuple[str, str, str]]:
+    """(kind, name, detail) of every alarm raised and cleared, in order."""
+    store = EventStore(result.db, readonly=True)
+    try:
+        return [(e[1], e[2], e[4]) for e in store.unit_events() if e[1] in ("alarm", "alarm_clear")]
+    finally:
+        store.close()
+
+
+async def test_whole_destination_full_raises_and_clears_the_alarm(fast_site: Path) -> None:
+    # DE default sorts to 19|21: both full for 3 s (its parcels take the fallbacks 20 and 22);
+    # the alarm names the destination while it lasts and clears when a chute is back.
+    # (Rules with chute 19 alone stay in the alarm until 19 has drained below its capacity.)
+    faults = [{"kind": "chute_full", "at_s": 2.0, "duration_s": 3.0, "chute": c} for c in (19, 21)]
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults)
+    assert_accounted(r)
+    assert r.unit_state == "EXECUTE"
+    shown: list[str] = []  # what the alarm said, "" while it was clear
+    for kind, name, detail in alarm_events(r):
+        if name == "destination_full":
+            shown.append(detail if kind == "alarm" else "")
+    assert any("DE default (19|21)" in d for d in shown), shown
+    assert "DE default" not in shown[-1], shown  # a chute of DE's came back: no longer named
+
+
+async def test_camera_stall_sends_parcels_to_no_read_and_raises_the_scanner_alarm(fast_site: Path) -> None:
+    # The camera stays connected but takes no pictures for 3 s: the scans of that time are not
+    # decoded by their deadline, go to the no-read outcome, and the scanner alarm is raised and
+    # cleared once frames come back. Nothing is missorted; the belt keeps running.
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=[{"kind": "camera_stall", "at_s": 3.0, "duration_s": 3.0}])
+    assert_accounted(r)
+    assert r.unit_state == "EXECUTE"
+    assert r.metrics.decode_timeouts >= 5
+    assert r.audit.rejected_by_reason.get("no_read", 0) >= 5
+    events = [(k, n) for k, n, _ in alarm_events(r)]
+    assert ("alarm", "scanner_timeout") in events
+    assert events.index(("alarm_clear", "scanner_timeout")) > events.index(("alarm", "scanner_timeout"))
+    assert "scanner_timeout" not in r.alarms
+
+
+async def test_conveyor_plc_restart_holds_then_resumes(fast_site: Path) -> None:
+    # The conveyor PLC (OPC UA) goes away for 1.5 s and comes back with its rings restarted.
+    faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": "conveyor"}]
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=30.0)
+    restarted = [f["detail"] for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
+    assert restarted == ["conveyor back"]
+    assert_accounted(r)
+    assert r.unit_state == "EXECUTE"
+    store = EventStore(r.db, readonly=True)
+    try:
+        states = [e[2] for e in store.unit_events("state")]
+    finally:
+        store.close()
+    assert "HELD" in states
+    assert ("alarm", "conveyor_heartbeat_lost") in [(k, n) for k, n, _ in alarm_events(r)]
+
+
+async def test_slow_plcs_never_missort(fast_site: Path) -> None:
+    # Both PLCs answer 25 ms late for 4 s: cycles stretch to several times their period, arms go
+    # out later (some too late: those parcels go round). Nothing is missorted or lost.
+    faults = [{"kind": "plc_slow", "at_s": 3.0, "duration_s": 4.0, "plc": "both", "delay_ms": 25.0}]
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults)
+    assert_accounted(r)
+    assert r.unit_state == "EXECUTE"
+    assert max(r.metrics.cycle_lag_s) > 0.02  # the slowness reached the control cycle

@@ -252,3 +252,20 @@ def test_infinite_times_route_like_one_by_one(world: World) -> None:
         assert [(int(c), int(r)) for c, r in zip(d.chute, d.reason, strict=True)] == [
             single.route_one(int(i), now)[:2] for i in rows
         ]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.booleans(), min_size=13, max_size=13))
+def test_starved_rules_are_those_with_no_usable_pool_chute(world: World, usable: list[bool]) -> None:
+    e = RoutingEngine(world.site, world.plan, world.manifest)
+    e.set_available(np.array(usable))
+    ok = e.available
+    expected = [r for r, rule in enumerate(world.plan.rules) if not any(ok[c] for c in rule.chutes)]
+    assert e.starved_rules() == expected
+
+
+def test_rule_labels_name_the_destination() -> None:
+    assert Rule("", "GB", "", (1,), description="GB default").label == "GB default"
+    assert Rule("LOCKER-7", "", "", (1,)).label == "LOCKER-7"
+    assert Rule("", "DE", "555", (1,)).label == "DE 555*"
+    assert Rule("", "FR", "", (1,)).label == "FR"
