@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 from typing import Literal
@@ -47,15 +47,47 @@ class ParcelDecoder:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._symbologies = tuple(symbologies)
-        self._pool: Executor = (
-            ThreadPoolExecutor(workers, thread_name_prefix="vision")
-            if executor == "thread"
-            # forkserver, not fork: a worker forked from the controller would inherit its
-            # PLC sockets and threads (a restarted PLC could not rebind; fork under threads
-            # can deadlock). The fork server is a clean process started once.
-            else ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
-        )
+        self._workers = workers
+        self._executor = executor
+        self._pool = self._new_pool()
         self._closed = False
+        self.pool_restarts = 0
+
+    def _new_pool(self) -> Executor:
+        if self._executor == "thread":
+            return ThreadPoolExecutor(self._workers, thread_name_prefix="vision")
+        # forkserver, not fork: a worker forked from the controller would inherit its PLC
+        # sockets and threads (a restarted PLC could not rebind; fork under threads can
+        # deadlock). The fork server is a clean process started once.
+        return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("forkserver"))
+
+    def _replace_broken_pool(self, broken: Executor) -> None:
+        """A worker process died (a decoder library crashing on one image): the executor is
+        broken for good and would fail every later frame, so a fresh one takes its place."""
+        if self._pool is not broken or self._closed:
+            return  # another parcel's decode replaced it already
+        self.pool_restarts += 1
+        log.error("a decode worker died; starting a new worker pool (restart %d)", self.pool_restarts)
+        self._pool = self._new_pool()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, frames: Sequence[npt.NDArray[np.generic]], deadline: float
+    ) -> list[asyncio.Future[list[Read]]]:
+        try:
+            return self._submit_to(self._pool, loop, frames, deadline)
+        except BrokenExecutor:  # it broke since the last parcel: replace it and submit again
+            self._replace_broken_pool(self._pool)
+            return self._submit_to(self._pool, loop, frames, deadline)
+
+    def _submit_to(
+        self, pool: Executor, loop: asyncio.AbstractEventLoop, frames: Sequence[npt.NDArray[np.generic]],
+        deadline: float,
+    ) -> list[asyncio.Future[list[Read]]]:
+        return [
+            loop.run_in_executor(pool, _decode_job, f, i, deadline, self._symbologies)
+            for i, f in enumerate(frames)
+        ]
 
     async def decode_parcel(self, frames: Sequence[npt.NDArray[np.generic]], deadline_s: float) -> ParcelRead:
         """All identities in a parcel's frames. Past `deadline_s` the status is "timeout"
@@ -65,10 +97,8 @@ class ParcelDecoder:
         t0 = time.monotonic()
         deadline = t0 + deadline_s
         loop = asyncio.get_running_loop()
-        futures = [
-            loop.run_in_executor(self._pool, _decode_job, f, i, deadline, self._symbologies)
-            for i, f in enumerate(frames)
-        ]
+        pool = self._pool
+        futures = self._submit(loop, frames, deadline)
         if not futures:
             return aggregate([], 0, 0.0)
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline_s))
@@ -80,7 +110,10 @@ class ParcelDecoder:
             if (exc := f.exception()) is not None:
                 # One bad frame must not hide the others' reads, nor pass silently.
                 failed += 1
-                log.error("decoding a frame failed: %r", exc, exc_info=exc)
+                if isinstance(exc, BrokenExecutor):
+                    self._replace_broken_pool(pool)
+                else:
+                    log.error("decoding a frame failed: %r", exc, exc_info=exc)
             else:
                 reads += f.result()
         got = aggregate(reads, len(done) - failed, time.monotonic() - t0, timed_out=bool(pending))

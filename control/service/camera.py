@@ -131,7 +131,11 @@ class CameraFeed:
         first = group[0]
         images: list[npt.NDArray[np.generic]] = [f.image for f in group]
         t0 = self.clock()
-        got = await self.decoder.decode_parcel(images, self.deadline_s)
+        try:
+            got = await self.decoder.decode_parcel(images, self.deadline_s)
+        except Exception:  # never an unretrieved task error: the scan times out (no-read, counted)
+            log.exception("decoding the frames of tracking id %d failed", first.tracking_id)
+            return
         done = self.clock()
         self.decode_s.append(done - t0)
         ident = got.identity

@@ -106,3 +106,20 @@ async def test_camera_stream_frames_grouped_by_parcel() -> None:
     async with ParcelDecoder(workers=1) as dec:
         got = await dec.decode_parcel([f.image for f in groups[0][1]], deadline_s=10.0)
     assert got.parcel_id == S10.parcel_id
+
+
+async def test_a_dead_decode_worker_is_replaced() -> None:
+    # A decoder library crashing kills its worker process; the pool is then broken for good.
+    # The parcel being decoded fails (a no-read, not an exception); the next one is read again.
+    async with ParcelDecoder(workers=1, executor="process") as dec:
+        first = await dec.decode_parcel(_frames([S10], 1), deadline_s=30.0)
+        assert first.status == "read"
+        for proc in list(dec._pool._processes.values()):  # type: ignore[attr-defined]
+            proc.kill()
+            proc.join()
+        await asyncio.sleep(0.2)  # the pool notices its dead worker
+        during = await dec.decode_parcel(_frames([S10], 1), deadline_s=30.0)
+        after = await dec.decode_parcel(_frames([S10], 1), deadline_s=30.0)
+    assert during.status in ("read", "no_read")  # read if the pool was already replaced on submit
+    assert after.status == "read" and after.parcel_id == S10.parcel_id
+    assert dec.pool_restarts == 1
