@@ -27,7 +27,7 @@ from control.config.site import load_site
 from control.config.tagmap import load_tag_map
 from control.service.app import Endpoints, Files, Service
 from control.service.audit import Audit, Truth, audit
-from control.service.controller import Metrics
+from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.store import EventStore
 

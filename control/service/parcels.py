@@ -1,0 +1,402 @@
+"""The parcel side of the cycle: PLC events and decodes in, routing, arming, durable outcomes out.
+
+`ParcelFlow` owns the tracking table and everything known about each parcel in flight. The
+controller feeds it the cycle's ring events and the encoder, and it answers with parcel events
+in the cycle's batch and arm commands in the `ArmQueue`; it never talks to a PLC itself, so the
+rules that keep parcels out of wrong chutes sit in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from control.config.site import ChuteKind, Site
+from control.faults import Fault
+from control.lifecycle import FINAL, ParcelState, ScanStatus, name_of
+from control.packml import PackMLUnit
+from control.plc.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult
+from control.service.alarms import FaultBook
+from control.service.arms import ArmQueue
+from control.service.feeds import DecodeFeed, DecodeResult, Router, RouteRequest
+from control.service.metrics import Metrics
+from control.service.settings import ServiceSettings
+from control.service.streams import StreamBook
+from control.store import Batch, ParcelRow
+from control.tracking import Geometry, TrackingTable, sdiff, wrap
+
+__all__ = ["ParcelFlow"]
+
+log = logging.getLogger(__name__)
+
+P = ParcelState
+FINAL_KEEP = 50_000  # recently finalised ids remembered (a "final" parcel seen again is an alarm)
+ARM_REFUSED = (ArmResult.TOO_LATE, ArmResult.CHUTE_UNAVAILABLE, ArmResult.UNKNOWN_CHUTE, ArmResult.QUEUE_FULL)
+
+
+class ParcelFlow:
+    """Parcels in flight: the tracking table plus identities, reasons and outcomes."""
+
+    def __init__(
+        self,
+        site: Site,
+        geometry: Geometry,
+        cfg: ServiceSettings,
+        router: Router,
+        decoder: DecodeFeed | None,
+        *,
+        unit: PackMLUnit,
+        faults: FaultBook,
+        arms: ArmQueue,
+        streams: StreamBook,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
+        self.site = site
+        self.geometry = geometry
+        self.cfg = cfg
+        self.router = router
+        self.decoder = decoder
+        self.unit = unit
+        self.faults = faults
+        self.arms = arms
+        self.streams = streams
+        self.metrics = metrics
+        self.clock = clock
+        self.wall = wall
+        self.table = TrackingTable(geometry, cfg.capacity)
+        n = max(c.id for c in site.chutes) + 1
+        self.exception_chute = np.zeros(n, dtype=np.bool_)
+        for c in site.chutes:
+            self.exception_chute[c.id] = c.kind not in (ChuteKind.NORMAL, ChuteKind.PRIORITY)
+        self.chute_status = np.zeros(n, dtype=np.uint16)  # as the diverter PLC last reported it
+        self.encoder = 0  # this cycle's encoder count and belt speed (set by the controller)
+        self.speed_mps = 0.0
+        # per-parcel side data that is not numeric
+        self.identity: dict[int, str] = {}
+        self.reason_name: dict[int, str] = {}
+        self.inducted_t: dict[int, float] = {}
+        self.decodes: dict[int, DecodeResult] = {}  # decodes whose scan event is not read yet
+        self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final ids -> (outcome, lead, trail)
+        self._final_order: deque[int] = deque()
+        self.suspect: set[int] = set()  # armed when the encoder glitched: their fire may have hit another parcel
+        self._decided_now: list[float] = []  # scan times of this cycle's routing decisions
+        self._full_destinations: tuple[str, ...] = ()
+        self._scan_timeouts_in_a_row = 0
+
+    # ================================================================= restart
+    def restore(self, row: ParcelRow, batch: Batch) -> None:
+        """Rebuild a slot from its durable summary. Positions are not trusted across a restart:
+        a parcel that was routed goes round once more rather than being armed from stale data."""
+        t = self.table
+        i = t.induct(row.tracking_id, row.lead, row.trail)
+        if i is None:
+            return
+        self.identity[row.tracking_id] = row.identity
+        self.inducted_t[row.tracking_id] = row.inducted_t
+        t.lap[i] = row.lap
+        if row.state == "inducted":
+            return
+        # scanned / routed / armed / missed / recirculated: expect it at the scanner next lap
+        t.state[i] = P.RECIRCULATED
+        if row.state not in ("recirculated", "missed"):
+            batch.parcel_event(self.wall(), row.tracking_id, "recirculated", row.lap, row.chute,
+                               row.reason, row.identity, "controller restarted")
+        g = self.geometry
+        t.expect_scan[i] = wrap(row.lead + g.scanner_counts + (row.lap + 1) * g.loop_counts)
+        # an arm written before the crash may still fire (a restart shorter than the diverter's
+        # watchdog): a confirmation for the chute it was routed to is still a good sort
+        t.chute[i] = row.chute
+        self.reason_name[row.tracking_id] = row.reason
+        if row.state == "armed":
+            t.state[i] = P.MISSED
+
+    # ================================================================= outcomes
+    def _row(self, i: int, t: float) -> ParcelRow:
+        tab = self.table
+        tid = int(tab.tid[i])
+        st = int(tab.state[i])
+        return ParcelRow(
+            tracking_id=tid, state=name_of(st), final=st in FINAL, lap=int(tab.lap[i]), chute=int(tab.chute[i]),
+            reason=self.reason_name.get(tid, ""), identity=self.identity.get(tid, ""),
+            scan_status=ScanStatus(int(tab.scan_status[i])).name.lower(), lead=int(tab.lead[i]),
+            trail=int(tab.trail[i]), inducted_t=self.inducted_t.get(tid, 0.0), updated_t=t,
+        )
+
+    def _event(self, i: int, kind: str, batch: Batch, detail: str = "") -> None:
+        """A lifecycle step of slot ``i``: the event and the parcel's new summary row."""
+        t = self.wall()
+        tab = self.table
+        tid = int(tab.tid[i])
+        if kind in ("recirculated", "missed", "lost") and int(tab.chute[i]):
+            self.router.missed(tid, int(tab.chute[i]))
+        batch.parcel_event(t, tid, kind, int(tab.lap[i]), int(tab.chute[i]),
+                           self.reason_name.get(tid, ""), self.identity.get(tid, ""), detail)
+        batch.parcel(self._row(i, t))
+        if int(tab.state[i]) in FINAL:
+            self._finalise(i, kind)
+
+    def _move(self, i: int, state: ParcelState, kind: str, batch: Batch, detail: str = "") -> bool:
+        """Move slot ``i`` to ``state`` if the lifecycle allows it, and record the step."""
+        if self.table.transition(np.array([i]), state).size == 0:
+            return False
+        self._event(i, kind, batch, detail)
+        return True
+
+    def _finalise(self, i: int, kind: str) -> None:
+        tid = int(self.table.tid[i])
+        self.finalised[tid] = (kind, int(self.table.lead[i]), int(self.table.trail[i]))
+        self._final_order.append(tid)
+        while len(self._final_order) > FINAL_KEEP:
+            self.finalised.pop(self._final_order.popleft(), None)
+        m = self.metrics
+        m.outcomes[kind] = m.outcomes.get(kind, 0) + 1
+        reason = self.reason_name.get(tid, "")
+        if kind == "sorted":
+            self.unit.count_processed()
+        else:
+            key = reason or kind
+            self.unit.count_defective(key)
+            m.reasons[key] = m.reasons.get(key, 0) + 1
+        self.identity.pop(tid, None)
+        self.reason_name.pop(tid, None)
+        self.inducted_t.pop(tid, None)
+
+    def committed(self, done: float) -> None:
+        """The cycle's batch is durable: decisions count as made, final parcels leave the table."""
+        for t_scan in self._decided_now:
+            self.metrics.scan_to_decision_s.append(done - t_scan)
+        self._decided_now.clear()
+        self.table.release(self.table.final_slots())
+
+    def uncommitted(self) -> None:
+        """The cycle's batch failed and will be retried: its decisions are not made yet."""
+        self._decided_now.clear()
+
+    # ================================================================= ring events
+    def on_induct(self, e: dict[str, int], batch: Batch) -> None:
+        tid = int(e["tracking_id"])
+        i = self.table.induct(tid, int(e["leading_count"]), int(e["trailing_count"]))
+        if i is None:
+            return
+        self.inducted_t[tid] = self.wall()
+        self.metrics.inducted_seen += 1
+        self._event(i, "inducted", batch)
+
+    def on_scan(self, e: dict[str, int], batch: Batch) -> None:
+        tid, trigger, lap = int(e["tracking_id"]), int(e["trigger_count"]), int(e["lap"])
+        tab = self.table
+        now = self.clock()
+        if tid in self.finalised and tab.get(tid) is None:
+            # a parcel we believed done is on the belt again (its confirmation came from another
+            # parcel): alarm, and track it again from its induct edges; the scan re-anchors it
+            kind, lead, trail = self.finalised.pop(tid)
+            batch.unit_event(self.wall(), "alarm", "unexpected_parcel", int(Fault.UNEXPECTED_PARCEL),
+                             f"tracking id {tid} ({kind}) seen at the scanner again")
+            k = tab.induct(tid, lead, trail)
+            if k is not None:
+                tab.state[k] = P.RECIRCULATED
+                tab.lap[k] = max(0, lap - 1)
+                tab.epoch[k] = tab.glitch_epoch - 1  # never trusted on the lap it reappears
+        i = tab.get(tid)
+        if i is not None and lap > int(tab.lap[i]):
+            if int(tab.state[i]) == P.ARMED:
+                self._move(i, P.MISSED, "missed", batch, "came round at the scanner")
+            if int(tab.state[i]) in (P.SCANNED, P.ROUTED, P.MISSED):
+                self._move(i, P.RECIRCULATED, "recirculated", batch)
+        j = tab.scan(tid, trigger, lap, now, now + self.cfg.decode_deadline_s)
+        if j is None:
+            return
+        self.suspect.discard(tid)  # it came round: its old fire did not take it
+        # when did the trigger happen, on our clock? From the encoder distance since then.
+        v = max(self.speed_mps, 1e-3) * 1000.0 * self.geometry.counts_per_mm
+        tab.scan_time[j] = now - max(0, sdiff(self.encoder, trigger)) / v
+        if tid not in self.inducted_t:
+            self.inducted_t[tid] = self.wall()
+            if tid not in self.finalised and int(tab.lap[j]) == lap and tab.length[j] == 0:
+                self.metrics.inducted_seen += 1  # first seen here: its induct event was lost
+        self._event(j, "scanned", batch, f"lap {lap}")
+        if lap > self.geometry.recirculation_limit:
+            self._route([j], [RouteRequest(tid, "", ScanStatus.PENDING, 0.0, lap)], batch, limit=True)
+
+    def on_arm_result(self, e: dict[str, int], batch: Batch) -> None:
+        tid, cseq, res = int(e["tracking_id"]), int(e["command_seq"]), int(e["result"])
+        due = self.arms.result(cseq)
+        tab = self.table
+        i = tab.get(tid)
+        if i is None:
+            return
+        st = int(tab.state[i])
+        ours = int(tab.arm_seq[i]) == cseq
+        if res == ArmResult.ARMED and ours and st == P.ROUTED:
+            self._move(i, P.ARMED, "armed", batch, f"fire {int(tab.fire[i])}")
+            if due is not None:
+                self.metrics.arm_confirmed_s.append(self.clock() - due)
+        elif res == ArmResult.CANCELLED and st == P.ARMED:
+            self.suspect.discard(tid)  # cancelled before it fired: nothing to check
+            self._move(i, P.RECIRCULATED, "recirculated", batch, "arm cancelled (position uncertain)")
+        elif res == ArmResult.NOTHING_TO_CANCEL and st == P.ARMED and tid in self.suspect:
+            # the PLC holds no arm for it: dropped on its own encoder fault, or already fired.
+            # It stays suspect: a confirmation that still comes is checked and alarmed.
+            self._move(i, P.RECIRCULATED, "recirculated", batch, "arm gone at cancel (position uncertain)")
+        elif res in ARM_REFUSED and st == P.ROUTED and ours:
+            self._move(i, P.RECIRCULATED, "recirculated", batch, f"arm refused: {ArmResult(res).name.lower()}")
+
+    def on_confirm(self, e: dict[str, int], batch: Batch) -> None:
+        tid, chute, flags = int(e["tracking_id"]), int(e["chute"]), int(e["flags"])
+        tab = self.table
+        i = tab.get(tid) if tid else None
+        if tid == 0 or flags & CONFIRM_UNEXPECTED or i is None:
+            why = "no armed fire" if tid == 0 or flags & CONFIRM_UNEXPECTED else f"tracking id {tid} not in flight"
+            self.faults.event(Fault.UNEXPECTED_PARCEL, f"chute {chute}: {why}", batch)
+            return
+        assigned = int(tab.chute[i])
+        if tid in self.suspect:
+            # its fire was live when the encoder jumped: the diverter may have taken another parcel
+            self.suspect.discard(tid)
+            batch.unit_event(self.wall(), "alarm", "suspect_divert", int(Fault.UNEXPECTED_PARCEL),
+                             f"chute {chute}: tracking id {tid} fired across an encoder glitch; check the chute")
+        if chute == assigned:
+            final = P.REJECTED if self.exception_chute[chute] else P.SORTED
+            if tab.transition(np.array([i]), final).size:
+                self.router.confirmed(tid, assigned, chute)
+                self._event(i, name_of(final), batch)
+        elif tab.transition(np.array([i]), P.MISSORTED).size:
+            self.router.confirmed(tid, assigned, chute)
+            tab.chute[i] = chute
+            self._event(i, "missorted", batch, f"confirmed in chute {chute}")
+            self.faults.event(Fault.UNEXPECTED_PARCEL, f"tracking id {tid} in chute {chute}", batch)
+
+    # ================================================================= vision and routing
+    def take_decodes(self, now: float, batch: Batch) -> None:
+        """Join decodes to their scans; route the parcels decoded in time, time out the rest."""
+        if self.decoder is not None:
+            ready: list[int] = []
+            reqs: list[RouteRequest] = []
+            for r in self.decoder.poll():
+                i = self.table.get(r.tracking_id)
+                if i is None or int(self.table.state[i]) != P.SCANNED or not self._same_pass(i, r.trigger_count):
+                    self.decodes[r.tracking_id] = r  # its scan event is not read yet
+                    continue
+                ready.append(i)
+                reqs.append(self._request(i, r, batch))
+            if ready:
+                self._route(ready, reqs, batch)
+            if len(self.decodes) > 1024:  # decodes nobody claimed (parcel gone, stale pass)
+                cutoff = now - 10.0
+                self.decodes = {k: v for k, v in self.decodes.items() if v.done_at > cutoff}
+        self._decode_deadlines(now, batch)
+
+    def _same_pass(self, i: int, trigger: int) -> bool:
+        """A decode belongs to the scan whose trigger count it carries (this lap, not the last)."""
+        this_trigger = wrap(int(self.table.expect_scan[i]) - self.geometry.loop_counts)
+        return abs(sdiff(trigger, this_trigger)) <= self.geometry.loop_counts // 4
+
+    def _request(self, i: int, r: DecodeResult, batch: Batch) -> RouteRequest:
+        """A decode joined to its scan in time: the scanner works."""
+        self._scan_timeouts_in_a_row = 0
+        self.faults.clear(Fault.SCANNER_TIMEOUT, batch)
+        tab = self.table
+        tid = int(tab.tid[i])
+        tab.scan_status[i] = int(r.status)
+        if r.identity:
+            self.identity[tid] = r.identity
+        length_mm = float(tab.length[i]) / self.geometry.counts_per_mm
+        return RouteRequest(tid, r.identity, r.status, length_mm, int(tab.lap[i]), r.postal_code, r.country)
+
+    def _decode_deadlines(self, now: float, batch: Batch) -> None:
+        tab = self.table
+        scanned = np.flatnonzero(tab.state == P.SCANNED)
+        if scanned.size == 0:
+            return
+        ready: list[int] = []
+        reqs: list[RouteRequest] = []
+        late: list[int] = []
+        for i in scanned.tolist():
+            r = self.decodes.pop(int(tab.tid[i]), None)
+            if r is not None and self._same_pass(i, r.trigger_count):  # came before its scan event
+                ready.append(i)
+                reqs.append(self._request(i, r, batch))
+            elif now > float(tab.deadline[i]):
+                late.append(i)
+        if late:
+            self._scan_timeouts_in_a_row += len(late)
+            if self._scan_timeouts_in_a_row >= self.cfg.scanner_timeout_alarm:
+                self.faults.raise_(Fault.SCANNER_TIMEOUT, f"{self._scan_timeouts_in_a_row} scans in a row not "
+                                   f"decoded within {self.cfg.decode_deadline_s:.2f} s", batch)
+        for i in late:
+            self.metrics.decode_timeouts += 1
+            tab.scan_status[i] = int(ScanStatus.TIMEOUT)
+            ready.append(i)
+            reqs.append(RouteRequest(int(tab.tid[i]), "", ScanStatus.TIMEOUT,
+                                     float(tab.length[i]) / self.geometry.counts_per_mm, int(tab.lap[i])))
+        if ready:
+            self._route(ready, reqs, batch)
+
+    def _route(self, slots: list[int], reqs: list[RouteRequest], batch: Batch, *, limit: bool = False) -> None:
+        if limit:
+            chute = self.site.reject_chute.id
+            decided = [(chute, 11, "recirculation_limit") for _ in reqs]
+        else:
+            decided = self.router.route(reqs, self.chute_status)
+        tab = self.table
+        for i, req, (chute, code, reason) in zip(slots, reqs, decided, strict=True):
+            self.reason_name[req.tracking_id] = reason
+            if tab.route(i, chute, code):
+                self._event(i, "routed", batch)
+                self._decided_now.append(float(tab.scan_time[i]))
+
+    def check_destinations(self, batch: Batch) -> None:
+        """Alarm while any destination has none of its own chutes usable (its parcels take
+        fallbacks or exception chutes); a new list replaces the old alarm."""
+        full = tuple(self.router.full_destinations(self.chute_status))
+        if full == self._full_destinations:
+            return
+        self._full_destinations = full
+        self.faults.clear(Fault.DESTINATION_FULL, batch)
+        if full:
+            more = f" and {len(full) - 6} more" if len(full) > 6 else ""
+            self.faults.raise_(Fault.DESTINATION_FULL, "no usable chute for " + ", ".join(full[:6]) + more, batch)
+
+    # ================================================================= per-cycle vector pass
+    def cycle_pass(self, now: float, batch: Batch, *, may_arm: bool) -> None:
+        """The encoder moved: parcels too late to arm go round, overdue confirmations are missed
+        diverts, parcels never seen at the scanner are lost, and (``may_arm``) arms fall due."""
+        tab = self.table
+        masks = tab.cycle(self.encoder)
+        for i in masks.too_late.tolist():
+            why = "position uncertain" if not tab.trusted[i] else "too late to arm"
+            self._move(i, P.RECIRCULATED, "recirculated", batch, why)
+        for i in masks.overdue.tolist():
+            if self._move(i, P.MISSED, "missed", batch, "no confirmation") and self.geometry.loop:
+                self._move(i, P.RECIRCULATED, "recirculated", batch, "missed divert")
+        for i in masks.lost.tolist():
+            self._move(i, P.LOST, "lost", batch, "not seen at the scanner")
+        if not may_arm:
+            return
+        room = self.arms.room()
+        for i in masks.arm_due.tolist():
+            if room <= 0:
+                break
+            if self.chute_status[int(tab.chute[i])] & 0b110:  # disabled or faulted: don't arm
+                continue
+            self._queue_arm(i, ArmAction.ARM, now, batch)
+            room -= 1
+
+    def encoder_glitch(self, now: float, batch: Batch) -> None:
+        """Every position anchored before now is suspect: cancel every live arm (the parcels
+        are re-anchored at the scanner on their next pass)."""
+        for i in self.table.encoder_glitch().tolist():
+            self.suspect.add(int(self.table.tid[i]))
+            self._queue_arm(i, ArmAction.CANCEL, now, batch)
+
+    def _queue_arm(self, i: int, action: ArmAction, now: float, batch: Batch) -> None:
+        tab = self.table
+        entry = self.arms.queue(int(tab.tid[i]), int(tab.fire[i]), int(tab.chute[i]), action, now)
+        batch.ring("diverter", self.streams.stream("arm"), entry["seq"], self.wall(), entry)
+        if action == ArmAction.ARM:
+            tab.arm_seq[i] = entry["seq"]

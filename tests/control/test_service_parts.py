@@ -1,0 +1,102 @@
+"""The controller's pure parts, without a PLC: heartbeat and encoder watches, the arm queue,
+stream bookkeeping and the fault book."""
+
+from __future__ import annotations
+
+from control.faults import Fault
+from control.packml import PackMLUnit
+from control.plc import RingRead
+from control.plc.codes import ArmAction, PackMLCommand, PackMLState
+from control.plc.link import Gap
+from control.service.alarms import FaultBook
+from control.service.arms import ArmQueue
+from control.service.streams import StreamBook
+from control.service.watch import EncoderWatch, HeartbeatWatch
+from control.store import Batch
+
+
+def test_heartbeat_lost_when_frozen_or_unanswered_and_back_when_it_moves() -> None:
+    w = HeartbeatWatch(1.0)
+    assert not w.update(False, None, 0.0)  # counts from the first cycle, not from zero
+    assert not w.ever_ok
+    assert w.update(False, None, 1.5)  # never answered for 1.5 s
+    assert not w.update(True, 7, 1.6)
+    assert not w.update(True, 7, 2.5)
+    assert w.update(True, 7, 2.7)  # answers, but its program is not counting
+    assert not w.update(True, 8, 2.8)
+    assert w.ever_ok
+
+
+def test_encoder_steps_the_belt_explains_pass_and_jumps_do_not() -> None:
+    w = EncoderWatch(counts_per_mm=1.0, tolerance_mm=60.0)
+    assert w.check(2**32 - 10, 0.000, 0.001, 2.5) is None  # first sample: nothing to compare
+    assert w.check(15, 0.010, 0.011, 2.5) is None  # 25 mm in 10 ms at 2.5 m/s, across the 32-bit wrap
+    why = w.check(15 + 25 + 400, 0.020, 0.021, 2.5)  # a 400-count jump on top of the travel
+    assert why is not None and "moved 425 counts" in why
+    # a slow reply widens what is plausible instead of looking like a jump
+    assert w.check(440 + 250, 0.030, 0.131, 2.5) is None
+    assert w.check(690 - 200, 0.140, 0.141, 2.5) is not None  # backwards
+
+
+def test_arm_queue_numbers_once_and_respects_the_ring() -> None:
+    q = ArmQueue(ring_size=4)
+    e1 = q.queue(11, 1000, 3, ArmAction.ARM, now=1.0)
+    e2 = q.queue(12, 2000, 4, ArmAction.CANCEL, now=1.0)
+    assert (e1["seq"], e2["seq"]) == (1, 2) and q.room() == 2
+    chunk = q.to_write()
+    assert q.written(chunk, 1.004) == [1.004 - 1.0]  # only arms count for the decision latency
+    assert q.pending == [] and q.room() == 2  # written, not yet taken by the PLC
+    q.ack = 2
+    assert q.room() == 4
+    assert q.result(1) == 1.0 and q.result(1) is None
+
+
+def test_arm_queue_restarts_numbering_after_a_plc_restart() -> None:
+    q = ArmQueue(ring_size=8, next_seq=41, ack=40)
+    assert not q.adopt_heads(head=40, ack=40)  # where we were
+    assert q.next_seq == 41
+    assert not q.adopt_heads(head=45, ack=40)  # the PLC is ahead of us (we lost a commit)
+    assert q.next_seq == 46
+    q.queue(1, 1, 1, ArmAction.ARM, 0.0)
+    assert q.adopt_heads(head=0, ack=0)  # the PLC came back empty
+    assert q.next_seq == 1 and q.pending == []
+
+
+def test_streams_apply_each_entry_once_and_report_gaps_and_restarts() -> None:
+    book = StreamBook(wall=lambda: 5.0)
+    seen: list[int] = []
+    batch = Batch()
+    entries = tuple({"seq": s, "x": s} for s in (3, 4))
+    book.take("conveyor", "scan", RingRead(head=4, entries=entries, gaps=(Gap(1, 2),)), batch,
+              lambda e, b: seen.append(e["seq"]))
+    book.take("conveyor", "scan", RingRead(head=4, entries=entries), batch, lambda e, b: seen.append(e["seq"]))
+    assert seen == [3, 4] and book.lost == 2 and book.ack_due["scan"] == 4
+    assert [e[2] for e in batch.unit_events] == ["event_sequence_gap"]
+    book.take("conveyor", "scan", RingRead(head=1, restarted=True), batch, lambda e, b: seen.append(e["seq"]))
+    assert book.last_seq["scan"] == 0 and book.stream("scan") == "scan#1"
+    assert batch.meta["epoch.scan"] == "1"
+    book.take("conveyor", "scan", RingRead(head=1, entries=({"seq": 1},)), batch, lambda e, b: seen.append(e["seq"]))
+    assert seen == [3, 4, 1]
+    assert [r[1] for r in batch.ring_events][-1] == "scan#1"
+
+
+def test_fault_book_applies_the_table_once() -> None:
+    unit = PackMLUnit()
+    for cmd in (PackMLCommand.RESET, PackMLCommand.START):
+        unit.command(cmd)
+        unit.state_complete()
+    assert unit.state == PackMLState.EXECUTE
+    recorded: list[int] = []
+    book = FaultBook(unit, lambda: 1.0, lambda b: recorded.append(1))
+    batch = Batch()
+    book.raise_(Fault.JAM, "eye 2", batch)
+    book.raise_(Fault.JAM, "eye 2", batch)  # already active: nothing again
+    assert unit.state == PackMLState.STOPPING and recorded == [1]
+    assert Fault.JAM in book and book.blocking() and book.no_entry()
+    book.event(Fault.UNEXPECTED_PARCEL, "chute 3", batch)
+    assert Fault.UNEXPECTED_PARCEL not in book
+    book.clear(Fault.JAM, batch)
+    assert book.names() == [] and not book.blocking()
+    assert [(e[1], e[2]) for e in batch.unit_events] == [
+        ("alarm", "jam"), ("alarm", "unexpected_parcel"), ("alarm_clear", "unexpected_parcel"), ("alarm_clear", "jam"),
+    ]
