@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
+import sys
 from pathlib import Path
 
 from control.config.errors import ConfigError
+from control.logs import setup_logging
 from control.service.app import Endpoints, Files, Service
 from control.service.settings import ServiceSettings
 
@@ -23,14 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-port", type=int, help="override the site's camera port")
     parser.add_argument("--cycle-ms", type=float, default=10.0, help="control cycle period")
     parser.add_argument("--no-camera", action="store_true", help="run without vision (every parcel a no-read)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="stderr log lines: text for people, json (one object per line) for collectors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, protocol stacks included")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_format, verbose=args.verbose)
     files = Files.beside(args.site)
     if args.plan or args.manifest:
         files = Files(args.site, args.plan or files.plan, args.manifest or files.manifest, files.routing)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             camera=not args.no_camera,
         )
     except ConfigError as exc:
-        print(f"sortctl run: {exc}")
+        print(f"sortctl run: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(_serve(service))
 
