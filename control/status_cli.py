@@ -69,6 +69,7 @@ def show(st: StoreStatus, console: Console) -> None:
     t.add_column("value", justify="right")
     t.add_row("parcels known", str(st.inducted))
     t.add_row("in flight", str(st.in_flight))
+    t.add_row("parcels by state", "")
     for state, n in sorted(st.by_state.items()):
         t.add_row(f"  {state}", str(n))
     t.add_row("recirculations", str(st.recirculations))
