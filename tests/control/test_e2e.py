@@ -77,6 +77,15 @@ def assert_accounted(result: SessionResult, *, settled: bool = True) -> None:
         assert missing == [], f"inducted but not in the event store: {missing[:10]}"
 
 
+def alarm_events(result: SessionResult) -> list[tuple[str, str, str]]:
+    """(kind, name, detail) of every alarm raised and cleared, in order."""
+    store = EventStore(result.db, readonly=True)
+    try:
+        return [(e[1], e[2], e[4]) for e in store.unit_events() if e[1] in ("alarm", "alarm_clear")]
+    finally:
+        store.close()
+
+
 async def test_clean_stream_lands_in_planned_chutes(fast_site: Path) -> None:
     r = await run(fast_site, parcels=80, labels=CLEAN)
     assert_accounted(r)
@@ -148,19 +157,22 @@ async def test_plc_connections_dropped_lose_nothing(fast_site: Path) -> None:
     assert r.unit_state == "EXECUTE"
 
 
-async def test_diverter_plc_restart_holds_then_resumes(fast_site: Path) -> None:
-    faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": "diverter"}]
-    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=22.0)
+@pytest.mark.parametrize("plc", ["diverter", "conveyor"])
+async def test_plc_restart_holds_then_resumes(fast_site: Path, plc: str) -> None:
+    # The PLC goes away for 1.5 s and comes back with its rings restarted at seq 1.
+    faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": plc}]
+    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=30.0)
     restarted = [f["detail"] for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
-    assert restarted == ["diverter back"]  # the PLC came back on its port (decode workers hold its old sockets)
+    assert restarted == [f"{plc} back"]  # back on its port (decode workers hold its old sockets)
     assert_accounted(r)
-    assert r.unit_state == "EXECUTE"  # held while the diverter was away, then unheld by itself
+    assert r.unit_state == "EXECUTE"  # held while the PLC was away, then unheld by itself
     store = EventStore(r.db, readonly=True)
     try:
         states = [e[2] for e in store.unit_events("state")]
     finally:
         store.close()
     assert "HELD" in states
+    assert ("alarm", f"{plc}_heartbeat_lost") in [(k, n) for k, n, _ in alarm_events(r)]
 
 
 async def test_controller_killed_and_restarted_mid_run(fast_site: Path) -> None:
@@ -197,15 +209,6 @@ async def test_estop_aborts_the_unit(fast_site: Path) -> None:
     assert "estop" in r.alarms
 
 
-def alarm_events(result: SessionResult) -> list[tuple[str, str, str]]:
-    """(kind, name, detail) of every alarm raised and cleared, in order."""
-    store = EventStore(result.db, readonly=True)
-    try:
-        return [(e[1], e[2], e[4]) for e in store.unit_events() if e[1] in ("alarm", "alarm_clear")]
-    finally:
-        store.close()
-
-
 async def test_whole_destination_full_raises_and_clears_the_alarm(fast_site: Path) -> None:
     # DE default sorts to 19|21: both full for 3 s (its parcels take the fallbacks 20 and 22);
     # the alarm names the destination while it lasts and clears when a chute is back.
@@ -235,23 +238,6 @@ async def test_camera_stall_sends_parcels_to_no_read_and_raises_the_scanner_alar
     assert ("alarm", "scanner_timeout") in events
     assert events.index(("alarm_clear", "scanner_timeout")) > events.index(("alarm", "scanner_timeout"))
     assert "scanner_timeout" not in r.alarms
-
-
-async def test_conveyor_plc_restart_holds_then_resumes(fast_site: Path) -> None:
-    # The conveyor PLC (OPC UA) goes away for 1.5 s and comes back with its rings restarted.
-    faults = [{"kind": "plc_restart", "at_s": 5.0, "duration_s": 1.5, "plc": "conveyor"}]
-    r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults, timeout_s=30.0)
-    restarted = [f["detail"] for f in r.sim_stats.get("faults", []) if f["kind"] == "plc_restart" and not f["active"]]
-    assert restarted == ["conveyor back"]
-    assert_accounted(r)
-    assert r.unit_state == "EXECUTE"
-    store = EventStore(r.db, readonly=True)
-    try:
-        states = [e[2] for e in store.unit_events("state")]
-    finally:
-        store.close()
-    assert "HELD" in states
-    assert ("alarm", "conveyor_heartbeat_lost") in [(k, n) for k, n, _ in alarm_events(r)]
 
 
 async def test_slow_plcs_never_missort(fast_site: Path) -> None:
