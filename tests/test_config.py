@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from control.cli import main
 from control.config.errors import ConfigError
 from control.config.site import ChuteKind, load_site
 from control.config.tagmap import load_tag_map
 from control.plc.words import from_words, to_words
+from control.service.settings import ServiceSettings, load_service_settings
 from vision.camstream import CameraFrame, StreamError, encode_frame, read_frame
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -53,6 +55,25 @@ def test_bad_field_names_file_line_and_field(tmp_path: Path) -> None:
     assert err.line == idx + 1
     assert err.field == "chutes[2].capacity"
     assert str(p) in str(err) and "capacity" in str(err)
+
+
+def test_example_service_settings_are_the_defaults_and_name_every_key() -> None:
+    assert load_service_settings(CONFIG / "service.yaml") == ServiceSettings()
+    text = (CONFIG / "service.yaml").read_text()
+    assert all(f"\n{name}:" in text for name in ServiceSettings.model_fields)
+
+
+def test_bad_service_setting_refuses_to_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(tmp_path, "service.yaml", "cycle_s: 0.01\ndecode_deadline_s: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_service_settings(bad)
+    assert (info.value.line, info.value.field) == (2, "decode_deadline_s")
+    # sortctl run stops before it touches a PLC: exit 2, file, line and field on stderr
+    code = main(["run", "--site", str(CONFIG / "site.yaml"), "--settings", str(bad), "--db", str(tmp_path / "e.db")])
+    assert code == 2
+    assert f"{bad}:2: decode_deadline_s" in capsys.readouterr().err
+    assert main(["run", "--site", str(CONFIG / "site.yaml"), "--cycle-ms", "0", "--db", str(tmp_path / "e.db")]) == 2
+    assert "--cycle-ms" in capsys.readouterr().err
 
 
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
@@ -143,3 +164,9 @@ async def test_camera_stream_rejects_garbage() -> None:
     reader.feed_eof()
     with pytest.raises(StreamError, match="bad magic"):
         await read_frame(reader)
+
+
+def test_configuration_reference_names_every_service_setting() -> None:
+    doc = (CONFIG.parent / "docs" / "configuration.md").read_text()
+    section = doc[doc.index("## `service.yaml`"):]
+    assert all(f"| `{name}` |" in section for name in ServiceSettings.model_fields)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from control.config.site import Strict
+from control.config.yamlfile import load_yaml_model
 
 
 class ServiceSettings(Strict):
@@ -18,7 +20,9 @@ class ServiceSettings(Strict):
         default=0.06, ge=0, description="host write + PLC scan allowance before a fire is too late"
     )
     confirm_margin_mm: float = Field(default=1200.0, gt=0, description="confirm overdue this far past fire")
-    lost_margin_mm: float = Field(default=1500.0, gt=0)
+    lost_margin_mm: float = Field(
+        default=1500.0, gt=0, description="a parcel expected at the scanner this far ago and not seen is lost"
+    )
     anchor_tolerance_mm: float = Field(default=20.0, gt=0, description="induct vs scan anchor disagreement")
     decode_deadline_s: float = Field(default=0.5, gt=0, description="decode must be back this soon after trigger")
     scanner_timeout_alarm: int = Field(
@@ -31,10 +35,18 @@ class ServiceSettings(Strict):
     )
     auto_start: bool = Field(default=True, description="Reset and Start the unit once connected")
     auto_recover: bool = Field(default=True, description="Unhold by itself when an auto-clear fault has gone")
-    synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    plc_timeout_s: float = Field(default=0.5, gt=0)
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL", description="SQLite fsync per commit (FULL) or per checkpoint (NORMAL: a power cut may lose the last commits)"
+    )
+    plc_timeout_s: float = Field(default=0.5, gt=0, description="a PLC request not answered this soon fails")
     capacity: int = Field(default=4096, gt=0, description="tracking table slots")
     decode_executor: Literal["thread", "process"] = Field(
         default="process", description="process: decoding never holds the control loop's GIL"
     )
-    decode_workers: int = Field(default=1, ge=1, le=16)
+    decode_workers: int = Field(default=1, ge=1, le=16, description="decode worker processes (or threads)")
+
+
+def load_service_settings(path: str | Path) -> ServiceSettings:
+    """Read a service settings file (``service.yaml``); every key is optional, unknown keys and
+    bad values are refused with file, line and field."""
+    return load_yaml_model(ServiceSettings, path)
