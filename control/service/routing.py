@@ -66,8 +66,7 @@ class EngineRouter:
         self, requests: list[RouteRequest], chute_status: npt.NDArray[np.uint16]
     ) -> list[tuple[int, int, str]]:
         eng = self.engine
-        status = np.asarray(chute_status, dtype=np.uint16)
-        eng.set_available((status & int(UNUSABLE)) == 0)
+        self._take_status(chute_status)
         rows = np.array([self._row(r.identity) for r in requests], dtype=np.int64)
         read = np.array([int(_READ[r.status]) for r in requests], dtype=np.int64)
         laps = np.array([r.lap for r in requests], dtype=np.int64)
@@ -84,10 +83,13 @@ class EngineRouter:
         return out
 
     def full_destinations(self, chute_status: npt.NDArray[np.uint16]) -> list[str]:
-        eng = self.engine
-        eng.set_available((np.asarray(chute_status, dtype=np.uint16) & int(UNUSABLE)) == 0)
-        rules = eng.plan.rules
-        return [f"{rules[r].label} ({'|'.join(map(str, rules[r].chutes))})" for r in eng.starved_rules()]
+        self._take_status(chute_status)
+        rules = self.engine.plan.rules
+        return [f"{rules[r].label} ({'|'.join(map(str, rules[r].chutes))})" for r in self.engine.starved_rules()]
+
+    def _take_status(self, chute_status: npt.NDArray[np.uint16]) -> None:
+        """The PLC's chute status is the truth about which chutes can take a parcel now."""
+        self.engine.set_available((np.asarray(chute_status, dtype=np.uint16) & int(UNUSABLE)) == 0)
 
     def _row(self, identity: str) -> int:
         if not identity:
