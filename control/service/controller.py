@@ -165,6 +165,8 @@ class Controller:
         self._retry_at = 0.0
         self._stop_requested = False
         self._first_cycle = True
+        # chute status and fill read after the last publish, applied in the next decide
+        self._chute_news: tuple[npt.NDArray[np.uint16] | None, npt.NDArray[np.uint16] | None] = (None, None)
 
     @property
     def table(self) -> TrackingTable:
@@ -195,6 +197,7 @@ class Controller:
         with contextlib.suppress(PlcError):
             got = await self.conveyor.read(["belt_command_ack"])
             self._belt_seq = max(self._belt_seq, int(got["belt_command_ack"]))
+        await self._read_chutes(fill=True)  # the first decisions know which chutes are usable
         self._record_state(batch)
         self._started = True
 
@@ -255,9 +258,9 @@ class Controller:
         now = self.clock()
         m = self.metrics
         m.cycles += 1
-        if m.cycles % 25 == 0:  # operator commands (sortctl status --send), four times a second
-            await self._operator_commands()
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
+        div.chute_status, div.chute_fill = self._chute_news
+        self._chute_news = (None, None)
         t1 = self.clock()
         m.read_s.append(t1 - now)
         batch = self._pending_batch
@@ -286,6 +289,28 @@ class Controller:
         t3 = self.clock()
         await self._publish(committed, div.ok)
         m.publish_s.append(self.clock() - t3)
+        await self._housekeeping()
+
+    async def _housekeeping(self) -> None:
+        """Reads nothing this cycle's decisions wait for, done after the publish so they never
+        delay an arm: chute status (5th cycle) and fill (50th) for the next cycle, and operator
+        commands (25th cycle, four times a second)."""
+        cycles = self.metrics.cycles
+        if cycles % 5 == 1:
+            await self._read_chutes(fill=cycles % 50 == 1)
+        if cycles % 25 == 0:
+            await self._operator_commands()
+
+    async def _read_chutes(self, *, fill: bool) -> None:
+        block = getattr(self.diverter, "read_block", None)
+        if block is None or not self.diverter.connected:
+            return
+        n_chutes = len(self.parcels.chute_status)
+        try:
+            status = await block("chute_status", n_chutes)
+            self._chute_news = (status, await block("chute_fill", n_chutes) if fill else None)
+        except PlcError as exc:
+            log.debug("chute status read failed: %s", exc)
 
     # ================================================================= update
     def _usable(self, name: str, link: PlcLink) -> bool:
@@ -339,7 +364,6 @@ class Controller:
         if not self._usable("diverter", self.diverter):
             return out
         last = self.streams.last_seq
-        n_chutes = len(self.parcels.chute_status)
         try:
             sc = await self.diverter.read(DIVERTER_SCALARS)
             out.scalars = sc
@@ -347,11 +371,6 @@ class Controller:
                 out.arm_result = await self.diverter.read_ring("arm_result", last["arm_result"])
             if int(sc["confirm.head"]) != last["confirm"]:
                 out.confirm = await self.diverter.read_ring("confirm", last["confirm"])
-            block = getattr(self.diverter, "read_block", None)
-            if block is not None and self.metrics.cycles % 5 == 1:  # chute state changes slowly
-                out.chute_status = await block("chute_status", n_chutes)
-                if self.metrics.cycles % 50 == 1:
-                    out.chute_fill = await block("chute_fill", n_chutes)
             out.ok = True
         except PlcError as exc:
             log.debug("diverter read failed: %s", exc)
