@@ -8,7 +8,8 @@ Figures (docs/benchmarks-e2e.md says how each is measured):
   still riding the loop when the run ends are reported apart as ``e2e.in_flight_at_end``);
 - ``e2e.decision_p99``: arming became due -> arm command accepted by the diverter PLC's server;
 - ``e2e.scan_to_decision_p99``: camera trigger -> routing decision durable (decode included);
-- ``e2e.cycle_lag_p99``: how late control cycles started against their 10 ms schedule.
+- ``e2e.cycle_lag_p99``: how late control cycles started against their 10 ms schedule;
+- ``e2e.read_p99``, ``e2e.decide_p99``, ``e2e.commit_p99``, ``e2e.publish_p99``: the phases of a cycle.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ def records(r: SessionResult) -> list[Record]:
                f"p50 {_p50_ms(m.scan_to_decision_s):.0f} ms; {m.decode_timeouts} decode timeouts"),
         Record("e2e.cycle_lag_p99", "ms", _p99_ms(m.cycle_lag_s), f"p50 {_p50_ms(m.cycle_lag_s):.1f} ms"),
         Record("e2e.cycle_work_p99", "ms", _p99_ms(m.cycle_work_s), f"p50 {_p50_ms(m.cycle_work_s):.1f} ms"),
+        # the cycle's phases, every cycle (a decision is read + decide + commit + the arm write)
+        Record("e2e.read_p99", "ms", _p99_ms(m.read_s), f"p50 {_p50_ms(m.read_s):.2f} ms; both PLCs"),
+        Record("e2e.decide_p99", "ms", _p99_ms(m.decide_s), f"p50 {_p50_ms(m.decide_s):.2f} ms"),
+        Record("e2e.commit_p99", "ms", _p99_ms(m.commit_s),
+               f"p50 {_p50_ms(m.commit_s):.2f} ms; cycles with something to store"),
+        Record("e2e.publish_p99", "ms", _p99_ms(m.publish_s), f"p50 {_p50_ms(m.publish_s):.2f} ms"),
     ]
 
 

@@ -78,7 +78,14 @@ class PlcLink(Protocol):
 
     async def write(self, values: Mapping[str, Value]) -> None: ...
 
-    async def read_ring(self, ring: str, after_seq: int) -> RingRead: ...
+    async def read_ring(self, ring: str, after_seq: int, head: int | None = None) -> RingRead:
+        """New entries of a PLC->host ring after ``after_seq``, up to the ring's head.
+
+        ``head``: the ring's head as the caller just read it from this PLC (``<ring>.head`` in a
+        batched ``read``); the driver then does not fetch it again, which saves a request. It
+        must not be newer than the PLC's head: entries after it are left for the next read.
+        """
+        ...
 
     async def ack_ring(self, ring: str, seq: int) -> None: ...
 

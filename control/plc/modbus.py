@@ -1,7 +1,8 @@
 """The diverter PLC link over Modbus TCP (pymodbus client): holding registers named by the tag map.
 
 Reads are merged into as few requests as the 125-register limit allows; a ring read fetches the
-head, then only the slots that are new. 32-bit values are two registers, high word first
+head (unless the caller passes the one it just read with the scalars), then only the slots that
+are new. 32-bit values are two registers, high word first
 (control.plc.words); every value is range-checked before anything is sent.
 """
 
@@ -69,6 +70,12 @@ def spans(regs: Sequence[tuple[int, int]], limit: int = MAX_READ, gap: int = MER
             a, n = a + limit, n - limit
         out.append((a, n))
     return out
+
+
+def _given_head(name: str, ring: str, head: object) -> int:
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= 0xFFFF_FFFF:
+        raise PlcValueError(f"{name}: ring {ring}: head {head!r} is not a uint32 seq")
+    return head
 
 
 class ModbusLink:
@@ -160,9 +167,12 @@ class ModbusLink:
                 raise PlcValueError(f"{self.name}: {n}: {exc}") from None
         await self._write_words(words)
 
-    async def read_ring(self, ring: str, after_seq: int) -> RingRead:
+    async def read_ring(self, ring: str, after_seq: int, head: int | None = None) -> RingRead:
         spec = self._ring(ring, "r")
-        head = from_words(await self._read_range(spec.head.address, spec.head.words), spec.head.type)
+        if head is None:
+            head = from_words(await self._read_range(spec.head.address, spec.head.words), spec.head.type)
+        else:
+            head = _given_head(self.name, ring, head)
         if head < after_seq:
             return RingRead(head=head, restarted=True)
         seqs, gap = wanted(after_seq, head, spec.size)

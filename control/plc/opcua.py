@@ -2,7 +2,9 @@
 
 NodeIds are resolved once at connect (namespace index looked up by URI, never assumed), every
 value goes out as a Variant of the tag's declared type, and a ring is one read of head plus all
-field arrays, so an entry is never seen half-written.
+field arrays, so an entry is never seen half-written. A caller that has just read the head (with
+the scalars) passes it and the ring read fetches only the arrays: every entry up to that head was
+complete before the head was set, and a slot overwritten since shows up by its seq.
 """
 
 from __future__ import annotations
@@ -186,12 +188,20 @@ class OpcuaLink:
             what = ", ".join(f"{n}: {r.name}" for n, r in bad)
             raise PlcRefused(f"{self.name}: write refused ({what})")
 
-    async def read_ring(self, ring: str, after_seq: int) -> RingRead:
+    async def read_ring(self, ring: str, after_seq: int, head: int | None = None) -> RingRead:
         head_node, field_nodes, field_names, size = self._ring(ring)
-        dvs = await self._call("read ring", lambda c: c.read_attributes([head_node, *field_nodes], AttributeIds.Value))
-        head = int(self._value(f"{ring}.head", dvs[0]))
+        if head is None:
+            nodes = [head_node, *field_nodes]
+        else:
+            if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= 0xFFFF_FFFF:
+                raise PlcValueError(f"{self.name}: ring {ring}: head {head!r} is not a UInt32 seq")
+            nodes = field_nodes
+        dvs = await self._call("read ring", lambda c: c.read_attributes(nodes, AttributeIds.Value))
+        if head is None:
+            head = int(self._value(f"{ring}.head", dvs[0]))
+            dvs = dvs[1:]
         columns = {}
-        for f, dv in zip(field_names, dvs[1:], strict=True):
+        for f, dv in zip(field_names, dvs, strict=True):
             arr = np.asarray(self._raw(f"{ring}.{f}", dv), dtype=np.int64)
             if arr.shape != (size,):
                 raise PlcRefused(f"{self.name}: ring {ring}.{f} has {arr.shape} entries, the tag map says {size}")

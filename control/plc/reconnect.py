@@ -87,8 +87,10 @@ class ReconnectingLink:
     async def write(self, values: Mapping[str, Value]) -> None:
         await self._run(lambda: self.inner.write(values))
 
-    async def read_ring(self, ring: str, after_seq: int) -> RingRead:
-        return await self._run(lambda: self.inner.read_ring(ring, after_seq))
+    async def read_ring(self, ring: str, after_seq: int, head: int | None = None) -> RingRead:
+        if head is None:  # an inner link written before ``head`` existed still works
+            return await self._run(lambda: self.inner.read_ring(ring, after_seq))
+        return await self._run(lambda: self.inner.read_ring(ring, after_seq, head))
 
     async def ack_ring(self, ring: str, seq: int) -> None:
         await self._run(lambda: self.inner.ack_ring(ring, seq))

@@ -209,6 +209,60 @@ async def test_ring_read_sees_plc_restart(rig: Rig) -> None:
     assert [e["tracking_id"] for e in again.entries] == [2]
 
 
+async def test_ring_read_with_the_head_already_read(rig: Rig) -> None:
+    """The controller reads every ring head in its scalar read and passes it on: same entries."""
+    ring = rig.server.ring(rig.event_ring)
+    for t in (20, 21, 22):
+        await ring.push(**{**rig.event_fields, "tracking_id": t})
+    head = int((await rig.link.read([f"{rig.event_ring}.head"]))[f"{rig.event_ring}.head"])
+    assert head == 3
+    with_head = await rig.link.read_ring(rig.event_ring, 1, head)
+    assert with_head == await rig.link.read_ring(rig.event_ring, 1)
+    assert [e["tracking_id"] for e in with_head.entries] == [21, 22] and with_head.last_seq == 3
+    # entries pushed after the head was read wait for the next read
+    await ring.push(**{**rig.event_fields, "tracking_id": 23})
+    got = await rig.link.read_ring(rig.event_ring, 0, head)
+    assert [e["seq"] for e in got.entries] == [1, 2, 3] and got.head == 3 and not got.gaps
+    nxt = await rig.link.read_ring(rig.event_ring, got.last_seq, 4)
+    assert [e["tracking_id"] for e in nxt.entries] == [23]
+    # a head behind what we stored: the PLC restarted
+    assert (await rig.link.read_ring(rig.event_ring, 4, 1)).restarted
+
+
+async def test_ring_read_with_a_stale_head_reports_overwritten_slots_as_lost(rig: Rig) -> None:
+    ring = rig.server.ring(rig.event_ring)
+    for t in (1, 2):
+        await ring.push(tracking_id=t)
+    head = int((await rig.link.read([f"{rig.event_ring}.head"]))[f"{rig.event_ring}.head"])
+    for i in range(ring.size):  # the PLC laps the ring between our head read and the slot read
+        await ring.push(tracking_id=100 + i)
+    got = await rig.link.read_ring(rig.event_ring, 0, head)
+    assert got.entries == () and got.gaps == (Gap(1, 2),) and got.last_seq == 2
+    rest = await rig.link.read_ring(rig.event_ring, got.last_seq)
+    assert [e["seq"] for e in rest.entries] == list(range(3, ring.size + 3)) and not rest.gaps
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, True, 1.0])
+async def test_ring_read_refuses_a_head_that_is_not_a_seq(rig: Rig, bad: Any) -> None:
+    with pytest.raises(PlcValueError):
+        await rig.link.read_ring(rig.event_ring, 0, bad)
+    assert rig.link.connected
+
+
+async def test_modbus_ring_read_with_head_saves_the_head_request(rig: Rig) -> None:
+    if rig.protocol != "modbus":
+        return  # OPC UA reads head and arrays in one request either way
+    server: DiverterPlcServer = rig.server
+    ring = server.ring(rig.event_ring)
+    await ring.push(tracking_id=7)
+    before = server.requests
+    await rig.link.read_ring(rig.event_ring, 0)
+    without = server.requests - before
+    before = server.requests
+    await rig.link.read_ring(rig.event_ring, 0, 1)
+    assert (without, server.requests - before) == (2, 1)
+
+
 async def test_reconnects_after_the_plc_drops_connections(rig: Rig) -> None:
     await rig.link.write({"host_heartbeat": 1})
     assert rig.server.drop_connections() >= 1

@@ -1,12 +1,15 @@
-"""Event store: one transaction per batch, idempotent replays, recovery of open parcels."""
+"""Event store: one transaction per batch, idempotent replays, recovery of open parcels; its writer thread."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+from control.service.writer import StoreWriter
 from control.store import Batch, EventStore, ParcelRow
 
 
@@ -98,3 +101,35 @@ def test_cur_mach_speed_counts_final_outcomes_of_the_last_minute(tmp_path: Path)
     db.commit(b)
     assert db.status().cur_mach_speed == pytest.approx(10 * 60.0)  # 10 per minute = 600/h
     db.close()
+
+
+async def test_writer_runs_jobs_in_order_on_its_own_thread(tmp_path: Path) -> None:
+    w = StoreWriter(tmp_path / "e.sqlite")
+    threads: set[int] = set()
+
+    def batch(seq: int) -> Batch:
+        b = Batch()
+        b.ring("conveyor", "induct", seq, 0.0, {"tracking_id": seq})
+        return b
+
+    news = await asyncio.gather(*(w.commit(batch(s)) for s in (1, 2, 2, 3)))
+    assert news == [1, 1, 0, 1]
+    assert await w.call(lambda s: (threads.add(threading.get_ident()), s.last_seq("conveyor", "induct"))[1]) == 3
+    assert threads and threading.get_ident() not in threads
+    # a failing job reaches its caller as the store's own error, and the writer goes on
+    bad = Batch()
+    bad.parcel_events.append((0.0, 1, "x"))  # type: ignore[arg-type]  # wrong arity: sqlite refuses
+    with pytest.raises(sqlite3.Error):
+        await w.commit(bad)
+    assert await w.commit(batch(4)) == 1
+    w.close()
+    w.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        await w.commit(batch(5))
+    assert EventStore(tmp_path / "e.sqlite").last_seq("conveyor", "induct") == 4
+
+
+def test_writer_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(sqlite3.Error):
+        StoreWriter(tmp_path / "dir.sqlite")
