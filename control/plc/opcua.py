@@ -179,9 +179,12 @@ class OpcuaLink:
             return
         names = list(values)
         nodes = [self._node(n) for n in names]
-        variants = [to_variant(self._types[n], values[n], n) for n in names]
+        # Value only, no timestamps: asyncua stamps a bare Variant with SourceTimestamp=now, and
+        # PLC servers may refuse timestamped writes (Siemens S7-1200/1500 and Kepware answer
+        # BadWriteNotSupported, OPC UA Part 4 5.10.4.2); tests/interop checks this against one.
+        data = [ua.DataValue(to_variant(self._types[n], values[n], n)) for n in names]
         results = await self._call(
-            "write", lambda c: c.write_values(nodes, variants, raise_on_partial_error=False)
+            "write", lambda c: c.write_values(nodes, data, raise_on_partial_error=False)
         )
         bad = [(n, r) for n, r in zip(names, results, strict=True) if not r.is_good()]
         if bad:

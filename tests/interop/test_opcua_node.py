@@ -560,7 +560,7 @@ async def test_link_reconnects_after_the_plc_restarts(server_spec: Path, work_di
 async def test_a_write_without_timestamps_passes_a_plc_that_refuses_them(node_plc: NodePlc,
                                                                           tag_map: TagMap) -> None:
     """The strict PLC refuses only timestamps: a bare DataValue (what UaExpert and node-opcua
-    send) goes through. This is the write the driver should make (see the xfail below)."""
+    send) goes through. This is the write the driver makes (next test)."""
     client = Client(node_plc.url, timeout=2)
     await client.connect()
     try:
@@ -581,13 +581,6 @@ async def test_a_write_without_timestamps_passes_a_plc_that_refuses_them(node_pl
     assert await node_plc.get("host_heartbeat") == {"host_heartbeat": ("UInt32", 6)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PlcRefused,
-    reason="OpcuaLink.write passes Variants to asyncua's Client.write_values, which wraps each in a "
-    "DataValue with SourceTimestamp=now; Siemens S7-1200/1500 and Kepware answer BadWriteNotSupported "
-    "(OPC UA Part 4 5.10.4.2). Fix in control/plc/opcua.py: write ua.DataValue(variant) instead.",
-)
 async def test_link_writes_carry_no_timestamps(node_plc: NodePlc, link: ReconnectingLink) -> None:
     await node_plc.call("refuse_timestamps", on=True)
     try:
