@@ -343,17 +343,18 @@ class Controller:
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
             out.received_at = self.clock()
             out.scalars = sc
-            new_induct = int(sc["induct.head"]) != last["induct"]
-            new_scan = int(sc["scan.head"]) != last["scan"]
+            # the heads just read go with each ring read: no second request for them
+            induct_head, scan_head = int(sc["induct.head"]), int(sc["scan.head"])
+            new_induct, new_scan = induct_head != last["induct"], scan_head != last["scan"]
             if new_induct and new_scan:  # two requests in flight on one OPC UA session
                 out.induct, out.scan = await asyncio.gather(
-                    self.conveyor.read_ring("induct", last["induct"]),
-                    self.conveyor.read_ring("scan", last["scan"]),
+                    self.conveyor.read_ring("induct", last["induct"], induct_head),
+                    self.conveyor.read_ring("scan", last["scan"], scan_head),
                 )
             elif new_induct:
-                out.induct = await self.conveyor.read_ring("induct", last["induct"])
+                out.induct = await self.conveyor.read_ring("induct", last["induct"], induct_head)
             elif new_scan:
-                out.scan = await self.conveyor.read_ring("scan", last["scan"])
+                out.scan = await self.conveyor.read_ring("scan", last["scan"], scan_head)
             out.ok = True
         except PlcError as exc:
             log.debug("conveyor read failed: %s", exc)
@@ -367,10 +368,11 @@ class Controller:
         try:
             sc = await self.diverter.read(DIVERTER_SCALARS)
             out.scalars = sc
-            if int(sc["arm_result.head"]) != last["arm_result"]:
-                out.arm_result = await self.diverter.read_ring("arm_result", last["arm_result"])
-            if int(sc["confirm.head"]) != last["confirm"]:
-                out.confirm = await self.diverter.read_ring("confirm", last["confirm"])
+            result_head, confirm_head = int(sc["arm_result.head"]), int(sc["confirm.head"])
+            if result_head != last["arm_result"]:
+                out.arm_result = await self.diverter.read_ring("arm_result", last["arm_result"], result_head)
+            if confirm_head != last["confirm"]:
+                out.confirm = await self.diverter.read_ring("confirm", last["confirm"], confirm_head)
             out.ok = True
         except PlcError as exc:
             log.debug("diverter read failed: %s", exc)
@@ -585,7 +587,12 @@ class Controller:
             if (self._div_fault_bits & DiverterFault.HOST_WATCHDOG) and div_ok:
                 self._diverter_reset_seq += 1
                 div_w["reset_seq"] = self._diverter_reset_seq
-        await asyncio.gather(self._write_conveyor(conv_w), self._write_diverter(div_w, committed))
+        # The arms go out alone and first: sharing the loop with the OPC UA write doubled the
+        # time to an accepted arm. A failed arm write skips the diverter's other writes.
+        if committed and self.arms.pending and self.diverter.connected and not await self._write_arms():
+            await self._write_conveyor(conv_w)
+            return
+        await asyncio.gather(self._write_conveyor(conv_w), self._write_diverter(div_w))
 
     async def _write_conveyor(self, values: dict[str, float | int | bool]) -> None:
         if not self.conveyor.connected:
@@ -600,14 +607,21 @@ class Controller:
                 self._belt_sent_for = None  # not sent: send again (a new seq) next cycle
             log.debug("conveyor write failed: %s", exc)
 
-    async def _write_diverter(self, values: dict[str, float | int | bool], committed: bool) -> None:
+    async def _write_arms(self) -> bool:
+        """The next arm commands (already durable); False when the write failed."""
+        chunk = self.arms.to_write()
+        try:
+            await self.diverter.write_ring("arm", chunk)
+        except PlcError as exc:
+            log.debug("diverter arm write failed: %s", exc)
+            return False
+        self.metrics.decision_s.extend(self.arms.written(chunk, self.clock()))
+        return True
+
+    async def _write_diverter(self, values: dict[str, float | int | bool]) -> None:
         if not self.diverter.connected:
             return
         try:
-            if committed and self.arms.pending:
-                chunk = self.arms.to_write()
-                await self.diverter.write_ring("arm", chunk)
-                self.metrics.decision_s.extend(self.arms.written(chunk, self.clock()))
             await self.diverter.write(values)
         except PlcError as exc:
             log.debug("diverter write failed: %s", exc)

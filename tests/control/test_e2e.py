@@ -221,8 +221,11 @@ async def test_whole_destination_full_raises_and_clears_the_alarm(fast_site: Pat
     for kind, name, detail in alarm_events(r):
         if name == "destination_full":
             shown.append(detail if kind == "alarm" else "")
-    assert any("DE default (19|21)" in d for d in shown), shown
-    assert "DE default" not in shown[-1], shown  # a chute of DE's came back: no longer named
+    named = [i for i, d in enumerate(shown) if "DE default (19|21)" in d]
+    assert named, shown
+    # a chute of DE's came back: a later alarm (or its clearing) no longer names it. (It may be
+    # named again near the end: parcels sorted there can fill a chute to capacity once more.)
+    assert any("DE default" not in d for d in shown[named[0] + 1:]), shown
 
 
 async def test_camera_stall_sends_parcels_to_no_read_and_raises_the_scanner_alarm(fast_site: Path) -> None:
