@@ -35,12 +35,15 @@ class OpcuaRing(Strict):
     size: int = Field(gt=0, le=4096)
     head: str
     ack: str
-    fields: dict[str, str]
+    fields: dict[str, str]  # field -> node
+    docs: dict[str, str] = {}  # field -> meaning, for docs/plc-interface.md
 
     @model_validator(mode="after")
     def _seq_field(self) -> OpcuaRing:
         if "seq" not in self.fields:
             raise ValueError("a ring needs a 'seq' field")
+        if unknown := sorted(set(self.docs) - set(self.fields)):
+            raise ValueError(f"docs for fields the ring does not have: {unknown}")
         return self
 
 

@@ -46,8 +46,9 @@ def conveyor_rings(tm: TagMap) -> str:
         rows.append([f"`{rn}`", "head", f"`s={r.head}`", "UInt32", DIRECTION["r"], "seq of the newest entry written"])
         rows.append([f"`{rn}`", "ack", f"`s={r.ack}`", "UInt32", DIRECTION["w"], "seq of the newest entry the controller stored"])
         for f, node in r.fields.items():
+            meaning = r.docs.get(f, "")
             rows.append([f"`{rn}`", f"field `{f}`", f"`s={node}`", f"UInt32[{r.size}]", DIRECTION["r"],
-                         f"entry seq at index seq % {r.size}"])
+                         f"{meaning}{'; ' if meaning else ''}entry seq at index seq % {r.size}"])
     return _table(["ring", "part", "NodeId", "type", "direction", "meaning"], rows)
 
 
