@@ -118,7 +118,7 @@ async def test_bad_labels_go_to_exception_chutes(fast_site: Path) -> None:
 async def test_chute_full_and_stuck_diverter_recirculate_never_missort(fast_site: Path) -> None:
     faults = [
         {"kind": "chute_full", "at_s": 3.0, "duration_s": 6.0, "chute": 16},
-        {"kind": "diverter_stuck", "at_s": 3.0, "duration_s": 4.0, "chute": 18},
+        {"kind": "diverter_stuck", "at_s": 2.0, "duration_s": 6.0, "chute": 18},
         {"kind": "chute_disabled", "at_s": 3.0, "duration_s": 5.0, "chute": 20},
     ]
     r = await run(fast_site, parcels=80, labels=CLEAN, faults=faults)
