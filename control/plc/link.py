@@ -90,3 +90,10 @@ class PlcLink(Protocol):
     async def ack_ring(self, ring: str, seq: int) -> None: ...
 
     async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None: ...
+
+
+def given_head(link: str, ring: str, head: object) -> int:
+    """A ring head passed in by the caller, checked before anything is sent."""
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= 0xFFFF_FFFF:
+        raise PlcValueError(f"{link}: ring {ring}: head {head!r} is not a uint32 seq")
+    return head

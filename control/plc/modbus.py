@@ -29,6 +29,7 @@ from control.plc.link import (
     PlcValueError,
     RingRead,
     Value,
+    given_head,
 )
 from control.plc.rings import collect_slots, slot_runs, wanted
 from control.plc.words import from_words, to_words
@@ -70,12 +71,6 @@ def spans(regs: Sequence[tuple[int, int]], limit: int = MAX_READ, gap: int = MER
             a, n = a + limit, n - limit
         out.append((a, n))
     return out
-
-
-def _given_head(name: str, ring: str, head: object) -> int:
-    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= 0xFFFF_FFFF:
-        raise PlcValueError(f"{name}: ring {ring}: head {head!r} is not a uint32 seq")
-    return head
 
 
 class ModbusLink:
@@ -172,7 +167,7 @@ class ModbusLink:
         if head is None:
             head = from_words(await self._read_range(spec.head.address, spec.head.words), spec.head.type)
         else:
-            head = _given_head(self.name, ring, head)
+            head = given_head(self.name, ring, head)
         if head < after_seq:
             return RingRead(head=head, restarted=True)
         seqs, gap = wanted(after_seq, head, spec.size)

@@ -36,6 +36,7 @@ from control.plc.link import (
     PlcValueError,
     RingRead,
     Value,
+    given_head,
 )
 from control.plc.rings import collect
 
@@ -196,8 +197,7 @@ class OpcuaLink:
         if head is None:
             nodes = [head_node, *field_nodes]
         else:
-            if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= 0xFFFF_FFFF:
-                raise PlcValueError(f"{self.name}: ring {ring}: head {head!r} is not a UInt32 seq")
+            head = given_head(self.name, ring, head)
             nodes = field_nodes
         dvs = await self._call("read ring", lambda c: c.read_attributes(nodes, AttributeIds.Value))
         if head is None:

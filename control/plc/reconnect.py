@@ -88,8 +88,6 @@ class ReconnectingLink:
         await self._run(lambda: self.inner.write(values))
 
     async def read_ring(self, ring: str, after_seq: int, head: int | None = None) -> RingRead:
-        if head is None:  # an inner link written before ``head`` existed still works
-            return await self._run(lambda: self.inner.read_ring(ring, after_seq))
         return await self._run(lambda: self.inner.read_ring(ring, after_seq, head))
 
     async def ack_ring(self, ring: str, seq: int) -> None:
