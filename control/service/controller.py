@@ -25,9 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
 from control.config.site import Site
 from control.config.tagmap import TagMap
 from control.faults import Fault
@@ -53,7 +50,7 @@ from control.service.writer import StoreWriter
 from control.store import Batch, EventStore, ParcelRow
 from control.tracking import Geometry, TrackingTable
 
-__all__ = ["Controller", "Metrics"]
+__all__ = ["Controller"]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +95,6 @@ class _Diverter:
     scalars: dict[str, float | int | bool] = field(default_factory=dict)
     arm_result: RingRead | None = None
     confirm: RingRead | None = None
-    chute_status: npt.NDArray[np.uint16] | None = None
-    chute_fill: npt.NDArray[np.uint16] | None = None
 
 
 class Controller:
@@ -165,8 +160,6 @@ class Controller:
         self._retry_at = 0.0
         self._stop_requested = False
         self._first_cycle = True
-        # chute status and fill read after the last publish, applied in the next decide
-        self._chute_news: tuple[npt.NDArray[np.uint16] | None, npt.NDArray[np.uint16] | None] = (None, None)
 
     @property
     def table(self) -> TrackingTable:
@@ -259,8 +252,6 @@ class Controller:
         m = self.metrics
         m.cycles += 1
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
-        div.chute_status, div.chute_fill = self._chute_news
-        self._chute_news = (None, None)
         t1 = self.clock()
         m.read_s.append(t1 - now)
         batch = self._pending_batch
@@ -293,8 +284,8 @@ class Controller:
 
     async def _housekeeping(self) -> None:
         """Reads nothing this cycle's decisions wait for, done after the publish so they never
-        delay an arm: chute status (5th cycle) and fill (50th) for the next cycle, and operator
-        commands (25th cycle, four times a second)."""
+        delay an arm: chute status (5th cycle) and fill (50th), and operator commands (25th
+        cycle, four times a second); both take effect in the next cycle."""
         cycles = self.metrics.cycles
         if cycles % 5 == 1:
             await self._read_chutes(fill=cycles % 50 == 1)
@@ -308,9 +299,15 @@ class Controller:
         n_chutes = len(self.parcels.chute_status)
         try:
             status = await block("chute_status", n_chutes)
-            self._chute_news = (status, await block("chute_fill", n_chutes) if fill else None)
+            levels = await block("chute_fill", n_chutes) if fill else None
         except PlcError as exc:
             log.debug("chute status read failed: %s", exc)
+            return
+        # applied now, outside the decisions: the next cycle routes and arms with them
+        self.parcels.chute_status[: len(status)] = status
+        self.parcels.check_destinations(self._pending_batch)
+        if levels is not None:
+            self.router.chute_fill(levels)
 
     # ================================================================= update
     def _usable(self, name: str, link: PlcLink) -> bool:
@@ -391,11 +388,6 @@ class Controller:
                 self._adopt_arm_heads(int(div.scalars["arm.head"]), ack, batch)
             self.arms.ack = ack
             self._diverter_faults(int(div.scalars["faults"]), batch)
-            if div.chute_status is not None:
-                flow.chute_status[: len(div.chute_status)] = div.chute_status
-                flow.check_destinations(batch)
-            if div.chute_fill is not None:
-                self.router.chute_fill(div.chute_fill)
         # ring events, in causal order: induct before scan before results and confirms
         self.streams.take("conveyor", "induct", conv.induct, batch, flow.on_induct)
         self.streams.take("conveyor", "scan", conv.scan, batch, flow.on_scan)
