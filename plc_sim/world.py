@@ -529,7 +529,8 @@ class World:
     def _drain(self, dt: float) -> None:
         rate = np.where(self.drain_stopped, 0.0, self.drain_per_s)
         self._drain_credit += rate * dt
-        n = np.minimum(self.fill, np.floor(self._drain_credit).astype(np.int64))
+        # a stopped chute drains nothing, whatever credit it built up while it was running
+        n = np.where(self.drain_stopped, 0, np.minimum(self.fill, np.floor(self._drain_credit).astype(np.int64)))
         self.fill -= n
         self._drain_credit -= n
         self._drain_credit[self.fill == 0] = np.minimum(self._drain_credit[self.fill == 0], 1.0)

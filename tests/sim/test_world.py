@@ -125,6 +125,19 @@ def test_chute_fills_up_reads_full_and_drains(make_world: WorldFactory) -> None:
     assert w.landed[k] == 70
 
 
+def test_a_stopped_chute_does_not_drain_on_credit_from_before(make_world: WorldFactory) -> None:
+    # an empty, draining chute carries up to one parcel of drain credit; operators stopping
+    # (the chute_full fault: filled to capacity at once) must leave it full, not one below
+    w = make_world(count=0)
+    k = w.chute_index(1)
+    assert k is not None
+    run(w, 5)
+    w.drain_stopped[k] = True
+    w.fill[k] = w.capacity[k]
+    run(w, 5)
+    assert w.fill[k] == w.capacity[k] and w.chute_status()[1] & ChuteStatus.FULL
+
+
 def test_encoder_wraps_around_2_to_the_32(make_world: WorldFactory) -> None:
     probe = make_world(rate=7200, count=1)
     while not (ev := probe.step(0.1)).inducts:
