@@ -20,8 +20,8 @@ import logging
 import numpy as np
 
 from benchmarks.records import Record
-from control.service.audit import ON_BELT
-from control.service.session import CONFIG, Session, SessionConfig, SessionResult
+from harness.audit import ON_BELT
+from harness.session import CONFIG, Session, SessionConfig, SessionResult
 
 RATE = 40_000.0
 

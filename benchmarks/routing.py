@@ -21,17 +21,17 @@ import numpy as np
 
 from benchmarks.records import Record
 from control.routing.engine import RoutingEngine
-from control.routing.generate import (
+from control.routing.ids import parcel_key
+from control.routing.manifest import load_manifest
+from control.routing.settings import RoutingSettings
+from harness.generate import (
     generate_manifest,
     generate_plan,
     synthetic_site,
     write_manifest_csv,
 )
-from control.routing.ids import parcel_key
-from control.routing.manifest import load_manifest
-from control.routing.reference import Record as RefRecord
-from control.routing.reference import ReferenceRouter
-from control.routing.settings import RoutingSettings
+from harness.reference import Record as RefRecord
+from harness.reference import ReferenceRouter
 
 
 def _best(fn: object, repeat: int) -> float:

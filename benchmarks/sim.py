@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.records import Record
-from control.config.site import ChuteKind, load_site
+from plant.site import ChuteKind, load_site
 from plc_sim.oracle import OracleArm
 from plc_sim.parcels import ParcelSource
 from plc_sim.scenario import default_scenario

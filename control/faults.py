@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from control.plc.codes import PackMLCommand
+from plant.codes import PackMLCommand
 
 __all__ = ["FAULTS", "Fault", "FaultRule", "Reaction", "Severity", "rule"]
 

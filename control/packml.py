@@ -15,7 +15,7 @@ from typing import Any
 
 from transitions import Machine
 
-from control.plc.codes import PackMLCommand, PackMLState, UnitMode
+from plant.codes import PackMLCommand, PackMLState, UnitMode
 
 __all__ = [
     "ACTING_STATES",

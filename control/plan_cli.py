@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from control.config.errors import ConfigError
-from control.config.site import load_site
 from control.routing.engine import RoutingEngine
 from control.routing.manifest import load_manifest
 from control.routing.plan import load_plan
 from control.routing.replay import SPLIT_CAUSES, ReplayResult, replay
 from control.routing.settings import RoutingSettings, load_settings
+from plant.errors import ConfigError
+from plant.site import load_site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from control.config.site import Site
 from control.lifecycle import FINAL, ParcelState, check, log_refused
+from plant.site import Site
 
 __all__ = ["CycleMasks", "Geometry", "TrackingTable", "sdiff", "sdiff_arr", "wrap"]
 

@@ -18,9 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from control.config.errors import ConfigError
-from control.config.site import Site, load_site
-from control.config.tagmap import load_tag_map
+from plant.errors import ConfigError
+from plant.site import Site, load_site
+from plant.tagmap import load_tag_map
 from plc_sim.clock import RealClock, VirtualClock
 from plc_sim.parcels import Manifest, read_manifest
 from plc_sim.scenario import Scenario, load_scenario

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from control.config.site import Site
-from control.plc.codes import ArmResult
+from plant.codes import ArmResult
+from plant.site import Site
 from plc_sim.encoder import MASK
 from plc_sim.world import StepEvents, World
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from control.config.errors import ConfigError
+from plant.errors import ConfigError
 from plc_sim.scenario import Scenario
 from vision.labels import s10_check_digits
 

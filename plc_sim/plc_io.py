@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from control.config.site import Site
-from control.plc.codes import ArmResult
+from plant.codes import ArmResult
+from plant.site import Site
 from plc_sim.plc_logic import ConveyorInputs, ConveyorProgram, DiverterProgram
 from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer, ServerRing
 from plc_sim.world import StepEvents, World

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control.plc.codes import (
+from plant.codes import (
     ArmAction,
     ArmResult,
     CommandResult,

@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from control.config.site import Strict
-from control.config.yamlfile import load_yaml_model
+from plant.site import Strict
+from plant.yamlfile import load_yaml_model
 
 FaultKind = Literal[
     "jam",  # a parcel blocks a photo-eye: the belt stops, fault latched until Reset

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from control.config.site import Site
-from control.config.tagmap import TagMap
+from plant.site import Site
+from plant.tagmap import TagMap
 from plc_sim.camera import CameraServer, Render, label_view
 from plc_sim.clock import Clock, RealClock
 from plc_sim.faults import Faults

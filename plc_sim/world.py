@@ -22,8 +22,8 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-from control.config.site import Site
-from control.plc.codes import CONFIRM_UNEXPECTED, ArmResult, ChuteStatus
+from plant.codes import CONFIRM_UNEXPECTED, ArmResult, ChuteStatus
+from plant.site import Site
 from plc_sim.encoder import HALF, MASK
 from plc_sim.parcels import ParcelBatch, ParcelSource
 from plc_sim.truth import GroundTruth

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from control.config.tagmap import TagMap, load_tag_map
+from plant.tagmap import TagMap, load_tag_map
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCHED = frozenset({"event-store"})  # daemon threads of ours that a test must still close

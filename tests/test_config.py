@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.cli import main
-from control.config.errors import ConfigError
-from control.config.site import ChuteKind, load_site
-from control.config.tagmap import load_tag_map
-from control.plc.words import from_words, to_words
 from control.service.settings import ServiceSettings, load_service_settings
+from plant.errors import ConfigError
+from plant.site import ChuteKind, load_site
+from plant.tagmap import load_tag_map
+from plant.words import from_words, to_words
+from sortctl.cli import main
 from vision.camstream import CameraFrame, StreamError, encode_frame, read_frame
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"

@@ -21,10 +21,10 @@ from control.plc.link import (
 from control.plc.reconnect import Backoff, ReconnectingLink
 
 if TYPE_CHECKING:
-    from control.config.site import Site
-    from control.config.tagmap import TagMap
     from control.plc.modbus import ModbusLink
     from control.plc.opcua import OpcuaLink
+    from plant.site import Site
+    from plant.tagmap import TagMap
 
     def _implements_plclink(r: ReconnectingLink, o: OpcuaLink, m: ModbusLink) -> list[PlcLink]:
         return [r, o, m]  # mypy proves every driver satisfies the PlcLink protocol

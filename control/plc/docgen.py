@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from control.config.tagmap import TagMap, load_tag_map
+from plant.tagmap import TagMap, load_tag_map
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "plc-interface.md"

@@ -3,7 +3,7 @@
 Reads are merged into as few requests as the 125-register limit allows; a ring read fetches the
 head (unless the caller passes the one it just read with the scalars), then only the slots that
 are new. 32-bit values are two registers, high word first
-(control.plc.words); every value is range-checked before anything is sent.
+(plant.words); every value is range-checked before anything is sent.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from control.config.site import ModbusEndpoint
-from control.config.tagmap import DiverterMap, ModbusRegister, ModbusRing, RingField
 from control.plc.link import (
     PlcConnectionError,
     PlcError,
@@ -32,7 +30,9 @@ from control.plc.link import (
     given_head,
 )
 from control.plc.rings import collect_slots, slot_runs, wanted
-from control.plc.words import from_words, to_words
+from plant.site import ModbusEndpoint
+from plant.tagmap import DiverterMap, ModbusRegister, ModbusRing, RingField
+from plant.words import from_words, to_words
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,8 +27,6 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from control.config.site import OpcuaEndpoint
-from control.config.tagmap import ConveyorMap
 from control.plc.link import (
     PlcConnectionError,
     PlcError,
@@ -39,16 +37,13 @@ from control.plc.link import (
     given_head,
 )
 from control.plc.rings import collect
+from plant.site import OpcuaEndpoint
+from plant.tagmap import ConveyorMap
+from plant.uatypes import VARIANT, string_node
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VARIANT: dict[str, ua.VariantType] = {
-    "Boolean": ua.VariantType.Boolean,
-    "Int32": ua.VariantType.Int32,
-    "UInt32": ua.VariantType.UInt32,
-    "Double": ua.VariantType.Double,
-}
 _INT_RANGE: dict[str, tuple[int, int]] = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
 # Status codes meaning "the server answered and said no"; anything else is treated as a link fault.
 _REFUSALS = {
@@ -63,11 +58,6 @@ _REFUSALS = {
     StatusCodes.BadIdentityTokenRejected,
     StatusCodes.BadIdentityTokenInvalid,
 }
-
-
-def string_node(identifier: str, ns: int) -> ua.NodeId:
-    """A string NodeId (asyncua's annotations want its own int/str aliases)."""
-    return ua.NodeId(identifier, ns)  # type: ignore[arg-type]
 
 
 def to_variant(type_: str, value: Value, name: str) -> ua.Variant:

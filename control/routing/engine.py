@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from control.config.site import Site
 from control.routing.manifest import Manifest
 from control.routing.plan import SortPlan, check_against_site
 from control.routing.postal import postal_key
 from control.routing.reasons import Reason
 from control.routing.settings import RoutingSettings
 from control.routing.tables import PlanTables, SiteTables, compile_plan
+from plant.site import Site
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from control.config.errors import ConfigError
 from control.routing.idindex import IdIndex
 from control.routing.ids import key_to_id, parcel_key, parcel_keys
 from control.routing.plan import MAX_DESTINATION
 from control.routing.postal import MAX_POSTAL, postal_keys
+from plant.errors import ConfigError
 
 HEADER = (
     "parcel_id", "country", "postal_code", "destination_id", "consolidation_key", "deadline",

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from control.config.errors import ConfigError
-from control.config.site import ChuteKind, Site
 from control.routing.postal import MAX_POSTAL, country_index, normalise_postal
+from plant.errors import ConfigError
+from plant.site import ChuteKind, Site
 
 COLUMNS = ("destination_id", "country", "postal_prefix", "chutes", "priority_chute", "description")
 REQUIRED = COLUMNS[:5]

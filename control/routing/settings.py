@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from control.config.site import Strict
-from control.config.yamlfile import load_yaml_model
+from plant.site import Strict
+from plant.yamlfile import load_yaml_model
 
 
 class RoutingSettings(Strict):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from control.config.site import ChuteKind, Site
 from control.routing.plan import SortPlan
 from control.routing.postal import prefix_interval
+from plant.site import ChuteKind, Site
 
 I16 = npt.NDArray[np.int16]
 I32 = npt.NDArray[np.int32]

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from control.faults import FAULTS, Fault, Reaction
 from control.packml import PackMLUnit
-from control.plc.codes import ConveyorFault, DiverterFault
 from control.store import Batch
+from plant.codes import ConveyorFault, DiverterFault
 
 __all__ = ["CONVEYOR_BITS", "DIVERTER_BITS", "RESET_CLEARS", "FaultBook"]
 

@@ -8,13 +8,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from control.config.site import Site, load_site
-from control.config.tagmap import TagMap, load_tag_map
 from control.plc import Backoff, open_link
 from control.service.camera import CameraFeed
 from control.service.controller import Controller
 from control.service.routing import EngineRouter
 from control.service.settings import ServiceSettings
+from plant.site import Site, load_site
+from plant.tagmap import TagMap, load_tag_map
 from vision.parcel import ParcelDecoder
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from control.plc.codes import ArmAction
+from plant.codes import ArmAction
 
 __all__ = ["ArmQueue"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from control.config.errors import ConfigError
 from control.logs import setup_logging
 from control.service.app import Endpoints, Files, Service
 from control.service.settings import ServiceSettings, load_service_settings
+from plant.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,18 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from control.config.site import Site
-from control.config.tagmap import TagMap
 from control.faults import Fault
 from control.packml import PackMLUnit
 from control.plc import PlcError, PlcLink, RingRead
-from control.plc.codes import (
-    CommandResult,
-    ConveyorFault,
-    DiverterFault,
-    PackMLCommand,
-    PackMLState,
-)
 from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, RESET_CLEARS, FaultBook
 from control.service.arms import ArmQueue
 from control.service.feeds import DecodeFeed, Router
@@ -49,6 +40,15 @@ from control.service.watch import EncoderWatch, HeartbeatWatch
 from control.service.writer import StoreWriter
 from control.store import Batch, EventStore, ParcelRow
 from control.tracking import Geometry, TrackingTable
+from plant.codes import (
+    CommandResult,
+    ConveyorFault,
+    DiverterFault,
+    PackMLCommand,
+    PackMLState,
+)
+from plant.site import Site
+from plant.tagmap import TagMap
 
 __all__ = ["Controller"]
 

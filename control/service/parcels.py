@@ -14,11 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from control.config.site import ChuteKind, Site
 from control.faults import Fault
 from control.lifecycle import FINAL, ParcelState, ScanStatus, name_of
 from control.packml import PackMLUnit
-from control.plc.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult
 from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
 from control.service.feeds import DecodeFeed, DecodeResult, Router, RouteRequest
@@ -27,6 +25,8 @@ from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.store import Batch, ParcelRow
 from control.tracking import Geometry, TrackingTable, sdiff, wrap
+from plant.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult
+from plant.site import ChuteKind, Site
 
 __all__ = ["ParcelFlow"]
 

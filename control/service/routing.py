@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from control.config.site import Site
 from control.lifecycle import ScanStatus
-from control.plc.codes import ChuteStatus
 from control.routing.engine import RoutingEngine
 from control.routing.manifest import Manifest, load_manifest
 from control.routing.plan import load_plan
 from control.routing.reasons import ReadStatus, Reason
 from control.routing.settings import load_settings
 from control.service.feeds import RouteRequest
+from plant.codes import ChuteStatus
+from plant.site import Site
 
 _READ = {
     ScanStatus.READ: ReadStatus.OK,

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from control.config.site import Strict
-from control.config.yamlfile import load_yaml_model
+from plant.site import Strict
+from plant.yamlfile import load_yaml_model
 
 
 class ServiceSettings(Strict):

@@ -19,8 +19,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from control.config.tagmap import DiverterMap, ModbusRegister, ModbusRing
-from control.plc.words import from_words, to_words
+from plant.tagmap import DiverterMap, ModbusRegister, ModbusRing
+from plant.words import from_words, to_words
 from plc_sim.servers.faults import ResponseDelay, shut, shut_listener
 from plc_sim.servers.ring import ServerRing
 

@@ -20,8 +20,8 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
 
-from control.config.tagmap import ConveyorMap
-from control.plc.opcua import string_node
+from plant.tagmap import ConveyorMap
+from plant.uatypes import VARIANT, string_node
 from plc_sim.servers.faults import ResponseDelay, shut_connections, shut_listener
 from plc_sim.servers.ring import ServerRing
 
@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 
 Value = bool | int | float
 
-VARIANT: dict[str, ua.VariantType] = {
-    "Boolean": ua.VariantType.Boolean,
-    "Int32": ua.VariantType.Int32,
-    "UInt32": ua.VariantType.UInt32,
-    "Double": ua.VariantType.Double,
-}
 APPLICATION_URI = "urn:sortcentre:conveyor-plc:server"
 RANGES: dict[str, tuple[int, int]] = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
 

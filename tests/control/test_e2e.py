@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from control.faults import FAULTS, Fault, Reaction
-from control.service.session import Session, SessionConfig, SessionResult
 from control.service.settings import ServiceSettings
 from control.store import EventStore
+from harness.session import Session, SessionConfig, SessionResult
 
 pytestmark = pytest.mark.slow
 

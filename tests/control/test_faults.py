@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from control.faults import FAULTS, Fault, Reaction, Severity
-from control.plc.codes import PackMLCommand
+from plant.codes import PackMLCommand
 
 
 def test_every_fault_has_a_rule() -> None:

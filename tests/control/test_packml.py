@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from control.packml import MODE_CHANGE_STATES, PackMLUnit
-from control.plc.codes import PackMLCommand as C
-from control.plc.codes import PackMLState as S
-from control.plc.codes import UnitMode
+from plant.codes import PackMLCommand as C
+from plant.codes import PackMLState as S
+from plant.codes import UnitMode
 
 STOPPABLE = set(S) - {S.STOPPED, S.STOPPING, S.CLEARING, S.ABORTING, S.ABORTED}
 

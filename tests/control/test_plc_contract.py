@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from control.config.site import Site, load_site
-from control.config.tagmap import TagMap
 from control.plc import (
     Backoff,
     Gap,
@@ -23,6 +21,8 @@ from control.plc import (
     ReconnectingLink,
     open_link,
 )
+from plant.site import Site, load_site
+from plant.tagmap import TagMap
 from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from control.config.tagmap import load_tag_map
 from control.plc import docgen
+from plant.tagmap import load_tag_map
 
 
 def test_interface_doc_is_current() -> None:

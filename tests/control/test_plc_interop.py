@@ -14,8 +14,8 @@ from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 from pymodbus.client import AsyncModbusTcpClient
 
-from control.config.tagmap import TagMap
-from control.plc.words import to_words
+from plant.tagmap import TagMap
+from plant.words import to_words
 from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,11 +6,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.config.tagmap import RingField
 from control.plc.link import Gap
 from control.plc.modbus import MAX_READ, decode_columns, spans
 from control.plc.rings import collect, merge_gaps, slot_runs, wanted
-from control.plc.words import from_words, to_words
+from plant.tagmap import RingField
+from plant.words import from_words, to_words
 
 
 def ring_after(pushes: int, size: int) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from control.store import EventStore
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SORTCTL = [sys.executable, "-m", "control.cli"]
+SORTCTL = [sys.executable, "-m", "sortctl"]
 
 
 def _sorted_count(db: Path) -> int:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from control.faults import Fault
 from control.packml import PackMLUnit
 from control.plc import RingRead
-from control.plc.codes import ArmAction, PackMLCommand, PackMLState
 from control.plc.link import Gap
 from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
 from control.service.streams import StreamBook
 from control.service.watch import EncoderWatch, HeartbeatWatch
 from control.store import Batch
+from plant.codes import ArmAction, PackMLCommand, PackMLState
 
 
 def test_heartbeat_lost_when_frozen_or_unanswered_and_back_when_it_moves() -> None:

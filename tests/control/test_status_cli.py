@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import main
 from control.store import Batch, EventStore, ParcelRow
+from sortctl.cli import main
 
 
 def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.config.site import load_site
 from control.lifecycle import ParcelState
 from control.tracking import Geometry, TrackingTable, sdiff, sdiff_arr, wrap
+from plant.site import load_site
 
 P = ParcelState
 SITE = load_site(Path(__file__).resolve().parents[2] / "config" / "site.yaml")

@@ -34,8 +34,6 @@ import pytest_asyncio
 from asyncua import ua
 from asyncua.client.client import Client
 
-from control.config.site import Site, load_site
-from control.config.tagmap import TagMap
 from control.plc import (
     Backoff,
     PlcConnectionError,
@@ -45,6 +43,8 @@ from control.plc import (
     open_link,
 )
 from control.plc.opcua import OpcuaLink
+from plant.site import Site, load_site
+from plant.tagmap import TagMap
 from plc_sim.clock import RealClock
 from plc_sim.scenario import Arrivals, Scenario
 from plc_sim.simulator import Ports, Simulator

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from control.config.site import Site, load_site
-from control.routing.generate import (
+from control.routing.manifest import Manifest, load_manifest
+from control.routing.plan import SortPlan
+from harness.generate import (
     generate_manifest,
     generate_plan,
     synthetic_site,
     write_manifest_csv,
 )
-from control.routing.manifest import Manifest, load_manifest
-from control.routing.plan import SortPlan
-from control.routing.reference import Record, read_records
+from harness.reference import Record, read_records
+from plant.site import Site, load_site
 
 ROOT = Path(__file__).resolve().parents[2]
 

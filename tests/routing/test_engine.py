@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control.config.site import Site
 from control.routing.engine import RoutingEngine
-from control.routing.generate import synthetic_site
 from control.routing.ids import s10_check_digit
 from control.routing.manifest import HEADER, load_manifest
 from control.routing.plan import Rule, SortPlan, parse_plan
 from control.routing.reasons import ReadStatus, Reason
-from control.routing.reference import ReferenceRouter, read_records
 from control.routing.settings import RoutingSettings
+from harness.generate import synthetic_site
+from harness.reference import ReferenceRouter, read_records
+from plant.site import Site
 
 from .conftest import World, make_world
 

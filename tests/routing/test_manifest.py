@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control.config.errors import ConfigError
 from control.routing.ids import keys_of, s10_check_digit
 from control.routing.manifest import HEADER, load_manifest, manifest_from_table
 from control.routing.postal import postal_key
+from plant.errors import ConfigError
 
 GOOD = "RR123456785CN,GB,SW1A 1AA,,ORD-1,2026-11-23T14:00:00Z,2026-11-23T08:00:00Z,300,200,100,1.5"
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control.config.errors import ConfigError
-from control.config.site import Site
 from control.routing.plan import Rule, SortPlan, check_against_site, load_plan, parse_plan
 from control.routing.postal import postal_key
 from control.routing.tables import SiteTables, compile_plan
+from plant.errors import ConfigError
+from plant.site import Site
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "destination_id,country,postal_prefix,chutes,priority_chute,description\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from control.cli import main
+from sortctl.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from control.config.site import Site, load_site
+from plant.site import Site, load_site
 from plc_sim.parcels import ParcelSource
 from plc_sim.scenario import Arrivals, LabelMix, Scenario
 from plc_sim.world import World

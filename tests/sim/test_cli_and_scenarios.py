@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from control.config.errors import ConfigError
+from plant.errors import ConfigError
 from plc_sim.parcels import read_manifest
 from plc_sim.scenario import load_scenario
 
@@ -48,7 +48,7 @@ def test_manifest_header_must_be_exact(tmp_path: Path) -> None:
 def test_sortctl_sim_prints_endpoints_first_and_a_summary(tmp_path: Path) -> None:
     gt = tmp_path / "truth.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "control.cli", "sim", "--virtual", "--duration", "20", "--port-base", "0",
+        [sys.executable, "-m", "sortctl", "sim", "--virtual", "--duration", "20", "--port-base", "0",
          "--auto-start", "--no-camera", "--json", "--ground-truth", str(gt)],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
@@ -68,7 +68,7 @@ def test_sortctl_sim_refuses_a_bad_scenario(tmp_path: Path) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text("arrivals:\n  rate_per_hour: -5\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "control.cli", "sim", "--scenario", str(p), "--port-base", "0"],
+        [sys.executable, "-m", "sortctl", "sim", "--scenario", str(p), "--port-base", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from control.plc.codes import ArmAction, ArmResult, CommandResult, ConveyorFault, DiverterFault
-from control.plc.codes import PackMLCommand as C
-from control.plc.codes import PackMLState as S
+from plant.codes import ArmAction, ArmResult, CommandResult, ConveyorFault, DiverterFault
+from plant.codes import PackMLCommand as C
+from plant.codes import PackMLState as S
 from plc_sim.faults import Faults
 from plc_sim.plc_logic import ConveyorInputs, ConveyorProgram, DiverterProgram
 from plc_sim.scenario import FaultSpec

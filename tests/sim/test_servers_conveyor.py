@@ -12,10 +12,10 @@ import pytest_asyncio
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from control.config.site import OpcuaEndpoint
-from control.config.tagmap import TagMap
 from control.plc import PlcConnectionError, PlcError
 from control.plc.opcua import OpcuaLink
+from plant.site import OpcuaEndpoint
+from plant.tagmap import TagMap
 from plc_sim.servers import ConveyorPlcServer
 from plc_sim.servers.opcua_server import APPLICATION_URI
 

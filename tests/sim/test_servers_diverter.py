@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from control.config.site import ModbusEndpoint
-from control.config.tagmap import TagMap
 from control.plc.modbus import ModbusLink
-from control.plc.words import to_words
+from plant.site import ModbusEndpoint
+from plant.tagmap import TagMap
+from plant.words import to_words
 from plc_sim.servers import CommandProblem, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ import pytest
 from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
-from control.config.site import Site
-from control.config.tagmap import TagMap, load_tag_map
-from control.plc.codes import ArmAction, ArmResult, ConveyorFault, PackMLCommand, PackMLState
-from control.plc.words import from_words, to_words
+from plant.codes import ArmAction, ArmResult, ConveyorFault, PackMLCommand, PackMLState
+from plant.site import Site
+from plant.tagmap import TagMap, load_tag_map
+from plant.words import from_words, to_words
 from plc_sim.clock import RealClock
 from plc_sim.oracle import fire_count_for
 from plc_sim.scenario import Arrivals, Scenario

@@ -20,8 +20,8 @@ import pytest_asyncio
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
-from control.config.site import Site
-from control.config.tagmap import TagMap, load_tag_map
+from plant.site import Site
+from plant.tagmap import TagMap, load_tag_map
 from plc_sim.scenario import Arrivals, Scenario
 from plc_sim.simulator import Ports, Simulator
 

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control.config.site import Site
-from control.plc.codes import ArmResult, ChuteStatus
+from plant.codes import ArmResult, ChuteStatus
+from plant.site import Site
 from plc_sim.encoder import MASK
 from plc_sim.oracle import OracleArm, fire_count_for
 from plc_sim.parcels import LabelKind

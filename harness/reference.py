@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from control.config.site import ChuteKind, Site
 from control.routing.ids import parcel_key
 from control.routing.plan import SortPlan
 from control.routing.postal import normalise_postal
 from control.routing.reasons import Reason
 from control.routing.settings import RoutingSettings
+from plant.site import ChuteKind, Site
 
 
 @dataclass(frozen=True, slots=True)

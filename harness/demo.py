@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from control.service.session import CONFIG, Progress, Session, SessionConfig, SessionResult
+from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,10 +14,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from control.config.site import Chute, ChuteKind, Diverter, Site, Sorter
 from control.routing.ids import S10_WEIGHTS
 from control.routing.manifest import HEADER
 from control.routing.plan import Rule, SortPlan
+from plant.site import Chute, ChuteKind, Diverter, Site, Sorter
 
 COUNTRIES = ("GB", "DE", "FR", "NL", "IE", "BE")
 START = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)

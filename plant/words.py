@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from control.config.tagmap import WORDS
+from plant.tagmap import WORDS
 
 
 def to_words(value: int, type_: str) -> list[int]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("control.demo", "simulator + controller sorting parcels end to end"),
+    "demo": ("harness.demo", "simulator + controller sorting parcels end to end"),
     "run": ("control.service.cli", "run the controller service against the site's PLCs"),
     "status": ("control.status_cli", "show the controller's state and counters"),
     "plan": ("control.plan_cli", "replay a manifest through a sort plan (what-if)"),

@@ -23,17 +23,17 @@ from typing import Any
 
 import yaml
 
-from control.config.site import load_site
-from control.config.tagmap import load_tag_map
 from control.service.app import Endpoints, Files, Service
-from control.service.audit import Audit, Truth, audit
 from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.store import EventStore
+from harness.audit import Audit, Truth, audit
+from plant.site import load_site
+from plant.tagmap import load_tag_map
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config"
 
 
@@ -257,7 +257,7 @@ class _ChildSim:
 
     def __init__(self, site: Path, scenario: Path, truth: Path, camera: bool) -> None:
         self.args = [
-            sys.executable, "-m", "control.cli", "sim", "--site", str(site), "--scenario", str(scenario),
+            sys.executable, "-m", "sortctl", "sim", "--site", str(site), "--scenario", str(scenario),
             "--port-base", "0", "--ground-truth", str(truth), "--json",
         ]
         if not camera:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from control.config.errors import ConfigError
+from plant.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 PathKey = tuple[str | int, ...]

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control.config.yamlfile import load_yaml_model
+from plant.yamlfile import load_yaml_model
 
 
 class Strict(BaseModel):

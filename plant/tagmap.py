@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from control.config.site import Strict
-from control.config.yamlfile import load_yaml_model
+from plant.site import Strict
+from plant.yamlfile import load_yaml_model
 
 OpcuaType = Literal["Boolean", "Int32", "UInt32", "Double"]
 ModbusType = Literal["uint16", "int16", "uint32", "int32"]
