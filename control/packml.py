@@ -2,8 +2,8 @@
 
 Pure: no I/O, no clock of its own. The service feeds commands and state-complete events in and
 applies what comes out (belt commands, stored state changes). The transition table follows
-ISA-TR88.00.02 / OPC 30050 and is written out once, in ``TRANSITIONS``, so a test can walk
-every state against every command.
+ISA-TR88.00.02 / OPC 30050 and is written out once, in ``plant.packml.TRANSITIONS`` (the
+simulated belt PLC follows the same table), so a test can walk every state against every command.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from transitions import Machine
 
 from plant.codes import PackMLCommand, PackMLState, UnitMode
+from plant.packml import ACTING_STATES, SC_NEXT, TRANSITIONS
 
 __all__ = [
     "ACTING_STATES",
@@ -31,44 +32,6 @@ log = logging.getLogger(__name__)
 
 S = PackMLState
 C = PackMLCommand
-
-# Acting states finish by themselves: the service reports "state complete" (SC) when the work
-# of the state is done (belt up to speed, belt stopped, faults cleared...).
-SC_NEXT: dict[PackMLState, PackMLState] = {
-    S.RESETTING: S.IDLE,
-    S.STARTING: S.EXECUTE,
-    S.EXECUTE: S.COMPLETING,  # Execute's SC is "the job is done" (batch complete)
-    S.COMPLETING: S.COMPLETE,
-    S.HOLDING: S.HELD,
-    S.UNHOLDING: S.EXECUTE,
-    S.SUSPENDING: S.SUSPENDED,
-    S.UNSUSPENDING: S.EXECUTE,
-    S.STOPPING: S.STOPPED,
-    S.ABORTING: S.ABORTED,
-    S.CLEARING: S.STOPPED,
-}
-ACTING_STATES: frozenset[PackMLState] = frozenset(SC_NEXT) - {S.EXECUTE}
-
-# Stop is accepted everywhere inside the "Clearing -> Stopped" area except where the unit is
-# already stopping or stopped; Clearing itself sits outside the stoppable area (TR88 figure).
-_STOPPABLE = frozenset(S) - {S.STOPPED, S.STOPPING, S.CLEARING, S.ABORTING, S.ABORTED}
-_ABORTABLE = frozenset(S) - {S.ABORTING, S.ABORTED}
-
-# (command, source, destination): the whole command table.
-TRANSITIONS: tuple[tuple[PackMLCommand, PackMLState, PackMLState], ...] = (
-    (C.RESET, S.STOPPED, S.RESETTING),
-    (C.RESET, S.COMPLETE, S.RESETTING),
-    (C.START, S.IDLE, S.STARTING),
-    (C.COMPLETE, S.EXECUTE, S.COMPLETING),
-    (C.HOLD, S.EXECUTE, S.HOLDING),
-    (C.HOLD, S.SUSPENDED, S.HOLDING),  # TR88-2015: an internal fault while starved still holds
-    (C.UNHOLD, S.HELD, S.UNHOLDING),
-    (C.SUSPEND, S.EXECUTE, S.SUSPENDING),
-    (C.UNSUSPEND, S.SUSPENDED, S.UNSUSPENDING),
-    (C.CLEAR, S.ABORTED, S.CLEARING),
-    *((C.STOP, s, S.STOPPING) for s in sorted(_STOPPABLE)),
-    *((C.ABORT, s, S.ABORTING) for s in sorted(_ABORTABLE)),
-)
 
 # Unit modes: where a mode change is allowed (the unit is at rest, nothing half done) and which
 # states a mode leaves out (TR88 lets a mode disable states; a disabled state's command is

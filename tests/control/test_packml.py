@@ -21,6 +21,12 @@ EXPECTED: dict[tuple[S, C], S] = {
     (S.EXECUTE, C.COMPLETE): S.COMPLETING,
     (S.EXECUTE, C.HOLD): S.HOLDING,
     (S.SUSPENDED, C.HOLD): S.HOLDING,
+    # OPC 30050 NodeSet: StartingToHolding, SuspendingToHolding, UnholdingToHolding,
+    # UnsuspendingToHolding (cause Hold), besides ExecuteToHolding and SuspendedToHolding
+    (S.STARTING, C.HOLD): S.HOLDING,
+    (S.SUSPENDING, C.HOLD): S.HOLDING,
+    (S.UNHOLDING, C.HOLD): S.HOLDING,
+    (S.UNSUSPENDING, C.HOLD): S.HOLDING,
     (S.HELD, C.UNHOLD): S.UNHOLDING,
     (S.EXECUTE, C.SUSPEND): S.SUSPENDING,
     (S.SUSPENDED, C.UNSUSPEND): S.UNSUSPENDING,
