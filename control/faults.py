@@ -1,10 +1,20 @@
-"""The one fault table: every fault the controller knows -> what the unit does and how bad it is.
+"""The one fault table: every fault the controller knows -> what the unit does and how it clears.
 
-The service never decides a reaction inline; it looks the fault up here and applies the rule.
-Reactions are PackML commands (Abort, Stop, Hold) or "alarm only"; ``no_entry`` also closes the
-induct so no new parcel joins a belt that cannot be sorted safely. ``auto_clear`` says the
-service may Unhold by itself once the condition has gone (a link that came back), instead of
-waiting for an operator.
+The service never decides a reaction inline: the supervisor (control/service/supervisor.py)
+looks the fault up here and applies the rule. Reactions are PackML commands (Abort, Stop,
+Hold) or "alarm only"; ``no_entry`` also closes the induct so no new parcel joins a belt that
+cannot be sorted safely. ``clears`` says how the fault goes away, which decides whether the
+unit may go back to Execute by itself:
+
+- ``by_itself``: the condition goes away (a link comes back, a write succeeds); while it lasts a
+  Hold fault keeps the unit held, and once it is gone the unit recovers with no operator.
+- ``on_recovery``: a bit the PLC latched whose cause is already gone once we are back (the host
+  watchdog: our heartbeat runs again); the recovery command itself (Unhold, or the diverter's
+  reset) clears it, so it never blocks recovery.
+- ``on_reset``: a bit the PLC latches until its next Reset; an alarm only, it blocks nothing.
+- ``by_operator``: someone must act on the floor (release the e-stop, clear the jam), then send
+  the documented commands; the unit does not restart by itself.
+- ``event``: not a standing condition; raised and cleared at once, stored as an event.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from enum import IntEnum, StrEnum
 
 from plant.codes import PackMLCommand
 
-__all__ = ["FAULTS", "Fault", "FaultRule", "Reaction", "Severity", "rule"]
+__all__ = ["FAULTS", "Clears", "Fault", "FaultRule", "Reaction", "Severity", "rule"]
 
 
 class Reaction(StrEnum):
@@ -39,6 +49,14 @@ class Severity(IntEnum):
     CRITICAL = 3
 
 
+class Clears(StrEnum):
+    BY_ITSELF = "by_itself"
+    ON_RECOVERY = "on_recovery"
+    ON_RESET = "on_reset"
+    BY_OPERATOR = "by_operator"
+    EVENT = "event"
+
+
 class Fault(IntEnum):
     """Fault codes; the number is what PackML StopReason shows."""
 
@@ -59,6 +77,8 @@ class Fault(IntEnum):
     INDUCT_GAP_VIOLATION = 15
     CYCLE_OVERRUN = 16
     SCANNER_TIMEOUT = 17
+    SUSPECT_DIVERT = 18
+    PLC_RESTARTED = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,58 +86,94 @@ class FaultRule:
     reaction: Reaction
     severity: Severity
     no_entry: bool
-    auto_clear: bool
+    clears: Clears
     why: str
 
+    @property
+    def auto_clear(self) -> bool:
+        """The unit goes back to Execute by itself once this fault is gone (or at once)."""
+        return self.clears != Clears.BY_OPERATOR
 
-R, V = Reaction, Severity
+    @property
+    def holds_while_active(self) -> bool:
+        """A condition the unit must not run through: held while it lasts, recovered after."""
+        return self.reaction == Reaction.HOLD and self.clears == Clears.BY_ITSELF
+
+    @property
+    def blocks_recovery(self) -> bool:
+        """While active, the unit stays where it is: no automatic Reset, Start, Unhold or Clear."""
+        return self.reaction != Reaction.ALARM and self.clears in (Clears.BY_ITSELF, Clears.BY_OPERATOR)
+
+
+R, V, K = Reaction, Severity, Clears
 FAULTS: dict[Fault, FaultRule] = {
-    Fault.ESTOP: FaultRule(R.ABORT, V.CRITICAL, True, False, "safety circuit opened: everything stops now"),
+    Fault.ESTOP: FaultRule(
+        R.ABORT, V.CRITICAL, True, K.BY_OPERATOR,
+        "safety circuit opened: everything stops now; release it, then Clear and Reset",
+    ),
     Fault.JAM: FaultRule(
-        R.STOP, V.MAJOR, True, False, "the PLC stops the belt; an operator clears the jam, then Reset and Start"
+        R.STOP, V.MAJOR, True, K.BY_OPERATOR, "the PLC stops the belt; an operator clears the jam, then Reset"
     ),
     Fault.CONVEYOR_HEARTBEAT_LOST: FaultRule(
-        R.HOLD, V.MAJOR, True, True,
+        R.HOLD, V.MAJOR, True, K.BY_ITSELF,
         "no encoder or events: nothing can be armed safely; the PLC's own watchdog holds the belt",
     ),
     Fault.DIVERTER_HEARTBEAT_LOST: FaultRule(
-        R.HOLD, V.MAJOR, True, True, "arms cannot be written or confirmed; the PLC drops its arms (no fire)"
+        R.HOLD, V.MAJOR, True, K.BY_ITSELF, "arms cannot be written or confirmed; the PLC drops its arms (no fire)"
     ),
     Fault.EVENT_SEQUENCE_GAP: FaultRule(
-        R.ALARM, V.MAJOR, False, False, "events were overwritten before we stored them: parcels may be unaccounted"
+        R.ALARM, V.MAJOR, False, K.EVENT, "events were overwritten before we stored them: parcels may be unaccounted"
     ),
     Fault.DESTINATION_FULL: FaultRule(
-        R.ALARM, V.WARNING, False, True, "routing sends the destination's parcels round again or to exceptions"
+        R.ALARM, V.WARNING, False, K.BY_ITSELF, "routing sends the destination's parcels round again or to exceptions"
     ),
     Fault.CAMERA_DOWN: FaultRule(
-        R.HOLD, V.MAJOR, True, True, "every parcel would be a no-read; hold instead of flooding the no-read chute"
+        R.HOLD, V.MAJOR, True, K.BY_ITSELF,
+        "every parcel would be a no-read; hold instead of flooding the no-read chute",
     ),
     Fault.ENCODER_FAULT: FaultRule(
-        R.ALARM, V.MAJOR, False, False,
-        "the PLC saw its encoder jump: handled as a glitch (arms cancelled, positions re-anchored at the scanner)",
+        R.ALARM, V.MAJOR, False, K.ON_RESET,
+        "the PLC saw its encoder jump (latched until its next Reset): handled as a glitch (arms cancelled, "
+        "positions re-anchored at the scanner); have the encoder checked",
     ),
     Fault.ENCODER_GLITCH: FaultRule(
-        R.ALARM, V.MAJOR, False, False, "parcels in flight lose their position: their arms are cancelled, they go round"
+        R.ALARM, V.MAJOR, False, K.EVENT, "parcels in flight lose their position: their arms are cancelled, they go round"
     ),
     Fault.DIVERTER_FAULT: FaultRule(
-        R.ALARM, V.MAJOR, False, True, "the chute reads faulted; routing uses its fallback"
+        R.ALARM, V.MAJOR, False, K.BY_ITSELF, "a chute reads faulted; routing uses its fallback"
     ),
     Fault.STORE_WRITE_FAILURE: FaultRule(
-        R.HOLD, V.CRITICAL, True, True, "no durable record means no ack and no decision: hold until writes succeed"
+        R.HOLD, V.CRITICAL, True, K.BY_ITSELF, "no durable record means no ack and no decision: hold until writes succeed"
     ),
     Fault.HOST_WATCHDOG: FaultRule(
-        R.HOLD, V.MAJOR, True, True, "the PLC saw our heartbeat stop and held the belt"
+        R.HOLD, V.MAJOR, True, K.ON_RECOVERY,
+        "the PLC saw our heartbeat stop and held the belt (or dropped its arms); Unhold (diverter: a new reset_seq) "
+        "clears it once our heartbeat runs again",
     ),
     Fault.UNEXPECTED_PARCEL: FaultRule(
-        R.ALARM, V.CRITICAL, False, False, "a chute saw a parcel nobody sent there: possible missort"
+        R.ALARM, V.CRITICAL, False, K.EVENT, "a chute saw a parcel nobody sent there: possible missort"
     ),
-    Fault.ARM_QUEUE_OVERFLOW: FaultRule(R.ALARM, V.MAJOR, False, True, "the diverter PLC refused arms"),
-    Fault.INDUCT_GAP_VIOLATION: FaultRule(R.ALARM, V.WARNING, False, True, "parcels inducted too close together"),
-    Fault.CYCLE_OVERRUN: FaultRule(R.ALARM, V.WARNING, False, True, "the control cycle is lagging"),
+    Fault.ARM_QUEUE_OVERFLOW: FaultRule(R.ALARM, V.MAJOR, False, K.BY_ITSELF, "the diverter PLC refused arms"),
+    Fault.INDUCT_GAP_VIOLATION: FaultRule(
+        R.ALARM, V.WARNING, False, K.ON_RESET, "parcels inducted too close together (latched until the next Reset)"
+    ),
+    Fault.CYCLE_OVERRUN: FaultRule(
+        R.ALARM, V.WARNING, False, K.BY_ITSELF, "the control cycle started 10 cycles late; clears after 5 s on time"
+    ),
     Fault.SCANNER_TIMEOUT: FaultRule(
-        R.ALARM, V.MAJOR, False, True,
+        R.ALARM, V.MAJOR, False, K.BY_ITSELF,
         "scans in a row not decoded in time (camera connected but silent, or decoding overloaded): "
         "those parcels go to the no-read outcome; clears with the next decode back in time",
+    ),
+    Fault.SUSPECT_DIVERT: FaultRule(
+        R.ALARM, V.CRITICAL, False, K.EVENT,
+        "a fire that was live when the encoder jumped was confirmed: the diverter may have taken another parcel; "
+        "check the chute",
+    ),
+    Fault.PLC_RESTARTED: FaultRule(
+        R.ALARM, V.MAJOR, False, K.EVENT,
+        "a PLC's boot id changed: it restarted and numbers its events (conveyor: its parcels) from 1 again; "
+        "parcels it no longer tracks are recorded lost (reason plc_restart) and tracked again under new ids",
     ),
 }
 

@@ -142,6 +142,26 @@ class PackMLUnit:
         """The acting state's work is done: move to the state the standard says follows."""
         return self._fire("SC", "SC")
 
+    def resync(self, state: PackMLState, why: str) -> CommandOutcome:
+        """Take the state the equipment reports when it contradicts the unit.
+
+        The unit's own moves are the standard's commands and state-complete events. The belt
+        PLC also moves by itself (its watchdog holds it, a jam stops it, it restarts in Stopped,
+        a command is refused, a local operator resets it); then no legal path through the state
+        model is honest (it would record states that never happened), so the unit takes the
+        reported state in one recorded step, with the reason, and the supervisor goes on from
+        there.
+        """
+        before = self.state
+        if state == before:
+            return CommandOutcome(True, "RESYNC", before, before, why)
+        self._machine.set_state(state.name, model=self._model)
+        self.tags.state_current = state
+        out = CommandOutcome(True, "RESYNC", before, state, why)
+        log.info("packml: %s -> %s (%s)", before.name, state.name, why)
+        self.history.append(out)
+        return out
+
     def set_mode(self, mode: UnitMode) -> CommandOutcome:
         before = self.state
         label = f"MODE:{UnitMode(mode).name}"

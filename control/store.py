@@ -26,6 +26,7 @@ from typing import Literal
 
 __all__ = ["Batch", "EventStore", "ParcelRow", "StoreStatus"]
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ring_events (
     plc TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -33,20 +34,21 @@ CREATE TABLE IF NOT EXISTS ring_events (
     PRIMARY KEY (plc, stream, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parcels (
-    tracking_id INTEGER PRIMARY KEY,
+    boot_id INTEGER NOT NULL DEFAULT 0, tracking_id INTEGER NOT NULL,
     state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
     lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
     identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
     lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
-    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0
+    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (boot_id, tracking_id)
 );
 CREATE INDEX IF NOT EXISTS parcels_open ON parcels(final) WHERE final = 0;
 CREATE TABLE IF NOT EXISTS parcel_events (
     id INTEGER PRIMARY KEY, t REAL NOT NULL, tracking_id INTEGER NOT NULL, kind TEXT NOT NULL,
     lap INTEGER NOT NULL, chute INTEGER NOT NULL, reason TEXT NOT NULL, identity TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '', boot_id INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS parcel_events_tid ON parcel_events(tracking_id);
+CREATE INDEX IF NOT EXISTS parcel_events_key ON parcel_events(boot_id, tracking_id);
 CREATE TABLE IF NOT EXISTS unit_events (
     id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     code INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT ''
@@ -56,6 +58,29 @@ CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY, t REAL NOT NULL, command TEXT NOT NULL,
     done INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT ''
 );
+"""
+
+# Version 0 -> 1: a parcel is keyed by the conveyor PLC's boot id and its tracking id (a PLC
+# that restarts numbers its parcels from 1 again; keyed by tracking id alone, new parcels
+# overwrote the outcomes of old ones). Rows from version 0 get boot id 0.
+_MIGRATE_0_1 = """
+CREATE TABLE parcels_v1 (
+    boot_id INTEGER NOT NULL DEFAULT 0, tracking_id INTEGER NOT NULL,
+    state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
+    lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
+    lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
+    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (boot_id, tracking_id)
+);
+INSERT INTO parcels_v1 (boot_id, tracking_id, state, final, lap, chute, reason, identity, scan_status,
+                        lead, trail, inducted_t, updated_t)
+    SELECT 0, tracking_id, state, final, lap, chute, reason, identity, scan_status, lead, trail,
+           inducted_t, updated_t FROM parcels;
+DROP TABLE parcels;
+ALTER TABLE parcels_v1 RENAME TO parcels;
+ALTER TABLE parcel_events ADD COLUMN boot_id INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS parcel_events_tid;
 """
 
 
@@ -75,6 +100,11 @@ class ParcelRow:
     trail: int = 0
     inducted_t: float = 0.0
     updated_t: float = 0.0
+    boot_id: int = 0  # the conveyor PLC's boot id when it gave the tracking id
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.boot_id, self.tracking_id)
 
 
 @dataclass(slots=True)
@@ -82,29 +112,30 @@ class Batch:
     """Everything one cycle wants durable; committed as one transaction."""
 
     ring_events: list[tuple[str, str, int, float, dict[str, int]]] = field(default_factory=list)
-    parcels: dict[int, ParcelRow] = field(default_factory=dict)
-    parcel_events: list[tuple[float, int, str, int, int, str, str, str]] = field(default_factory=list)
+    parcels: dict[tuple[int, int], ParcelRow] = field(default_factory=dict)
+    parcel_events: list[tuple[float, int, str, int, int, str, str, str, int]] = field(default_factory=list)
     unit_events: list[tuple[float, str, str, int, str]] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     commands_done: list[tuple[str, int]] = field(default_factory=list)  # (result, command id)
+    adopt_boot: int | None = None  # rows of boot 0 (a store from before boot ids) take this boot id
 
     def __bool__(self) -> bool:
         return bool(
             self.ring_events or self.parcels or self.parcel_events or self.unit_events or self.meta
-            or self.commands_done
+            or self.commands_done or self.adopt_boot is not None
         )
 
     def ring(self, plc: str, stream: str, seq: int, t: float, data: dict[str, int]) -> None:
         self.ring_events.append((plc, stream, seq, t, data))
 
     def parcel(self, row: ParcelRow) -> None:
-        self.parcels[row.tracking_id] = row
+        self.parcels[row.key] = row
 
     def parcel_event(
         self, t: float, tid: int, kind: str, lap: int = 0, chute: int = 0, reason: str = "",
-        identity: str = "", detail: str = "",
+        identity: str = "", detail: str = "", boot_id: int = 0,
     ) -> None:
-        self.parcel_events.append((t, tid, kind, lap, chute, reason, identity, detail))
+        self.parcel_events.append((t, tid, kind, lap, chute, reason, identity, detail, boot_id))
 
     def unit_event(self, t: float, kind: str, name: str, code: int = 0, detail: str = "") -> None:
         self.unit_events.append((t, kind, name, code, detail))
@@ -117,6 +148,8 @@ class Batch:
         self.unit_events[:0] = other.unit_events
         self.meta = {**other.meta, **self.meta}
         self.commands_done[:0] = other.commands_done
+        if self.adopt_boot is None:
+            self.adopt_boot = other.adopt_boot
 
 
 @dataclass(slots=True)
@@ -165,10 +198,32 @@ class EventStore:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._migrate()
             self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to ``SCHEMA_VERSION``, in one transaction."""
+        db = self._db
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        has_parcels = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='parcels'").fetchone()
+        if version >= SCHEMA_VERSION or not has_parcels:
+            return  # current, or a new file (the schema script makes it)
+        cols = {r[1] for r in db.execute("PRAGMA table_info(parcels)")}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "boot_id" not in cols:
+                for stmt in _MIGRATE_0_1.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- writing ---------------------------------------------------------------------------
     def commit(self, batch: Batch) -> int:
@@ -186,25 +241,28 @@ class EventStore:
                 [(p, s, q, t, json.dumps(d, separators=(",", ":"))) for p, s, q, t, d in batch.ring_events],
             )
             new = db.total_changes - before
+            if batch.adopt_boot is not None:
+                db.execute("UPDATE parcels SET boot_id=? WHERE boot_id=0", (batch.adopt_boot,))
+                db.execute("UPDATE parcel_events SET boot_id=? WHERE boot_id=0", (batch.adopt_boot,))
             if batch.parcels:
                 db.executemany(
-                    "INSERT INTO parcels (tracking_id, state, final, lap, chute, reason, identity, scan_status,"
-                    " lead, trail, inducted_t, updated_t) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(tracking_id) DO UPDATE SET state=excluded.state, final=excluded.final,"
+                    "INSERT INTO parcels (boot_id, tracking_id, state, final, lap, chute, reason, identity,"
+                    " scan_status, lead, trail, inducted_t, updated_t) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(boot_id, tracking_id) DO UPDATE SET state=excluded.state, final=excluded.final,"
                     " lap=excluded.lap, chute=excluded.chute, reason=excluded.reason,"
                     " identity=CASE WHEN excluded.identity != '' THEN excluded.identity ELSE identity END,"
                     " scan_status=excluded.scan_status,"
                     " lead=excluded.lead, trail=excluded.trail, updated_t=excluded.updated_t",
                     [
-                        (r.tracking_id, r.state, int(r.final), r.lap, r.chute, r.reason, r.identity,
+                        (r.boot_id, r.tracking_id, r.state, int(r.final), r.lap, r.chute, r.reason, r.identity,
                          r.scan_status, r.lead, r.trail, r.inducted_t, r.updated_t)
                         for r in batch.parcels.values()
                     ],
                 )
             if batch.parcel_events:
                 db.executemany(
-                    "INSERT INTO parcel_events (t, tracking_id, kind, lap, chute, reason, identity, detail)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO parcel_events (t, tracking_id, kind, lap, chute, reason, identity, detail,"
+                    " boot_id) VALUES (?,?,?,?,?,?,?,?,?)",
                     batch.parcel_events,
                 )
             if batch.unit_events:
@@ -262,25 +320,34 @@ class EventStore:
     def parcels(self, *, open_only: bool = False) -> list[ParcelRow]:
         sql = (
             "SELECT tracking_id, state, final, lap, chute, reason, identity, scan_status, lead, trail,"
-            " inducted_t, updated_t FROM parcels"
+            " inducted_t, updated_t, boot_id FROM parcels"
         )
         if open_only:
             sql += " WHERE final = 0"
         return [
             ParcelRow(int(r[0]), r[1], bool(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7], int(r[8]),
-                      int(r[9]), float(r[10]), float(r[11]))
-            for r in self._db.execute(sql + " ORDER BY tracking_id")
+                      int(r[9]), float(r[10]), float(r[11]), int(r[12]))
+            for r in self._db.execute(sql + " ORDER BY boot_id, tracking_id")
         ]
 
     def count_parcels(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM parcels").fetchone()[0])
 
-    def parcel_events(self, tracking_id: int | None = None) -> list[tuple[float, int, str, int, int, str, str]]:
-        sql = "SELECT t, tracking_id, kind, lap, chute, reason, identity FROM parcel_events"
-        args: tuple[int, ...] = ()
+    def parcel_events(
+        self, tracking_id: int | None = None, boot_id: int | None = None
+    ) -> list[tuple[float, int, str, int, int, str, str, int]]:
+        """(t, tracking id, kind, lap, chute, reason, identity, boot id) in the order stored."""
+        sql = "SELECT t, tracking_id, kind, lap, chute, reason, identity, boot_id FROM parcel_events"
+        where: list[str] = []
+        args: list[int] = []
         if tracking_id is not None:
-            sql += " WHERE tracking_id=?"
-            args = (tracking_id,)
+            where.append("tracking_id=?")
+            args.append(tracking_id)
+        if boot_id is not None:
+            where.append("boot_id=?")
+            args.append(boot_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         return [tuple(r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
     def unit_events(self, kind: str | None = None) -> list[tuple[float, str, str, int, str]]:

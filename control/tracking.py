@@ -57,6 +57,14 @@ def sdiff_arr(a: npt.ArrayLike, b: npt.ArrayLike) -> I64:
     return np.subtract(ua, ub, dtype=np.uint32).view(np.int32).astype(np.int64)
 
 
+# Tracking margins: the one set of defaults (the service settings take theirs from here).
+ARM_HORIZON_MM = 2500.0  # arm when the fire point is this close
+LATENCY_BUDGET_S = 0.06  # host write + PLC scan allowance before a fire is too late
+CONFIRM_MARGIN_MM = 1200.0  # a confirmation is overdue this far past the fire point
+LOST_MARGIN_MM = 1500.0  # a parcel expected at the scanner this far ago and not seen is lost
+ANCHOR_TOLERANCE_MM = 20.0  # induct and scan anchors may disagree by this much
+
+
 @dataclass(frozen=True, slots=True)
 class Geometry:
     """The site's distances as encoder counts, per chute id (index = chute id)."""
@@ -78,11 +86,11 @@ class Geometry:
         cls,
         site: Site,
         *,
-        arm_horizon_mm: float = 2500.0,
-        latency_budget_s: float = 0.06,
-        confirm_margin_mm: float = 1500.0,
-        lost_margin_mm: float = 1500.0,
-        anchor_tolerance_mm: float = 60.0,
+        arm_horizon_mm: float = ARM_HORIZON_MM,
+        latency_budget_s: float = LATENCY_BUDGET_S,
+        confirm_margin_mm: float = CONFIRM_MARGIN_MM,
+        lost_margin_mm: float = LOST_MARGIN_MM,
+        anchor_tolerance_mm: float = ANCHOR_TOLERANCE_MM,
     ) -> Geometry:
         s = site.sorter
         cpm = s.counts_per_mm
@@ -126,7 +134,8 @@ class TrackingTable:
         self.g = geometry
         self.capacity = capacity
         z = capacity
-        self.tid = np.zeros(z, np.uint32)
+        self.key = np.zeros(z, np.uint64)  # parcel key: PLC boot id << 32 | tracking id
+        self.tid = np.zeros(z, np.uint32)  # the PLC's tracking id (what arms and confirms carry)
         self.lead = np.zeros(z, np.uint32)
         self.trail = np.zeros(z, np.uint32)
         self.centre = np.zeros(z, np.uint32)  # count at which the centre crossed the induct eye
@@ -155,15 +164,16 @@ class TrackingTable:
     def active_slots(self) -> Slots:
         return np.flatnonzero(self.state != P.FREE)
 
-    def get(self, tid: int) -> int | None:
-        return self.slot_of.get(tid)
+    def get(self, key: int) -> int | None:
+        return self.slot_of.get(key)
 
-    def _alloc(self, tid: int) -> int:
+    def _alloc(self, key: int) -> int:
         if not self._free:
             raise OverflowError(f"tracking table full ({self.capacity} parcels in flight)")
         i = self._free.pop()
-        self.slot_of[tid] = i
-        self.tid[i] = tid
+        self.slot_of[key] = i
+        self.key[i] = key
+        self.tid[i] = key & MASK
         self.lead[i] = self.trail[i] = self.centre[i] = self.fire[i] = 0
         self.length[i] = 0
         self.lap[i] = self.chute[i] = self.reason[i] = 0
@@ -180,7 +190,7 @@ class TrackingTable:
         for i in np.asarray(slots, dtype=np.intp).tolist():
             if self.state[i] == P.FREE:
                 continue
-            self.slot_of.pop(int(self.tid[i]), None)
+            self.slot_of.pop(int(self.key[i]), None)
             self.state[i] = P.FREE
             self._free.append(i)
 
@@ -199,11 +209,11 @@ class TrackingTable:
         return good
 
     # -- events from the PLC ----------------------------------------------------------------
-    def induct(self, tid: int, leading: int, trailing: int) -> int | None:
-        """A parcel entered the belt; None if the tracking id is already known (a replay)."""
-        if tid in self.slot_of:
+    def induct(self, key: int, leading: int, trailing: int) -> int | None:
+        """A parcel entered the belt; None if its key is already known (a replay)."""
+        if key in self.slot_of:
             return None
-        i = self._alloc(tid)
+        i = self._alloc(key)
         self._set_edges(i, leading, trailing)
         self.expect_scan[i] = wrap(leading + self.g.scanner_counts)
         self.state[i] = P.INDUCTED
@@ -215,16 +225,16 @@ class TrackingTable:
         self.length[i] = max(length, 0)
         self.centre[i] = wrap(leading + max(length, 0) // 2)
 
-    def scan(self, tid: int, trigger: int, lap: int, now: float, deadline: float) -> int | None:
+    def scan(self, key: int, trigger: int, lap: int, now: float, deadline: float) -> int | None:
         """The leading edge crossed the scanner on lap ``lap``; anchor and check the position.
 
         Returns the slot, or None when this scan is stale (a replayed or older lap).
         """
-        i = self.slot_of.get(tid)
+        i = self.slot_of.get(key)
         if i is None:
             # seen first here (inducted while we were down and not recovered): position from
             # the trigger alone, length unknown -> never trusted to arm on this lap
-            i = self._alloc(tid)
+            i = self._alloc(key)
             self.lap[i] = lap
             self.lead[i] = wrap(trigger - self.g.scanner_counts - lap * self.g.loop_counts)
             self.centre[i] = self.lead[i]

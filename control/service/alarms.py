@@ -1,8 +1,8 @@
-"""The faults active now, applied through the one fault table (control/faults.py).
-
-Raising a fault is always the same four things: the alarm on the PackML unit, a stored event, a
-log line, and the table's reaction (a PackML command). Keeping them here means no code path can
-do three of them and forget the fourth.
+"""The faults active now: raising and clearing them is always the alarm on the PackML unit, a
+stored event and one log line, in one place, so no code path can do two of them and forget the
+third. What the unit *does* about a fault is the supervisor's job (control/service/supervisor.py),
+read from the one fault table (control/faults.py); this book only says what is active and what
+was raised since the supervisor last looked.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from control.faults import FAULTS, Fault, Reaction
+from control.faults import FAULTS, Fault
 from control.packml import PackMLUnit
 from control.store import Batch
 from plant.codes import ConveyorFault, DiverterFault
 
-__all__ = ["CONVEYOR_BITS", "DIVERTER_BITS", "RESET_CLEARS", "FaultBook"]
+__all__ = ["CONVEYOR_BITS", "DIVERTER_BITS", "FaultBook"]
 
 log = logging.getLogger(__name__)
-
-# latched PLC fault bits whose cause is gone once our heartbeat is back: a Reset clears them
-RESET_CLEARS = frozenset({Fault.HOST_WATCHDOG})
 
 CONVEYOR_BITS: dict[ConveyorFault, Fault] = {
     ConveyorFault.ESTOP: Fault.ESTOP,
@@ -37,31 +34,27 @@ DIVERTER_BITS: dict[DiverterFault, Fault] = {
 
 
 class FaultBook:
-    """Active faults with their detail; ``on_command`` stores the unit's state changes."""
+    """Active faults with their detail, and the ones raised since ``take_raised``."""
 
-    def __init__(self, unit: PackMLUnit, wall: Callable[[], float], on_command: Callable[[Batch], None]) -> None:
+    def __init__(self, unit: PackMLUnit, wall: Callable[[], float]) -> None:
         self.unit = unit
         self.wall = wall
-        self.on_command = on_command
         self.active: dict[Fault, str] = {}
+        self._raised: list[Fault] = []
 
     def __contains__(self, fault: Fault) -> bool:
         return fault in self.active
 
     def raise_(self, fault: Fault, detail: str, batch: Batch) -> None:
-        """Raise once: a fault already active is not raised (nor reacted to) again."""
+        """Raise once: a fault already active is not raised (nor stored, nor logged) again."""
         if fault in self.active:
             return
         rule = FAULTS[fault]
         self.active[fault] = detail
+        self._raised.append(fault)
         self.unit.raise_alarm(fault.name.lower(), detail)
         batch.unit_event(self.wall(), "alarm", fault.name.lower(), int(fault), detail)
         log.warning("fault %s (%s): %s -> %s", fault.name, rule.severity.name, detail or rule.why, rule.reaction.value)
-        cmd = rule.reaction.command
-        if cmd is not None:
-            if self.unit.command(cmd).accepted:
-                self.unit.set_stop_reason(int(fault), fault.name.lower())
-            self.on_command(batch)
 
     def clear(self, fault: Fault, batch: Batch) -> None:
         if self.active.pop(fault, None) is None:
@@ -75,10 +68,10 @@ class FaultBook:
         self.raise_(fault, detail, batch)
         self.clear(fault, batch)
 
-    def blocking(self) -> bool:
-        """Faults that keep the unit from restarting by itself: any with a reaction, except
-        latched PLC bits a Reset clears, once their cause (our heartbeat) is back."""
-        return any(FAULTS[f].reaction != Reaction.ALARM and f not in RESET_CLEARS for f in self.active)
+    def take_raised(self) -> list[Fault]:
+        """Faults raised since the last call (the supervisor applies their reactions once)."""
+        out, self._raised = self._raised, []
+        return out
 
     def no_entry(self) -> bool:
         """Some active fault closes the induct."""

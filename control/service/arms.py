@@ -23,21 +23,27 @@ class ArmQueue:
     ack: int = 0
     pending: list[dict[str, int]] = field(default_factory=list)  # stored, not yet written
     due_at: dict[int, float] = field(default_factory=dict)  # command seq -> when it became due
+    key_of: dict[int, int] = field(default_factory=dict)  # command seq -> parcel key it is for
 
     def room(self) -> int:
         """Commands that may still be queued without overrunning the PLC's ring: every seq
         issued and not yet taken by the PLC (written or still pending) holds a slot."""
         return self.ring_size - (self.next_seq - 1 - self.ack)
 
-    def queue(self, tracking_id: int, fire_count: int, chute: int, action: ArmAction, now: float) -> dict[str, int]:
-        """A new command (the caller stores it in this cycle's batch)."""
+    def queue(self, key: int, fire_count: int, chute: int, action: ArmAction, now: float) -> dict[str, int]:
+        """A new command for the parcel ``key`` (the caller stores it in this cycle's batch).
+
+        The PLC knows the parcel by its tracking id (the key's low 32 bits); its answer is
+        matched back to the key by the command seq, never by the tracking id, which a restarted
+        conveyor PLC gives again to another parcel."""
         entry = {
-            "seq": self.next_seq, "tracking_id": tracking_id, "fire_count": fire_count,
+            "seq": self.next_seq, "tracking_id": key & 0xFFFFFFFF, "fire_count": fire_count,
             "chute": chute, "action": int(action),
         }
         self.next_seq += 1
         self.pending.append(entry)
         self.due_at[entry["seq"]] = now
+        self.key_of[entry["seq"]] = key
         return entry
 
     def adopt_heads(self, head: int, ack: int) -> bool:
@@ -47,11 +53,22 @@ class ArmQueue:
         restarted = ack + 1 < self.next_seq - len(self.pending) and head < self.next_seq - 1 - len(self.pending)
         if restarted:
             self.pending.clear()
+            self.key_of.clear()
+            self.due_at.clear()
             self.next_seq = max(head, ack) + 1
         else:
             self.next_seq = max(self.next_seq, head + 1)
         self.ack = ack
         return restarted
+
+    def restart(self, head: int, ack: int) -> None:
+        """The PLC restarted (a new boot id): nothing pending will be taken or answered; the
+        numbering continues where the PLC's ring is now (the caller opens a new stream epoch)."""
+        self.pending.clear()
+        self.key_of.clear()
+        self.due_at.clear()
+        self.next_seq = max(head, ack) + 1
+        self.ack = ack
 
     def to_write(self) -> list[dict[str, int]]:
         """The next commands to write: at most a ring's worth."""
@@ -65,8 +82,21 @@ class ArmQueue:
             if due is not None and e["action"] == ArmAction.ARM:
                 latencies.append(t - due)
         del self.pending[: len(chunk)]
+        stale = self.next_seq - 4 * self.ring_size  # answers this old will not come any more
+        if chunk and min(self.key_of, default=stale) < stale:
+            self.forget_before(stale)
         return latencies
 
-    def result(self, seq: int) -> float | None:
-        """The PLC answered command ``seq``: forget it; returns when it became due."""
-        return self.due_at.pop(seq, None)
+    def result(self, seq: int) -> tuple[int | None, float | None]:
+        """The PLC answered command ``seq``: forget it; returns (parcel key, when it became due).
+
+        The PLC may also answer commands it was never sent by this controller (arms it dropped
+        on its own encoder fault carry the seq of the command that armed them): then the key is
+        unknown (None) and the caller falls back to the tracking id."""
+        return self.key_of.pop(seq, None), self.due_at.pop(seq, None)
+
+    def forget_before(self, seq: int) -> None:
+        """Commands below ``seq`` will never be answered (the PLC restarted): drop their records."""
+        for s in [s for s in self.key_of if s < seq]:
+            self.key_of.pop(s, None)
+            self.due_at.pop(s, None)

@@ -1,9 +1,15 @@
 """The camera in the loop: frames from the camera's TCP stream, decoded off the control loop.
 
-A task reads frames (``vision.camstream``), groups them by scan trigger (tracking id and
-trigger count), hands each group to the ParcelDecoder (worker threads) and queues the verdict
-for the control cycle, which joins it to the tracking id. The cycle never waits on a decode: a
-parcel whose decode is not back by its routing deadline is routed as a timeout (no-read).
+A task reads frames (``vision.camstream``; the wire format is in docs/plc-interface.md, "Camera
+stream"), hands each frame to the ParcelDecoder (a worker process) and queues the verdict for
+the control cycle, which joins it to the parcel by tracking id and trigger count. The cycle
+never waits on a decode: a parcel whose decode is not back by its routing deadline is routed as
+a timeout (no-read).
+
+The stream is the camera's to end, not ours: whatever ends it (a closed socket, a malformed
+frame, a decoder error on a bad image) is logged once, and the feed reconnects with the same
+capped backoff the PLC links use. TCP keepalive finds a peer that vanished without closing (a
+power cut, a pulled cable) in about 10 s, since the protocol has no heartbeat of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import socket
 import time
 from collections.abc import Callable
 
@@ -18,8 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from control.lifecycle import ScanStatus
+from control.plc import Backoff
 from control.service.feeds import DecodeResult
-from vision.camstream import CameraFrame, StreamError, read_frame
+from control.service.metrics import Window
+from vision.camstream import CameraFrame, read_frame
 from vision.parcel import ParcelDecoder
 
 log = logging.getLogger(__name__)
@@ -53,9 +63,12 @@ class CameraFeed:
         self._decodes: set[asyncio.Task[None]] = set()
         self._connected = False
         self._down_since: float | None = clock()
+        self.backoff = Backoff(base_s=0.05, cap_s=2.0)
+        self._rng = random.Random()
+        self._failures = 0  # connections in a row that ended or failed (backoff), logged at the first
         self.frames = 0
         self.lost_frames = 0
-        self.decode_s: list[float] = []
+        self.decode_s = Window()  # seconds per decode, the last 65,536
 
     @property
     def healthy(self) -> bool:
@@ -83,30 +96,41 @@ class CameraFeed:
             await asyncio.gather(*self._decodes, return_exceptions=True)
 
     async def _run(self) -> None:
-        backoff = 0.05
         while True:
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError as exc:
-                log.debug("camera %s:%d: %s", self.host, self.port, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._ended(f"cannot connect: {exc}")
+                await asyncio.sleep(self.backoff.delay(self._failures - 1, self._rng))
                 continue
-            backoff = 0.05
+            _keepalive(writer)
             self._connected = True
             if self._down_since is not None:
                 log.info("camera %s:%d connected", self.host, self.port)
             self._down_since = None
+            frames_before = self.frames
             try:
                 await self._read(reader)
-            except (asyncio.IncompleteReadError, ConnectionError, StreamError) as exc:
-                log.warning("camera stream ended: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # anything that ends the stream (a decoder error too): reconnect
+                if self.frames > frames_before:
+                    self._failures = 0  # it worked for a while: not the same failure again
+                self._ended(f"stream ended: {type(exc).__name__}: {exc}")
             finally:
                 self._connected = False
                 self._down_since = self.clock()
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+            await asyncio.sleep(self.backoff.delay(self._failures - 1, self._rng))
+
+    def _ended(self, why: str) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            log.warning("camera %s:%d: %s (reconnecting)", self.host, self.port, why)
+        else:
+            log.debug("camera %s:%d: %s", self.host, self.port, why)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         # The camera sends one frame per scan trigger; each is decoded as it arrives (never
@@ -137,7 +161,7 @@ class CameraFeed:
             log.exception("decoding the frames of tracking id %d failed", first.tracking_id)
             return
         done = self.clock()
-        self.decode_s.append(done - t0)
+        self.decode_s.add(done - t0)
         ident = got.identity
         self._results.append(
             DecodeResult(
@@ -151,3 +175,15 @@ class CameraFeed:
                 detail=f"{got.frames} frames",
             )
         )
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """Probe an idle connection: a camera gone without a FIN is noticed in ~10 s, not never."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)

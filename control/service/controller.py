@@ -2,51 +2,59 @@
 
 Each cycle (default 10 ms, under a RateKeeper that reports lag):
 
-1. **update** - one batched read per PLC (scalars and ring heads), ring entries only when a
-   head moved, chute status; both PLCs read concurrently.
+1. **update** - one batched read per PLC (scalars, boot id and ring heads), ring entries only
+   when a head moved; both PLCs read concurrently.
 2. **decide** - pure work on in-memory state: heartbeats and fault bits through the fault
-   table, the encoder plausibility check, ring events and decodes through the parcel flow
-   (tracking, routing, arming), the PackML unit.
+   book, PLC restarts (boot ids), the encoder plausibility check, ring events and decodes
+   through the parcel flow (tracking, routing, arming), and the supervisor (the PackML unit
+   and the belt handshake).
 3. **store** - everything from step 2 in one SQLite transaction (writer thread).
-4. **publish** - only after the commit: ring acks, arm commands, heartbeats and belt command.
+4. **publish** - only after the commit: arm commands first, then ring acks, heartbeats, the
+   belt command and the diverter reset.
 
-A cycle whose commit fails acks nothing and arms nothing; its batch is retried next cycle.
-
-The parcel side lives in `ParcelFlow` (control/service/parcels.py); this module keeps the links,
-the faults and the PackML unit, and the order in which things happen.
+A cycle whose commit fails acks nothing, arms nothing and commands nothing; its batch is
+retried next cycle. This module keeps only the cycle and its I/O: the parcel side is
+`ParcelFlow` (parcels.py), the unit and belt are the `Supervisor` (supervisor.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from control.faults import Fault
 from control.packml import PackMLUnit
 from control.plc import PlcError, PlcLink, RingRead
-from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, RESET_CLEARS, FaultBook
+from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, FaultBook
 from control.service.arms import ArmQueue
 from control.service.feeds import DecodeFeed, Router
+from control.service.links import LinkKeeper
 from control.service.metrics import Metrics
 from control.service.parcels import ParcelFlow
 from control.service.ratekeeper import RateKeeper
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
+from control.service.supervisor import (
+    BeltReading,
+    Observed,
+    OperatorCommand,
+    Supervisor,
+    SupervisorSettings,
+)
 from control.service.watch import EncoderWatch, HeartbeatWatch
 from control.service.writer import StoreWriter
 from control.store import Batch, EventStore, ParcelRow
 from control.tracking import Geometry, TrackingTable
-from plant.codes import (
-    CommandResult,
-    ConveyorFault,
-    DiverterFault,
-    PackMLCommand,
-    PackMLState,
-)
+from plant.codes import ConveyorFault, DiverterFault, PackMLState
 from plant.site import Site
 from plant.tagmap import TagMap
 
@@ -55,46 +63,26 @@ __all__ = ["Controller"]
 log = logging.getLogger(__name__)
 
 S = PackMLState
-C = PackMLCommand
-
 CONVEYOR_SCALARS = (
-    "plc_heartbeat", "encoder_count", "speed_actual", "belt_state", "belt_command_ack",
+    "plc_heartbeat", "plc_boot_id", "encoder_count", "speed_actual", "belt_state", "belt_command_ack",
     "belt_command_result", "faults", "jam_eye", "induct.head", "scan.head",
 )
-DIVERTER_SCALARS = ("plc_heartbeat", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head")
-
-# acting state -> (belt command to send, belt state that completes it); None = completes at once
-BELT_FOR_STATE: dict[PackMLState, tuple[PackMLCommand, frozenset[int]] | None] = {
-    S.RESETTING: (C.RESET, frozenset({S.IDLE})),
-    S.STARTING: (C.START, frozenset({S.EXECUTE})),
-    S.HOLDING: (C.HOLD, frozenset({S.HELD})),
-    S.UNHOLDING: (C.UNHOLD, frozenset({S.EXECUTE})),
-    S.STOPPING: (C.STOP, frozenset({S.STOPPED})),
-    S.ABORTING: (C.ABORT, frozenset({S.ABORTED})),
-    S.CLEARING: (C.CLEAR, frozenset({S.STOPPED})),
-    S.SUSPENDING: None,
-    S.UNSUSPENDING: None,
-    S.COMPLETING: None,
-}
-RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING})  # arms may go out
+DIVERTER_SCALARS = ("plc_heartbeat", "boot_id", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head")
+RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING, S.COMPLETING})  # arms may go out
+DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | DiverterFault.DIVERTER
+HEALTH_EVERY = 1000  # cycles between health records in the store (10 s at 10 ms)
 
 
 @dataclass(slots=True)
-class _Conveyor:
+class _Read:
+    """One PLC's reading this cycle (``rings``: ring name -> entries read)."""
+
     ok: bool = False
     scalars: dict[str, float | int | bool] = field(default_factory=dict)
-    sent_at: float = 0.0  # the encoder was sampled between these two instants
+    rings: dict[str, RingRead] = field(default_factory=dict)
+    restarted: bool = False  # a new boot id: its rings were read from seq 1
+    sent_at: float = 0.0  # the conveyor's encoder was sampled between these two instants
     received_at: float = 0.0
-    induct: RingRead | None = None
-    scan: RingRead | None = None
-
-
-@dataclass(slots=True)
-class _Diverter:
-    ok: bool = False
-    scalars: dict[str, float | int | bool] = field(default_factory=dict)
-    arm_result: RingRead | None = None
-    confirm: RingRead | None = None
 
 
 class Controller:
@@ -132,34 +120,35 @@ class Controller:
             anchor_tolerance_mm=cfg.anchor_tolerance_mm,
         )
         self.unit = PackMLUnit()
+        self.supervisor = Supervisor(
+            SupervisorSettings(auto_start=cfg.auto_start, auto_recover=cfg.auto_recover,
+                               retry_max_s=cfg.belt_retry_max_s, ack_timeout_s=cfg.belt_ack_timeout_s),
+            unit=self.unit,
+        )
         self.writer = StoreWriter(db_path, cfg.synchronous)
         self.metrics = Metrics()
-        self.faults = FaultBook(self.unit, wall, self._record_state)
-        self.streams = StreamBook(wall)
+        self.faults = FaultBook(self.unit, wall)
+        self.streams = StreamBook(wall, self.faults)
         self.arms = ArmQueue(tag_map.diverter.rings["arm"].size)
         self.parcels = ParcelFlow(
             site, self.geometry, cfg, router, decoder, unit=self.unit, faults=self.faults, arms=self.arms,
             streams=self.streams, metrics=self.metrics, clock=clock, wall=wall,
         )
+        self.links = LinkKeeper({"conveyor": conveyor, "diverter": diverter})
         self._heartbeat = {plc: HeartbeatWatch(cfg.heartbeat_timeout_s) for plc in ("conveyor", "diverter")}
         self._encoder_watch = EncoderWatch(self.geometry.counts_per_mm, cfg.glitch_tolerance_mm)
-        self._belt_state = 0
-        self._belt_seq = 0
-        self._belt_ack = 0
-        self._belt_sent_for: PackMLState | None = None
-        self._belt_refused_in: PackMLState | None = None
         self._host_hb = 0
         self._pending_batch = Batch()
         self._conv_fault_bits = 0
         self._div_fault_bits = 0
-        self._diverter_reset_seq = 0
+        self._operator: list[OperatorCommand] = []
+        self._handled: set[int] = set()  # operator commands taken, not yet seen done in the store
+        self._belt_out: tuple[int, int] | None = None  # (command, seq) to write after the commit
+        self._div_reset_out: int | None = None
         self._started = False
         self._overrun_at = 0.0
-        self._reconnects: dict[str, asyncio.Task[None]] = {}
         self._glitch_cycle = -1
-        self._retry_at = 0.0
-        self._stop_requested = False
-        self._first_cycle = True
+        self._store_failing = 0  # consecutive failed commits (logged once when it starts and once when it ends)
 
     @property
     def table(self) -> TrackingTable:
@@ -174,8 +163,9 @@ class Controller:
         """Recover from the store, connect (best effort: the cycle retries), adopt PLC heads."""
         rec = await self.writer.call(_recover)
         self.streams.restore(rec.meta, rec.last_seqs)
+        self.parcels.boot_id = self.streams.boot["conveyor"]
         self.arms.next_seq = rec.last_seqs.get(f"diverter.{self.streams.stream('arm')}", 0) + 1
-        self._belt_seq = int(rec.meta.get("belt_seq", "0") or 0)
+        self.supervisor.belt_seq = int(rec.meta.get("belt_seq", "0") or 0)
         self.metrics.inducted_seen = rec.total
         batch = self._pending_batch
         for row in rec.open_parcels:
@@ -185,13 +175,14 @@ class Controller:
             with contextlib.suppress(PlcError):
                 await link.connect()
         with contextlib.suppress(PlcError):
-            heads = await self.diverter.read(["arm.head", "arm.ack"])
-            self._adopt_arm_heads(int(heads["arm.head"]), int(heads["arm.ack"]), batch)
+            got = await self.diverter.read(["arm.head", "arm.ack", "reset_seq"])
+            self._adopt_arm_heads(int(got["arm.head"]), int(got["arm.ack"]), batch)
+            self.supervisor.diverter_reset_seq = int(got["reset_seq"])
         with contextlib.suppress(PlcError):
-            got = await self.conveyor.read(["belt_command_ack"])
-            self._belt_seq = max(self._belt_seq, int(got["belt_command_ack"]))
+            got = await self.conveyor.read(["belt_command_ack", "belt_command_seq"])
+            sup = self.supervisor
+            sup.belt_seq = max(sup.belt_seq, int(got["belt_command_ack"]), int(got["belt_command_seq"]))
         await self._read_chutes(fill=True)  # the first decisions know which chutes are usable
-        self._record_state(batch)
         self._started = True
 
     def _adopt_arm_heads(self, head: int, ack: int, batch: Batch) -> None:
@@ -207,43 +198,34 @@ class Controller:
         n = 0
         while not (stop is not None and stop.is_set()) and (max_cycles is None or n < max_cycles):
             await rk.keep_time()
-            self.metrics.cycle_lag_s.append(rk.lag_s)
-            if rk.lag_s > 10 * self.cfg.cycle_s:
-                self._overrun_at = self.clock()
-                self.faults.raise_(Fault.CYCLE_OVERRUN, f"cycle started {rk.lag_s * 1000:.0f} ms late", self._pending_batch)
-            elif Fault.CYCLE_OVERRUN in self.faults and self.clock() - self._overrun_at > 5.0:
-                self.faults.clear(Fault.CYCLE_OVERRUN, self._pending_batch)
+            self.note_lag(rk.lag_s)
             t0 = self.clock()
             await self.step()
-            self.metrics.cycle_work_s.append(self.clock() - t0)
+            self.metrics.cycle_work_s.add(self.clock() - t0)
             n += 1
 
-    async def _stop_reconnects(self) -> None:
-        for t in self._reconnects.values():
-            t.cancel()
-        for t in self._reconnects.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._reconnects.clear()
+    def note_lag(self, lag_s: float) -> None:
+        """How late this cycle started: recorded, and a lag of ten cycles raises the overrun alarm."""
+        self.metrics.cycle_lag_s.add(lag_s)
+        if lag_s > 10 * self.cfg.cycle_s:
+            self._overrun_at = self.clock()
+            self.faults.raise_(Fault.CYCLE_OVERRUN, f"cycle started {lag_s * 1000:.0f} ms late", self._pending_batch)
+        elif Fault.CYCLE_OVERRUN in self.faults and self.clock() - self._overrun_at > 5.0:
+            self.faults.clear(Fault.CYCLE_OVERRUN, self._pending_batch)
 
     async def kill(self) -> None:
         """Drop everything on the floor, as a crash would: no final commit, links cut."""
-        await self._stop_reconnects()
-        for link in (self.conveyor, self.diverter):
-            with contextlib.suppress(Exception):
-                await link.close()
+        await self.links.close()
         self.writer.close()
 
     async def close(self) -> None:
-        await self._stop_reconnects()
+        """A clean stop: the pending batch and a stop event are committed, links closed."""
+        await self.links.close()
         batch = self._pending_batch
         batch.unit_event(self.wall(), "service", "stop", 0, "")
         with contextlib.suppress(Exception):
             await self.writer.commit(batch)
         self._pending_batch = Batch()
-        for link in (self.conveyor, self.diverter):
-            with contextlib.suppress(Exception):
-                await link.close()
         self.writer.close()
 
     async def step(self) -> None:
@@ -253,44 +235,66 @@ class Controller:
         m.cycles += 1
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
         t1 = self.clock()
-        m.read_s.append(t1 - now)
+        m.read_s.add(t1 - now)
         batch = self._pending_batch
         self._pending_batch = Batch()
         self._decide(conv, div, now, batch)
         t2 = self.clock()
-        m.decide_s.append(t2 - t1)
+        m.decide_s.add(t2 - t1)
+        committed = await self._commit(batch)
+        m.commit_s.add(self.clock() - t2)
+        t3 = self.clock()
+        await self._publish(committed, div.ok)
+        m.publish_s.add(self.clock() - t3)
+        await self._housekeeping()
+
+    async def _commit(self, batch: Batch) -> bool:
         try:
             if batch:
                 await self.writer.commit(batch)
-                m.commit_s.append(self.clock() - t2)
-            committed = True
         except Exception as exc:  # sqlite3.Error or disk trouble: keep everything, retry
-            committed = False
-            m.store_failures += 1
-            log.error("event store commit failed: %s", exc)
+            self.metrics.store_failures += 1
+            self._store_failing += 1
+            if self._store_failing == 1:
+                log.error("event store commit failed: %s (retrying every cycle; nothing is acked meanwhile)", exc)
             retry = Batch()
             retry.merge(batch)
             self._pending_batch = retry
             self.faults.raise_(Fault.STORE_WRITE_FAILURE, str(exc), self._pending_batch)
-        if committed:
-            self.faults.clear(Fault.STORE_WRITE_FAILURE, self._pending_batch)
-            self.parcels.committed(self.clock())
-        else:
             self.parcels.uncommitted()
-        t3 = self.clock()
-        await self._publish(committed, div.ok)
-        m.publish_s.append(self.clock() - t3)
-        await self._housekeeping()
+            return False
+        if self._store_failing:
+            log.info("event store commits again after %d failed cycles", self._store_failing)
+            self._store_failing = 0
+        self.faults.clear(Fault.STORE_WRITE_FAILURE, self._pending_batch)
+        self.parcels.committed(self.clock())
+        return True
 
     async def _housekeeping(self) -> None:
         """Reads nothing this cycle's decisions wait for, done after the publish so they never
-        delay an arm: chute status (5th cycle) and fill (50th), and operator commands (25th
-        cycle, four times a second); both take effect in the next cycle."""
+        delay an arm: chute status (5th cycle) and fill (50th), operator commands (25th cycle,
+        four times a second) and a health record (every 10 s); all take effect next cycle."""
         cycles = self.metrics.cycles
         if cycles % 5 == 1:
             await self._read_chutes(fill=cycles % 50 == 1)
         if cycles % 25 == 0:
             await self._operator_commands()
+        if cycles % HEALTH_EVERY == 0:
+            self._pending_batch.meta["health"] = json.dumps(self.health(), separators=(",", ":"))
+
+    def health(self) -> dict[str, object]:
+        """The service's vital signs (``meta.health`` in the store, for `sortctl status` and the soak)."""
+        m = self.metrics
+        lag = m.cycle_lag_s.values()[-HEALTH_EVERY:]
+        return {
+            "t": round(self.wall(), 3),
+            "cycles": m.cycles,
+            "unit": self.unit.state.name,
+            "lag_p99_ms": round(float(_p99(lag)) * 1000.0, 3),
+            "rss_mb": _rss_mb(),
+            "in_flight": len(self.table),
+            "faults": self.faults.names(),
+        }
 
     async def _read_chutes(self, *, fill: bool) -> None:
         block = getattr(self.diverter, "read_block", None)
@@ -309,90 +313,81 @@ class Controller:
         if levels is not None:
             self.router.chute_fill(levels)
 
+    async def _operator_commands(self) -> None:
+        try:
+            pending = await self.writer.call(lambda s: s.pending_commands())
+        except Exception as exc:  # a locked or failing store must not stop the cycle
+            log.debug("reading operator commands failed: %s", exc)
+            return
+        # a command is done once the batch that answers it commits; until then a poll sees it again
+        fresh = [(cid, name) for cid, name in pending if cid not in self._handled]
+        self._handled = {cid for cid, _ in pending}
+        self._operator += [OperatorCommand(cid, name) for cid, name in fresh]
+
     # ================================================================= update
-    def _usable(self, name: str, link: PlcLink) -> bool:
-        """A link that is down is reconnected by a background task, never inside the cycle: a
-        connect attempt can take the whole request timeout and must not stall the other PLC."""
-        if link.connected:
-            return True
-        task = self._reconnects.get(name)
-        if task is None or task.done():
-            self._reconnects[name] = asyncio.create_task(self._reconnect(name, link), name=f"reconnect-{name}")
-        return False
-
-    async def _reconnect(self, name: str, link: PlcLink) -> None:
-        delay = 0.05
-        while not link.connected:
-            try:
-                await link.connect()
-            except PlcError as exc:
-                log.debug("%s: reconnect failed: %s", name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    async def _read_conveyor(self) -> _Conveyor:
-        out = _Conveyor()
-        if not self._usable("conveyor", self.conveyor):
+    async def _read_conveyor(self) -> _Read:
+        out = _Read()
+        if not self.links.usable("conveyor"):
             return out
-        last = self.streams.last_seq
         try:
             out.sent_at = self.clock()
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
             out.received_at = self.clock()
             out.scalars = sc
-            # the heads just read go with each ring read: no second request for them
-            induct_head, scan_head = int(sc["induct.head"]), int(sc["scan.head"])
-            new_induct, new_scan = induct_head != last["induct"], scan_head != last["scan"]
-            if new_induct and new_scan:  # two requests in flight on one OPC UA session
-                out.induct, out.scan = await asyncio.gather(
-                    self.conveyor.read_ring("induct", last["induct"], induct_head),
-                    self.conveyor.read_ring("scan", last["scan"], scan_head),
-                )
-            elif new_induct:
-                out.induct = await self.conveyor.read_ring("induct", last["induct"], induct_head)
-            elif new_scan:
-                out.scan = await self.conveyor.read_ring("scan", last["scan"], scan_head)
+            out.restarted = self.streams.restarted("conveyor", int(sc["plc_boot_id"]))
+            await self._read_rings(self.conveyor, ("induct", "scan"), out)
             out.ok = True
         except PlcError as exc:
             log.debug("conveyor read failed: %s", exc)
         return out
 
-    async def _read_diverter(self) -> _Diverter:
-        out = _Diverter()
-        if not self._usable("diverter", self.diverter):
+    async def _read_diverter(self) -> _Read:
+        out = _Read()
+        if not self.links.usable("diverter"):
             return out
-        last = self.streams.last_seq
         try:
             sc = await self.diverter.read(DIVERTER_SCALARS)
             out.scalars = sc
-            result_head, confirm_head = int(sc["arm_result.head"]), int(sc["confirm.head"])
-            if result_head != last["arm_result"]:
-                out.arm_result = await self.diverter.read_ring("arm_result", last["arm_result"], result_head)
-            if confirm_head != last["confirm"]:
-                out.confirm = await self.diverter.read_ring("confirm", last["confirm"], confirm_head)
+            out.restarted = self.streams.restarted("diverter", int(sc["boot_id"]))
+            await self._read_rings(self.diverter, ("arm_result", "confirm"), out)
             out.ok = True
         except PlcError as exc:
             log.debug("diverter read failed: %s", exc)
         return out
 
+    async def _read_rings(self, link: PlcLink, rings: tuple[str, ...], out: _Read) -> None:
+        """The rings whose head moved, with the heads just read (no second request for them);
+        after a PLC restart from seq 1. Two rings of one PLC go as two requests in flight."""
+        last = self.streams.last_seq
+        moved = []
+        for ring in rings:
+            after = 0 if out.restarted else last[ring]
+            head = int(out.scalars[f"{ring}.head"])
+            if head != after:
+                moved.append((ring, after, head))
+        got = await asyncio.gather(*(link.read_ring(r, a, h) for r, a, h in moved))
+        out.rings = {r: g for (r, _, _), g in zip(moved, got, strict=True)}
+
     # ================================================================= decide
-    def _decide(self, conv: _Conveyor, div: _Diverter, now: float, batch: Batch) -> None:
+    def _decide(self, conv: _Read, div: _Read, now: float, batch: Batch) -> None:
         flow = self.parcels
-        self._liveness("conveyor", conv.ok, conv.scalars, now, batch)
-        self._liveness("diverter", div.ok, div.scalars, now, batch)
+        self._liveness("conveyor", conv, now, batch)
+        self._liveness("diverter", div, now, batch)
         if conv.ok:
+            self._boot("conveyor", conv, now, batch)
             self._take_conveyor(conv, batch)
         if div.ok:
+            self._boot("diverter", div, now, batch)
             ack = int(div.scalars["arm.ack"])
             if ack < self.arms.ack:  # the diverter PLC lost its ring state
                 self._adopt_arm_heads(int(div.scalars["arm.head"]), ack, batch)
             self.arms.ack = ack
             self._diverter_faults(int(div.scalars["faults"]), batch)
         # ring events, in causal order: induct before scan before results and confirms
-        self.streams.take("conveyor", "induct", conv.induct, batch, flow.on_induct)
-        self.streams.take("conveyor", "scan", conv.scan, batch, flow.on_scan)
-        self.streams.take("diverter", "arm_result", div.arm_result, batch, flow.on_arm_result)
-        self.streams.take("diverter", "confirm", div.confirm, batch, flow.on_confirm)
+        self.streams.take("conveyor", "induct", conv.rings.get("induct"), batch, flow.on_induct)
+        self.streams.take("conveyor", "scan", conv.rings.get("scan"), batch, flow.on_scan)
+        self.streams.take("diverter", "arm_result", div.rings.get("arm_result"), batch, flow.on_arm_result)
+        self.streams.take("diverter", "confirm", div.rings.get("confirm"), batch, flow.on_confirm)
         self.metrics.gaps = self.streams.lost
         if self.decoder is not None:
             if self.decoder.down_for > 1.0:
@@ -403,9 +398,29 @@ class Controller:
         if conv.ok:
             may_arm = self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
             flow.cycle_pass(now, batch, may_arm=may_arm)
-        self._drive_unit(batch)
+        self._supervise(conv, div, now, batch)
 
-    def _take_conveyor(self, conv: _Conveyor, batch: Batch) -> None:
+    def _boot(self, plc: str, got: _Read, now: float, batch: Batch) -> None:
+        """A PLC's boot id: adopted the first time, and a restart when it changes."""
+        streams = self.streams
+        boot_id = int(got.scalars["plc_boot_id" if plc == "conveyor" else "boot_id"])
+        if got.restarted:
+            old = streams.boot[plc]
+            streams.take_boot(plc, boot_id, batch, restarted=True)
+            if plc == "conveyor":
+                closed = self.parcels.conveyor_restarted(boot_id, now, batch)
+                what = f"{closed} parcels it tracked recorded lost (plc_restart)"
+            else:
+                self.arms.restart(int(got.scalars["arm.head"]), int(got.scalars["arm.ack"]))
+                self.parcels.diverter_restarted(batch)
+                what = "its arms are gone; armed parcels go round"
+            self.faults.event(Fault.PLC_RESTARTED, f"{plc} PLC restarted (boot id {old} -> {boot_id}): {what}", batch)
+        elif streams.first_boot(plc, boot_id):
+            streams.take_boot(plc, boot_id, batch, restarted=False)
+            if plc == "conveyor":
+                self.parcels.adopt_boot(boot_id, batch)
+
+    def _take_conveyor(self, conv: _Read, batch: Batch) -> None:
         sc = conv.scalars
         enc = int(sc["encoder_count"])
         speed = float(sc["speed_actual"])
@@ -413,31 +428,14 @@ class Controller:
         if why is not None:
             self._encoder_suspect(why, batch)
         self.parcels.encoder, self.parcels.speed_mps = enc, speed
-        self._belt_state = int(sc["belt_state"])
-        self._belt_ack = int(sc["belt_command_ack"])
         self._conveyor_faults(int(sc["faults"]), int(sc["jam_eye"]), batch)
-        if (
-            self._belt_ack == self._belt_seq
-            and int(sc["belt_command_result"]) != CommandResult.ACCEPTED
-            and self._belt_sent_for is not None
-        ):
-            log.warning("belt refused command seq %d (result %s)", self._belt_seq, sc["belt_command_result"])
-            refused_in = self._belt_sent_for
-            batch.unit_event(self.wall(), "belt_refused", str(refused_in.name), self._belt_seq, "")
-            # not resent: a refused Unhold/Start/Reset means a latched PLC fault; stop, and let
-            # the auto-start path Reset (after a pause) once nothing blocks it
-            if self.unit.state in (S.UNHOLDING, S.STARTING, S.RESETTING):
-                self.unit.command(C.STOP)
-                self._retry_at = self.clock() + 2.0
-            self._belt_refused_in = refused_in
 
-    # ---------------------------------------------------------------- liveness and faults
-    def _liveness(self, plc: str, ok: bool, sc: dict[str, float | int | bool], now: float, batch: Batch) -> None:
+    def _liveness(self, plc: str, got: _Read, now: float, batch: Batch) -> None:
         fault = Fault.CONVEYOR_HEARTBEAT_LOST if plc == "conveyor" else Fault.DIVERTER_HEARTBEAT_LOST
-        lost = self._heartbeat[plc].update(ok, int(sc["plc_heartbeat"]) if ok else None, now)
+        lost = self._heartbeat[plc].update(got.ok, int(got.scalars["plc_heartbeat"]) if got.ok else None, now)
         if lost:
-            self.faults.raise_(fault, "no heartbeat change" if ok else "link down", batch)
-        elif ok:
+            self.faults.raise_(fault, "no heartbeat change" if got.ok else "link down", batch)
+        elif got.ok:
             self.faults.clear(fault, batch)
 
     def _conveyor_faults(self, bits: int, jam_eye: int, batch: Batch) -> None:
@@ -447,8 +445,8 @@ class Controller:
                 if fault == Fault.ENCODER_FAULT and fault not in self.faults:
                     self._encoder_suspect("the conveyor PLC reports an encoder fault", batch)
                 self.faults.raise_(fault, f"jam at eye {jam_eye}" if fault == Fault.JAM else "", batch)
-            else:
-                self.faults.clear(fault, batch)
+            elif not (fault == Fault.HOST_WATCHDOG and self._div_fault_bits & DiverterFault.HOST_WATCHDOG):
+                self.faults.clear(fault, batch)  # (the watchdog fault is shared with the diverter's bit)
         self._conv_fault_bits = bits
 
     def _diverter_faults(self, bits: int, batch: Batch) -> None:
@@ -467,85 +465,30 @@ class Controller:
             return
         self._glitch_cycle = self.metrics.cycles
         self.metrics.glitches += 1
-        batch.unit_event(self.wall(), "alarm", "encoder_glitch", int(Fault.ENCODER_GLITCH), detail)
-        log.warning("encoder glitch: %s", detail)
+        self.faults.event(Fault.ENCODER_GLITCH, detail, batch)
         self.parcels.encoder_glitch(self.clock(), batch)
 
-    # ---------------------------------------------------------------- PackML and the belt
-    def _drive_unit(self, batch: Batch) -> None:
-        unit = self.unit
-        st = unit.state
-        blocked = self.faults.blocking()
-        if self.cfg.auto_start and not self._stop_requested:
-            if (
-                st == S.STOPPED and not blocked and self._links_up()
-                and self._heartbeat["conveyor"].ever_ok and self.clock() >= self._retry_at
-            ):
-                if self._belt_state == S.EXECUTE:
-                    # the belt is already running (we restarted): adopt it without a belt command
-                    for step in (C.RESET, None, C.START, None):
-                        unit.command(step) if step is not None else unit.state_complete()
-                    self._record_state(batch)
-                    return
-                unit.command(C.RESET)
-            elif st == S.IDLE:
-                unit.command(C.START)
-            elif st == S.ABORTED and not blocked:
-                unit.command(C.CLEAR)
-        if self.cfg.auto_recover and st == S.HELD and not blocked and self._links_up():
-            if any(f in RESET_CLEARS for f in self.faults.active):
-                unit.command(C.STOP)  # a latched PLC fault needs Reset: Stop, then Reset, Start
-            else:
-                unit.command(C.UNHOLD)
-        st2 = unit.state
-        if st2 in BELT_FOR_STATE:
-            need = BELT_FOR_STATE[st2]
-            if need is None or self._belt_state in need[1]:
-                unit.state_complete()
-                self._belt_sent_for = None
-                if unit.state == S.EXECUTE:
-                    unit.clear_stop_reason()
-        if unit.state != st or self._first_cycle:
-            self._record_state(batch)
-        self._first_cycle = False
-
-    def _links_up(self) -> bool:
-        return Fault.CONVEYOR_HEARTBEAT_LOST not in self.faults and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
-
-    def _record_state(self, batch: Batch) -> None:
-        for out in self.unit.history:
-            if out.accepted and out.before != out.after:
-                batch.unit_event(self.wall(), "state", out.after.name, int(out.after), out.command)
-            elif not out.accepted:
-                batch.unit_event(self.wall(), "refused", out.command, int(out.before), out.reason)
-        self.unit.history.clear()
-
-    async def _operator_commands(self) -> None:
-        try:
-            pending = await self.writer.call(lambda s: s.pending_commands())
-        except Exception as exc:  # a locked or failing store must not stop the cycle
-            log.debug("reading operator commands failed: %s", exc)
-            return
-        batch = self._pending_batch
-        for cid, name in pending:
-            try:
-                cmd = PackMLCommand[name.upper()]
-            except KeyError:
-                batch.commands_done.append((f"unknown command {name!r}", cid))
-                continue
-            if cmd == C.STOP:
-                self._stop_requested = True
-            elif cmd in (C.RESET, C.START, C.CLEAR):
-                self._stop_requested = False
-            out = self.unit.command(cmd)
-            batch.unit_event(self.wall(), "operator", cmd.name, int(cmd), out.reason)
-            batch.commands_done.append(("accepted" if out.accepted else f"refused: {out.reason}", cid))
-            self._record_state(batch)
-
-    def request_stop(self) -> None:
-        """Operator Stop: the unit stops the belt and stays stopped."""
-        self._stop_requested = True
-        self.unit.command(C.STOP)
+    def _supervise(self, conv: _Read, div: _Read, now: float, batch: Batch) -> None:
+        """The unit and the belt: what the supervisor decides goes to the batch and the publish."""
+        sc = conv.scalars
+        belt = BeltReading(int(sc["belt_state"]), int(sc["belt_command_ack"]), int(sc["belt_command_result"])) \
+            if conv.ok else None
+        obs = Observed(
+            now=now, belt=belt, active=frozenset(self.faults.active), raised=tuple(self.faults.take_raised()),
+            diverter_latched=bool(self._div_fault_bits & DIVERTER_LATCHED), diverter_seen=div.ok,
+            operator=tuple(self._operator),
+        )
+        self._operator.clear()
+        a = self.supervisor.step(obs)
+        t = self.wall()
+        for kind, name, code, detail in a.events:
+            batch.unit_event(t, kind, name, code, detail)
+        for level, msg in a.notes:
+            log.log(level, msg)
+        batch.commands_done += [(result, cid) for cid, result in a.operator_results]
+        batch.meta.update(a.meta)
+        self._belt_out = (int(a.belt_command[0]), a.belt_command[1]) if a.belt_command else None
+        self._div_reset_out = a.diverter_reset
 
     # ================================================================= publish
     async def _publish(self, committed: bool, div_ok: bool) -> None:
@@ -559,6 +502,8 @@ class Controller:
             conv_w["watchdog_ms"] = self.cfg.watchdog_ms
             conv_w["speed_setpoint"] = float(self.site.sorter.speed_mps)
         div_w: dict[str, float | int | bool] = {"host_heartbeat": self._host_hb}
+        belt, self._belt_out = self._belt_out, None
+        reset, self._div_reset_out = self._div_reset_out, None
         if committed:
             acks = self.streams.ack_due
             for ring in ("induct", "scan"):
@@ -567,18 +512,12 @@ class Controller:
             for ring in ("arm_result", "confirm"):
                 if ring in acks:
                     div_w[f"{ring}.ack"] = acks.pop(ring)
-            need = BELT_FOR_STATE.get(self.unit.state)
-            if (
-                need and self._belt_sent_for != self.unit.state and self._belt_state not in need[1]
-                and self._belt_refused_in != self.unit.state
-            ):
-                self._belt_seq += 1
-                conv_w["belt_command"] = int(need[0])
-                self._belt_sent_for = self.unit.state
-                self._pending_batch.meta["belt_seq"] = str(self._belt_seq)
-            if (self._div_fault_bits & DiverterFault.HOST_WATCHDOG) and div_ok:
-                self._diverter_reset_seq += 1
-                div_w["reset_seq"] = self._diverter_reset_seq
+            if belt is not None:  # command and seq in one request: the PLC applies the command first
+                conv_w["belt_command"], conv_w["belt_command_seq"] = belt
+            if reset is not None and div_ok:
+                div_w["reset_seq"] = reset
+        elif belt is not None:
+            self.supervisor.belt_write_failed()
         # The arms go out alone and first: sharing the loop with the OPC UA write doubled the
         # time to an accepted arm. A failed arm write skips the diverter's other writes.
         if committed and self.arms.pending and self.diverter.connected and not await self._write_arms():
@@ -587,16 +526,13 @@ class Controller:
         await asyncio.gather(self._write_conveyor(conv_w), self._write_diverter(div_w))
 
     async def _write_conveyor(self, values: dict[str, float | int | bool]) -> None:
-        if not self.conveyor.connected:
-            self._belt_sent_for = None if "belt_command" in values else self._belt_sent_for
-            return
-        if "belt_command" in values:
-            values["belt_command_seq"] = self._belt_seq  # same request; the PLC applies the command first
         try:
+            if not self.conveyor.connected:
+                raise PlcError("conveyor link down")
             await self.conveyor.write(values)
         except PlcError as exc:
             if "belt_command" in values:
-                self._belt_sent_for = None  # not sent: send again (a new seq) next cycle
+                self.supervisor.belt_write_failed()  # not sent: sent again (a new seq) next cycle
             log.debug("conveyor write failed: %s", exc)
 
     async def _write_arms(self) -> bool:
@@ -619,6 +555,20 @@ class Controller:
             log.debug("diverter write failed: %s", exc)
 
 
+def _p99(values: object) -> float:
+    a = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(a, 99)) if a.size else 0.0
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (Linux /proc; 0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+
+
 @dataclass(slots=True)
 class _Recovery:
     last_seqs: dict[str, int]
@@ -628,6 +578,7 @@ class _Recovery:
 
 
 def _recover(store: EventStore) -> _Recovery:
-    keys = ["belt_seq", *(f"epoch.{r}" for r in ("induct", "scan", "arm_result", "confirm", "arm"))]
+    keys = ["belt_seq", "boot.conveyor", "boot.diverter",
+            *(f"epoch.{r}" for r in ("induct", "scan", "arm_result", "confirm", "arm"))]
     meta = {k: store.meta(k, "0") for k in keys}
     return _Recovery(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels())

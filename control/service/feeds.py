@@ -39,7 +39,7 @@ class DecodeFeed(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
-    tracking_id: int
+    key: int  # the parcel's key (conveyor boot id << 32 | tracking id)
     identity: str
     status: ScanStatus
     length_mm: float
@@ -55,9 +55,9 @@ class Router(Protocol):
         self, requests: list[RouteRequest], chute_status: npt.NDArray[np.uint16]
     ) -> list[tuple[int, int, str]]: ...  # (chute, reason code, reason name) per request
 
-    def confirmed(self, tracking_id: int, assigned: int, actual: int) -> None: ...
+    def confirmed(self, key: int, assigned: int, actual: int) -> None: ...
 
-    def missed(self, tracking_id: int, assigned: int) -> None: ...
+    def missed(self, key: int, assigned: int) -> None: ...
 
     def chute_fill(self, fill: npt.NDArray[np.uint16]) -> None: ...
 

@@ -4,6 +4,10 @@
 controller feeds it the cycle's ring events and the encoder, and it answers with parcel events
 in the cycle's batch and arm commands in the `ArmQueue`; it never talks to a PLC itself, so the
 rules that keep parcels out of wrong chutes sit in one place.
+
+A parcel is known by its **key**: the conveyor PLC's boot id (high 32 bits) and the tracking id
+that PLC gave it (low 32 bits). A PLC that restarts numbers its parcels from 1 again; with the
+boot id in the key a new parcel never takes an old parcel's record, in memory or in the store.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from control.lifecycle import FINAL, ParcelState, ScanStatus, name_of
 from control.packml import PackMLUnit
 from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
-from control.service.feeds import DecodeFeed, DecodeResult, Router, RouteRequest
+from control.service.decodes import DecodeJoin
+from control.service.feeds import DecodeFeed, Router, RouteRequest
 from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
@@ -28,13 +33,18 @@ from control.tracking import Geometry, TrackingTable, sdiff, wrap
 from plant.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult
 from plant.site import ChuteKind, Site
 
-__all__ = ["ParcelFlow"]
+__all__ = ["ParcelFlow", "parcel_key"]
 
 log = logging.getLogger(__name__)
 
 P = ParcelState
-FINAL_KEEP = 50_000  # recently finalised ids remembered (a "final" parcel seen again is an alarm)
+FINAL_KEEP = 50_000  # recently finalised keys remembered (a "final" parcel seen again is an alarm)
 ARM_REFUSED = (ArmResult.TOO_LATE, ArmResult.CHUTE_UNAVAILABLE, ArmResult.UNKNOWN_CHUTE, ArmResult.QUEUE_FULL)
+TID = 0xFFFFFFFF
+
+
+def parcel_key(boot_id: int, tracking_id: int) -> int:
+    return (boot_id << 32) | (tracking_id & TID)
 
 
 class ParcelFlow:
@@ -55,12 +65,12 @@ class ParcelFlow:
         metrics: Metrics,
         clock: Callable[[], float],
         wall: Callable[[], float],
+        boot_id: int = 0,
     ) -> None:
         self.site = site
         self.geometry = geometry
         self.cfg = cfg
         self.router = router
-        self.decoder = decoder
         self.unit = unit
         self.faults = faults
         self.arms = arms
@@ -68,6 +78,7 @@ class ParcelFlow:
         self.metrics = metrics
         self.clock = clock
         self.wall = wall
+        self.boot_id = boot_id  # the conveyor PLC's boot id: the high half of every new key
         self.table = TrackingTable(geometry, cfg.capacity)
         n = max(c.id for c in site.chutes) + 1
         self.exception_chute = np.zeros(n, dtype=np.bool_)
@@ -76,28 +87,33 @@ class ParcelFlow:
         self.chute_status = np.zeros(n, dtype=np.uint16)  # as the diverter PLC last reported it
         self.encoder = 0  # this cycle's encoder count and belt speed (set by the controller)
         self.speed_mps = 0.0
-        # per-parcel side data that is not numeric
+        # per-parcel side data that is not numeric, by parcel key
         self.identity: dict[int, str] = {}
         self.reason_name: dict[int, str] = {}
         self.inducted_t: dict[int, float] = {}
-        self.decodes: dict[int, DecodeResult] = {}  # decodes whose scan event is not read yet
-        self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final ids -> (outcome, lead, trail)
+        self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final keys -> (outcome, lead, trail)
         self._final_order: deque[int] = deque()
         self.suspect: set[int] = set()  # armed when the encoder glitched: their fire may have hit another parcel
         self._decided_now: list[float] = []  # scan times of this cycle's routing decisions
         self._full_destinations: tuple[str, ...] = ()
-        self._scan_timeouts_in_a_row = 0
+        self.decodes = DecodeJoin(self.table, geometry, cfg, decoder, faults=faults, metrics=metrics,
+                                  identity=self.identity, key_of=self.key)
 
-    # ================================================================= restart
+    def key(self, tracking_id: int) -> int:
+        """The key of a tracking id the conveyor PLC reports now."""
+        return parcel_key(self.boot_id, tracking_id)
+
+    # ================================================================= restarts
     def restore(self, row: ParcelRow, batch: Batch) -> None:
         """Rebuild a slot from its durable summary. Positions are not trusted across a restart:
         a parcel that was routed goes round once more rather than being armed from stale data."""
         t = self.table
-        i = t.induct(row.tracking_id, row.lead, row.trail)
+        key = parcel_key(row.boot_id, row.tracking_id)
+        i = t.induct(key, row.lead, row.trail)
         if i is None:
             return
-        self.identity[row.tracking_id] = row.identity
-        self.inducted_t[row.tracking_id] = row.inducted_t
+        self.identity[key] = row.identity
+        self.inducted_t[key] = row.inducted_t
         t.lap[i] = row.lap
         if row.state == "inducted":
             return
@@ -105,37 +121,86 @@ class ParcelFlow:
         t.state[i] = P.RECIRCULATED
         if row.state not in ("recirculated", "missed"):
             batch.parcel_event(self.wall(), row.tracking_id, "recirculated", row.lap, row.chute,
-                               row.reason, row.identity, "controller restarted")
+                               row.reason, row.identity, "controller restarted", boot_id=row.boot_id)
         g = self.geometry
         t.expect_scan[i] = wrap(row.lead + g.scanner_counts + (row.lap + 1) * g.loop_counts)
         # an arm written before the crash may still fire (a restart shorter than the diverter's
         # watchdog): a confirmation for the chute it was routed to is still a good sort
         t.chute[i] = row.chute
-        self.reason_name[row.tracking_id] = row.reason
+        self.reason_name[key] = row.reason
         if row.state == "armed":
             t.state[i] = P.MISSED
+
+    def adopt_boot(self, boot_id: int, batch: Batch) -> None:
+        """The first boot id seen by a store written before boot ids existed: the open parcels of
+        boot 0 are this PLC's (it has not restarted), so they take its boot id, here and stored."""
+        tab = self.table
+        for i in tab.active_slots().tolist():
+            old = int(tab.key[i])
+            if old >> 32 == 0:
+                new = parcel_key(boot_id, old)
+                tab.slot_of[new] = tab.slot_of.pop(old)
+                tab.key[i] = new
+                for names in (self.identity, self.reason_name):
+                    if old in names:
+                        names[new] = names.pop(old)
+                if old in self.inducted_t:
+                    self.inducted_t[new] = self.inducted_t.pop(old)
+        self.boot_id = boot_id
+        batch.adopt_boot = boot_id
+
+    def conveyor_restarted(self, boot_id: int, now: float, batch: Batch) -> int:
+        """The conveyor PLC restarted (new boot id): it no longer knows its old tracking ids and
+        gives them to new parcels. Every parcel of an older boot gets its final outcome now -
+        lost, reason ``plc_restart`` - and its arm is cancelled; the PLC tracks the physical
+        parcels again under new ids. Returns how many were closed."""
+        tab = self.table
+        closed = 0
+        for i in tab.active_slots().tolist():
+            key = int(tab.key[i])
+            if key >> 32 == boot_id or int(tab.state[i]) in FINAL:
+                continue
+            if int(tab.state[i]) == P.ARMED or (int(tab.state[i]) == P.ROUTED and int(tab.arm_seq[i])):
+                self._queue_arm(i, ArmAction.CANCEL, now, batch)
+            self.reason_name[key] = "plc_restart"
+            if self._move(i, P.LOST, "lost", batch, "conveyor PLC restarted: it no longer tracks this id"):
+                closed += 1
+        self.boot_id = boot_id
+        self.decodes.forget()
+        return closed
+
+    def diverter_restarted(self, batch: Batch) -> None:
+        """The diverter PLC restarted: every arm it held is gone. Armed parcels will pass their
+        diverter unfired, so they go round now; arms written but not answered may be re-sent."""
+        tab = self.table
+        for i in np.flatnonzero(tab.state == P.ARMED).tolist():
+            self.suspect.discard(int(tab.key[i]))
+            if self._move(i, P.MISSED, "missed", batch, "diverter PLC restarted: its arms are gone"):
+                self._move(i, P.RECIRCULATED, "recirculated", batch, "missed divert")
+        routed = (tab.state == P.ROUTED) & (tab.arm_seq != 0)
+        tab.arm_seq[routed] = 0
 
     # ================================================================= outcomes
     def _row(self, i: int, t: float) -> ParcelRow:
         tab = self.table
-        tid = int(tab.tid[i])
+        key = int(tab.key[i])
         st = int(tab.state[i])
         return ParcelRow(
-            tracking_id=tid, state=name_of(st), final=st in FINAL, lap=int(tab.lap[i]), chute=int(tab.chute[i]),
-            reason=self.reason_name.get(tid, ""), identity=self.identity.get(tid, ""),
+            tracking_id=key & TID, state=name_of(st), final=st in FINAL, lap=int(tab.lap[i]),
+            chute=int(tab.chute[i]), reason=self.reason_name.get(key, ""), identity=self.identity.get(key, ""),
             scan_status=ScanStatus(int(tab.scan_status[i])).name.lower(), lead=int(tab.lead[i]),
-            trail=int(tab.trail[i]), inducted_t=self.inducted_t.get(tid, 0.0), updated_t=t,
+            trail=int(tab.trail[i]), inducted_t=self.inducted_t.get(key, 0.0), updated_t=t, boot_id=key >> 32,
         )
 
     def _event(self, i: int, kind: str, batch: Batch, detail: str = "") -> None:
         """A lifecycle step of slot ``i``: the event and the parcel's new summary row."""
         t = self.wall()
         tab = self.table
-        tid = int(tab.tid[i])
+        key = int(tab.key[i])
         if kind in ("recirculated", "missed", "lost") and int(tab.chute[i]):
-            self.router.missed(tid, int(tab.chute[i]))
-        batch.parcel_event(t, tid, kind, int(tab.lap[i]), int(tab.chute[i]),
-                           self.reason_name.get(tid, ""), self.identity.get(tid, ""), detail)
+            self.router.missed(key, int(tab.chute[i]))
+        batch.parcel_event(t, key & TID, kind, int(tab.lap[i]), int(tab.chute[i]), self.reason_name.get(key, ""),
+                           self.identity.get(key, ""), detail, boot_id=key >> 32)
         batch.parcel(self._row(i, t))
         if int(tab.state[i]) in FINAL:
             self._finalise(i, kind)
@@ -148,28 +213,27 @@ class ParcelFlow:
         return True
 
     def _finalise(self, i: int, kind: str) -> None:
-        tid = int(self.table.tid[i])
-        self.finalised[tid] = (kind, int(self.table.lead[i]), int(self.table.trail[i]))
-        self._final_order.append(tid)
+        key = int(self.table.key[i])
+        self.finalised[key] = (kind, int(self.table.lead[i]), int(self.table.trail[i]))
+        self._final_order.append(key)
         while len(self._final_order) > FINAL_KEEP:
             self.finalised.pop(self._final_order.popleft(), None)
         m = self.metrics
         m.outcomes[kind] = m.outcomes.get(kind, 0) + 1
-        reason = self.reason_name.get(tid, "")
+        reason = self.reason_name.get(key, "")
         if kind == "sorted":
             self.unit.count_processed()
         else:
-            key = reason or kind
-            self.unit.count_defective(key)
-            m.reasons[key] = m.reasons.get(key, 0) + 1
-        self.identity.pop(tid, None)
-        self.reason_name.pop(tid, None)
-        self.inducted_t.pop(tid, None)
+            self.unit.count_defective(reason or kind)
+            m.reasons[reason or kind] = m.reasons.get(reason or kind, 0) + 1
+        self.identity.pop(key, None)
+        self.reason_name.pop(key, None)
+        self.inducted_t.pop(key, None)
 
     def committed(self, done: float) -> None:
         """The cycle's batch is durable: decisions count as made, final parcels leave the table."""
         for t_scan in self._decided_now:
-            self.metrics.scan_to_decision_s.append(done - t_scan)
+            self.metrics.scan_to_decision_s.add(done - t_scan)
         self._decided_now.clear()
         self.table.release(self.table.final_slots())
 
@@ -179,55 +243,59 @@ class ParcelFlow:
 
     # ================================================================= ring events
     def on_induct(self, e: dict[str, int], batch: Batch) -> None:
-        tid = int(e["tracking_id"])
-        i = self.table.induct(tid, int(e["leading_count"]), int(e["trailing_count"]))
+        key = self.key(int(e["tracking_id"]))
+        i = self.table.induct(key, int(e["leading_count"]), int(e["trailing_count"]))
         if i is None:
             return
-        self.inducted_t[tid] = self.wall()
+        self.inducted_t[key] = self.wall()
         self.metrics.inducted_seen += 1
         self._event(i, "inducted", batch)
 
     def on_scan(self, e: dict[str, int], batch: Batch) -> None:
         tid, trigger, lap = int(e["tracking_id"]), int(e["trigger_count"]), int(e["lap"])
+        key = self.key(tid)
         tab = self.table
         now = self.clock()
-        if tid in self.finalised and tab.get(tid) is None:
+        if key in self.finalised and tab.get(key) is None:
             # a parcel we believed done is on the belt again (its confirmation came from another
             # parcel): alarm, and track it again from its induct edges; the scan re-anchors it
-            kind, lead, trail = self.finalised.pop(tid)
-            batch.unit_event(self.wall(), "alarm", "unexpected_parcel", int(Fault.UNEXPECTED_PARCEL),
-                             f"tracking id {tid} ({kind}) seen at the scanner again")
-            k = tab.induct(tid, lead, trail)
+            kind, lead, trail = self.finalised.pop(key)
+            self.faults.event(Fault.UNEXPECTED_PARCEL, f"tracking id {tid} ({kind}) seen at the scanner again", batch)
+            k = tab.induct(key, lead, trail)
             if k is not None:
                 tab.state[k] = P.RECIRCULATED
                 tab.lap[k] = max(0, lap - 1)
                 tab.epoch[k] = tab.glitch_epoch - 1  # never trusted on the lap it reappears
-        i = tab.get(tid)
+        i = tab.get(key)
         if i is not None and lap > int(tab.lap[i]):
             if int(tab.state[i]) == P.ARMED:
                 self._move(i, P.MISSED, "missed", batch, "came round at the scanner")
             if int(tab.state[i]) in (P.SCANNED, P.ROUTED, P.MISSED):
                 self._move(i, P.RECIRCULATED, "recirculated", batch)
-        j = tab.scan(tid, trigger, lap, now, now + self.cfg.decode_deadline_s)
+        j = tab.scan(key, trigger, lap, now, now + self.cfg.decode_deadline_s)
         if j is None:
             return
-        self.suspect.discard(tid)  # it came round: its old fire did not take it
+        self.suspect.discard(key)  # it came round: its old fire did not take it
         # when did the trigger happen, on our clock? From the encoder distance since then.
         v = max(self.speed_mps, 1e-3) * 1000.0 * self.geometry.counts_per_mm
         tab.scan_time[j] = now - max(0, sdiff(self.encoder, trigger)) / v
-        if tid not in self.inducted_t:
-            self.inducted_t[tid] = self.wall()
-            if tid not in self.finalised and int(tab.lap[j]) == lap and tab.length[j] == 0:
+        if key not in self.inducted_t:
+            self.inducted_t[key] = self.wall()
+            if key not in self.finalised and int(tab.lap[j]) == lap and tab.length[j] == 0:
                 self.metrics.inducted_seen += 1  # first seen here: its induct event was lost
         self._event(j, "scanned", batch, f"lap {lap}")
         if lap > self.geometry.recirculation_limit:
-            self._route([j], [RouteRequest(tid, "", ScanStatus.PENDING, 0.0, lap)], batch, limit=True)
+            # no decode needed: the router's recirculation limit decides (reject chute)
+            length = float(tab.length[j]) / self.geometry.counts_per_mm
+            self._route([j], [RouteRequest(key, "", ScanStatus.PENDING, length, lap)], batch)
 
     def on_arm_result(self, e: dict[str, int], batch: Batch) -> None:
-        tid, cseq, res = int(e["tracking_id"]), int(e["command_seq"]), int(e["result"])
-        due = self.arms.result(cseq)
+        cseq, res = int(e["command_seq"]), int(e["result"])
+        key, due = self.arms.result(cseq)
+        if key is None:  # a result nobody asked for (an arm dropped on the PLC's encoder fault)
+            key = self.key(int(e["tracking_id"]))
         tab = self.table
-        i = tab.get(tid)
+        i = tab.get(key)
         if i is None:
             return
         st = int(tab.state[i])
@@ -235,11 +303,11 @@ class ParcelFlow:
         if res == ArmResult.ARMED and ours and st == P.ROUTED:
             self._move(i, P.ARMED, "armed", batch, f"fire {int(tab.fire[i])}")
             if due is not None:
-                self.metrics.arm_confirmed_s.append(self.clock() - due)
+                self.metrics.arm_confirmed_s.add(self.clock() - due)
         elif res == ArmResult.CANCELLED and st == P.ARMED:
-            self.suspect.discard(tid)  # cancelled before it fired: nothing to check
+            self.suspect.discard(key)  # cancelled before it fired: nothing to check
             self._move(i, P.RECIRCULATED, "recirculated", batch, "arm cancelled (position uncertain)")
-        elif res == ArmResult.NOTHING_TO_CANCEL and st == P.ARMED and tid in self.suspect:
+        elif res == ArmResult.NOTHING_TO_CANCEL and st == P.ARMED and key in self.suspect:
             # the PLC holds no arm for it: dropped on its own encoder fault, or already fired.
             # It stays suspect: a confirmation that still comes is checked and alarmed.
             self._move(i, P.RECIRCULATED, "recirculated", batch, "arm gone at cancel (position uncertain)")
@@ -248,104 +316,42 @@ class ParcelFlow:
 
     def on_confirm(self, e: dict[str, int], batch: Batch) -> None:
         tid, chute, flags = int(e["tracking_id"]), int(e["chute"]), int(e["flags"])
+        key = self.key(tid)
         tab = self.table
-        i = tab.get(tid) if tid else None
+        i = tab.get(key) if tid else None
         if tid == 0 or flags & CONFIRM_UNEXPECTED or i is None:
             why = "no armed fire" if tid == 0 or flags & CONFIRM_UNEXPECTED else f"tracking id {tid} not in flight"
             self.faults.event(Fault.UNEXPECTED_PARCEL, f"chute {chute}: {why}", batch)
             return
         assigned = int(tab.chute[i])
-        if tid in self.suspect:
+        if key in self.suspect:
             # its fire was live when the encoder jumped: the diverter may have taken another parcel
-            self.suspect.discard(tid)
-            batch.unit_event(self.wall(), "alarm", "suspect_divert", int(Fault.UNEXPECTED_PARCEL),
-                             f"chute {chute}: tracking id {tid} fired across an encoder glitch; check the chute")
+            self.suspect.discard(key)
+            self.faults.event(Fault.SUSPECT_DIVERT, f"chute {chute}: tracking id {tid} fired across an encoder "
+                              "glitch; check the chute", batch)
         if chute == assigned:
             final = P.REJECTED if self.exception_chute[chute] else P.SORTED
             if tab.transition(np.array([i]), final).size:
-                self.router.confirmed(tid, assigned, chute)
+                self.router.confirmed(key, assigned, chute)
                 self._event(i, name_of(final), batch)
         elif tab.transition(np.array([i]), P.MISSORTED).size:
-            self.router.confirmed(tid, assigned, chute)
+            self.router.confirmed(key, assigned, chute)
             tab.chute[i] = chute
             self._event(i, "missorted", batch, f"confirmed in chute {chute}")
             self.faults.event(Fault.UNEXPECTED_PARCEL, f"tracking id {tid} in chute {chute}", batch)
 
     # ================================================================= vision and routing
     def take_decodes(self, now: float, batch: Batch) -> None:
-        """Join decodes to their scans; route the parcels decoded in time, time out the rest."""
-        if self.decoder is not None:
-            ready: list[int] = []
-            reqs: list[RouteRequest] = []
-            for r in self.decoder.poll():
-                i = self.table.get(r.tracking_id)
-                if i is None or int(self.table.state[i]) != P.SCANNED or not self._same_pass(i, r.trigger_count):
-                    self.decodes[r.tracking_id] = r  # its scan event is not read yet
-                    continue
-                ready.append(i)
-                reqs.append(self._request(i, r, batch))
-            if ready:
-                self._route(ready, reqs, batch)
-            if len(self.decodes) > 1024:  # decodes nobody claimed (parcel gone, stale pass)
-                cutoff = now - 10.0
-                self.decodes = {k: v for k, v in self.decodes.items() if v.done_at > cutoff}
-        self._decode_deadlines(now, batch)
-
-    def _same_pass(self, i: int, trigger: int) -> bool:
-        """A decode belongs to the scan whose trigger count it carries (this lap, not the last)."""
-        this_trigger = wrap(int(self.table.expect_scan[i]) - self.geometry.loop_counts)
-        return abs(sdiff(trigger, this_trigger)) <= self.geometry.loop_counts // 4
-
-    def _request(self, i: int, r: DecodeResult, batch: Batch) -> RouteRequest:
-        """A decode joined to its scan in time: the scanner works."""
-        self._scan_timeouts_in_a_row = 0
-        self.faults.clear(Fault.SCANNER_TIMEOUT, batch)
-        tab = self.table
-        tid = int(tab.tid[i])
-        tab.scan_status[i] = int(r.status)
-        if r.identity:
-            self.identity[tid] = r.identity
-        length_mm = float(tab.length[i]) / self.geometry.counts_per_mm
-        return RouteRequest(tid, r.identity, r.status, length_mm, int(tab.lap[i]), r.postal_code, r.country)
-
-    def _decode_deadlines(self, now: float, batch: Batch) -> None:
-        tab = self.table
-        scanned = np.flatnonzero(tab.state == P.SCANNED)
-        if scanned.size == 0:
-            return
-        ready: list[int] = []
-        reqs: list[RouteRequest] = []
-        late: list[int] = []
-        for i in scanned.tolist():
-            r = self.decodes.pop(int(tab.tid[i]), None)
-            if r is not None and self._same_pass(i, r.trigger_count):  # came before its scan event
-                ready.append(i)
-                reqs.append(self._request(i, r, batch))
-            elif now > float(tab.deadline[i]):
-                late.append(i)
-        if late:
-            self._scan_timeouts_in_a_row += len(late)
-            if self._scan_timeouts_in_a_row >= self.cfg.scanner_timeout_alarm:
-                self.faults.raise_(Fault.SCANNER_TIMEOUT, f"{self._scan_timeouts_in_a_row} scans in a row not "
-                                   f"decoded within {self.cfg.decode_deadline_s:.2f} s", batch)
-        for i in late:
-            self.metrics.decode_timeouts += 1
-            tab.scan_status[i] = int(ScanStatus.TIMEOUT)
-            ready.append(i)
-            reqs.append(RouteRequest(int(tab.tid[i]), "", ScanStatus.TIMEOUT,
-                                     float(tab.length[i]) / self.geometry.counts_per_mm, int(tab.lap[i])))
+        """Route the parcels whose decode joined their scan, or whose decode is too late."""
+        ready, reqs = self.decodes.take(now, batch)
         if ready:
             self._route(ready, reqs, batch)
 
-    def _route(self, slots: list[int], reqs: list[RouteRequest], batch: Batch, *, limit: bool = False) -> None:
-        if limit:
-            chute = self.site.reject_chute.id
-            decided = [(chute, 11, "recirculation_limit") for _ in reqs]
-        else:
-            decided = self.router.route(reqs, self.chute_status)
+    def _route(self, slots: list[int], reqs: list[RouteRequest], batch: Batch) -> None:
+        decided = self.router.route(reqs, self.chute_status)
         tab = self.table
         for i, req, (chute, code, reason) in zip(slots, reqs, decided, strict=True):
-            self.reason_name[req.tracking_id] = reason
+            self.reason_name[req.key] = reason
             if tab.route(i, chute, code):
                 self._event(i, "routed", batch)
                 self._decided_now.append(float(tab.scan_time[i]))
@@ -391,12 +397,12 @@ class ParcelFlow:
         """Every position anchored before now is suspect: cancel every live arm (the parcels
         are re-anchored at the scanner on their next pass)."""
         for i in self.table.encoder_glitch().tolist():
-            self.suspect.add(int(self.table.tid[i]))
+            self.suspect.add(int(self.table.key[i]))
             self._queue_arm(i, ArmAction.CANCEL, now, batch)
 
     def _queue_arm(self, i: int, action: ArmAction, now: float, batch: Batch) -> None:
         tab = self.table
-        entry = self.arms.queue(int(tab.tid[i]), int(tab.fire[i]), int(tab.chute[i]), action, now)
+        entry = self.arms.queue(int(tab.key[i]), int(tab.fire[i]), int(tab.chute[i]), action, now)
         batch.ring("diverter", self.streams.stream("arm"), entry["seq"], self.wall(), entry)
         if action == ArmAction.ARM:
             tab.arm_seq[i] = entry["seq"]

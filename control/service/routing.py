@@ -77,8 +77,8 @@ class EngineRouter:
         d = eng.route(rows, self.clock(), read, laps, keys)
         out: list[tuple[int, int, str]] = []
         for r, c, why, g in zip(requests, d.chute.tolist(), d.reason.tolist(), d.group.tolist(), strict=True):
-            self._group[r.tracking_id] = g
-            self._assigned[r.tracking_id] = c
+            self._group[r.key] = g
+            self._assigned[r.key] = c
             out.append((c, why, Reason(why).name.lower()))
         return out
 
@@ -99,12 +99,12 @@ class EngineRouter:
         except (KeyError, ValueError):
             return -1
 
-    def confirmed(self, tracking_id: int, assigned: int, actual: int) -> None:
-        self._assigned.pop(tracking_id, None)
-        self.engine.confirm([assigned], [actual], [self._group.pop(tracking_id, -1)])
+    def confirmed(self, key: int, assigned: int, actual: int) -> None:
+        self._assigned.pop(key, None)
+        self.engine.confirm([assigned], [actual], [self._group.pop(key, -1)])
 
-    def missed(self, tracking_id: int, assigned: int) -> None:
-        if self._assigned.pop(tracking_id, None) is not None:
+    def missed(self, key: int, assigned: int) -> None:
+        if self._assigned.pop(key, None) is not None:
             self.engine.missed([assigned])
 
     def chute_fill(self, fill: npt.NDArray[np.uint16]) -> None:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from control import tracking
 from plant.site import Strict
 from plant.yamlfile import load_yaml_model
 
@@ -15,15 +16,16 @@ class ServiceSettings(Strict):
     """Knobs of the controller that are not part of the site's physical description."""
 
     cycle_s: float = Field(default=0.01, gt=0, le=1.0, description="control cycle period")
-    arm_horizon_mm: float = Field(default=2500.0, gt=0, description="arm when the fire point is this close")
+    arm_horizon_mm: float = Field(default=tracking.ARM_HORIZON_MM, gt=0, description="arm when the fire point is this close")
     latency_budget_s: float = Field(
-        default=0.06, ge=0, description="host write + PLC scan allowance before a fire is too late"
+        default=tracking.LATENCY_BUDGET_S, ge=0, description="host write + PLC scan allowance before a fire is too late"
     )
-    confirm_margin_mm: float = Field(default=1200.0, gt=0, description="confirm overdue this far past fire")
+    confirm_margin_mm: float = Field(default=tracking.CONFIRM_MARGIN_MM, gt=0, description="confirm overdue this far past fire")
     lost_margin_mm: float = Field(
-        default=1500.0, gt=0, description="a parcel expected at the scanner this far ago and not seen is lost"
+        default=tracking.LOST_MARGIN_MM, gt=0,
+        description="a parcel expected at the scanner this far ago and not seen is lost",
     )
-    anchor_tolerance_mm: float = Field(default=20.0, gt=0, description="induct vs scan anchor disagreement")
+    anchor_tolerance_mm: float = Field(default=tracking.ANCHOR_TOLERANCE_MM, gt=0, description="induct vs scan anchor disagreement")
     decode_deadline_s: float = Field(default=0.5, gt=0, description="decode must be back this soon after trigger")
     scanner_timeout_alarm: int = Field(
         default=5, ge=1, description="this many scans in a row not decoded in time raise the scanner alarm"
@@ -34,7 +36,15 @@ class ServiceSettings(Strict):
         default=60.0, gt=0, description="encoder step allowed beyond what the belt speed explains"
     )
     auto_start: bool = Field(default=True, description="Reset and Start the unit once connected")
-    auto_recover: bool = Field(default=True, description="Unhold by itself when an auto-clear fault has gone")
+    auto_recover: bool = Field(
+        default=True, description="Unhold (Held), Clear (Aborted) by itself once no fault blocks recovery"
+    )
+    belt_ack_timeout_s: float = Field(
+        default=2.0, gt=0, description="a belt command not acknowledged this soon is sent again (new seq)"
+    )
+    belt_retry_max_s: float = Field(
+        default=2.0, gt=0, description="a refused belt command is retried after 0.25 s, doubling up to this"
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="SQLite fsync per commit (FULL) or per checkpoint (NORMAL: a power cut may lose the last commits)"
     )

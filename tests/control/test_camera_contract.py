@@ -249,6 +249,11 @@ def _bad_frames() -> dict[str, bytes]:
         "unknown-encoding": message(header(2, 20, 1020, 4, 2, "jpeg"), bytes(8)),
         "png-wrong-size": message(header(2, 20, 1020, 4, 2, "png"),
                                   cv2.imencode(".png", np.zeros((3, 3), np.uint8))[1].tobytes()),
+        # these two used to end the feed's task for good (cv2.error, OverflowError): camera down
+        # and the unit held until someone restarted the service
+        "png-empty-payload": message(header(2, 20, 1020, 4, 2, "png"), b""),
+        "number-out-of-range": message(header(2, 20, 1020, 4, 2, "gray8").replace(b'"tracking_id":20', b'"tracking_id":1e400'),
+                                       bytes(8)),
     }
 
 

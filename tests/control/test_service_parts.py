@@ -12,7 +12,7 @@ from control.service.arms import ArmQueue
 from control.service.streams import StreamBook
 from control.service.watch import EncoderWatch, HeartbeatWatch
 from control.store import Batch
-from plant.codes import ArmAction, PackMLCommand, PackMLState
+from plant.codes import ArmAction, PackMLState
 
 
 def test_heartbeat_lost_when_frozen_or_unanswered_and_back_when_it_moves() -> None:
@@ -48,7 +48,19 @@ def test_arm_queue_numbers_once_and_respects_the_ring() -> None:
     assert q.pending == [] and q.room() == 2  # written, not yet taken by the PLC
     q.ack = 2
     assert q.room() == 4
-    assert q.result(1) == 1.0 and q.result(1) is None
+    assert q.result(1) == (11, 1.0) and q.result(1) == (None, None)
+
+
+def test_arm_answers_find_their_parcel_by_command_seq_not_tracking_id() -> None:
+    q = ArmQueue(ring_size=4)
+    old = (5 << 32) | 7  # boot 5, tracking id 7
+    new = (6 << 32) | 7  # the restarted PLC gave id 7 to another parcel
+    e = q.queue(old, 100, 3, ArmAction.CANCEL, now=0.0)
+    assert e["tracking_id"] == 7  # the PLC sees its own tracking id
+    q.queue(new, 200, 4, ArmAction.ARM, now=0.0)
+    assert q.result(e["seq"])[0] == old
+    q.restart(head=0, ack=0)
+    assert q.next_seq == 1 and q.pending == [] and q.result(2) == (None, None)
 
 
 def test_arm_queue_restarts_numbering_after_a_plc_restart() -> None:
@@ -63,7 +75,7 @@ def test_arm_queue_restarts_numbering_after_a_plc_restart() -> None:
 
 
 def test_streams_apply_each_entry_once_and_report_gaps_and_restarts() -> None:
-    book = StreamBook(wall=lambda: 5.0)
+    book = StreamBook(wall=lambda: 5.0, faults=FaultBook(PackMLUnit(), lambda: 5.0))
     seen: list[int] = []
     batch = Batch()
     entries = tuple({"seq": s, "x": s} for s in (3, 4))
@@ -71,7 +83,8 @@ def test_streams_apply_each_entry_once_and_report_gaps_and_restarts() -> None:
               lambda e, b: seen.append(e["seq"]))
     book.take("conveyor", "scan", RingRead(head=4, entries=entries), batch, lambda e, b: seen.append(e["seq"]))
     assert seen == [3, 4] and book.lost == 2 and book.ack_due["scan"] == 4
-    assert [e[2] for e in batch.unit_events] == ["event_sequence_gap"]
+    assert [(e[1], e[2]) for e in batch.unit_events] == [("alarm", "event_sequence_gap"),
+                                                         ("alarm_clear", "event_sequence_gap")]
     book.take("conveyor", "scan", RingRead(head=1, restarted=True), batch, lambda e, b: seen.append(e["seq"]))
     assert book.last_seq["scan"] == 0 and book.stream("scan") == "scan#1"
     assert batch.meta["epoch.scan"] == "1"
@@ -80,23 +93,34 @@ def test_streams_apply_each_entry_once_and_report_gaps_and_restarts() -> None:
     assert [r[1] for r in batch.ring_events][-1] == "scan#1"
 
 
-def test_fault_book_applies_the_table_once() -> None:
+def test_a_new_boot_id_restarts_every_ring_of_that_plc() -> None:
+    book = StreamBook(wall=lambda: 5.0, faults=FaultBook(PackMLUnit(), lambda: 5.0))
+    batch = Batch()
+    assert book.first_boot("conveyor", 77) and not book.restarted("conveyor", 77)
+    book.take_boot("conveyor", 77, batch, restarted=False)
+    book.last_seq.update(induct=40, scan=90)
+    assert not book.restarted("conveyor", 77) and not book.restarted("conveyor", 0)  # 0: not a boot id
+    assert book.restarted("conveyor", 78)
+    book.take_boot("conveyor", 78, batch, restarted=True)
+    # read again from seq 1 in new epochs, though the restarted PLC may already be past seq 40
+    assert book.last_seq["induct"] == 0 and book.last_seq["scan"] == 0
+    assert (book.stream("induct"), book.stream("scan"), book.stream("confirm")) == ("induct#1", "scan#1", "confirm")
+    assert batch.meta["boot.conveyor"] == "78"
+
+
+def test_fault_book_raises_once_and_reports_what_was_raised() -> None:
     unit = PackMLUnit()
-    for cmd in (PackMLCommand.RESET, PackMLCommand.START):
-        unit.command(cmd)
-        unit.state_complete()
-    assert unit.state == PackMLState.EXECUTE
-    recorded: list[int] = []
-    book = FaultBook(unit, lambda: 1.0, lambda b: recorded.append(1))
+    book = FaultBook(unit, lambda: 1.0)
     batch = Batch()
     book.raise_(Fault.JAM, "eye 2", batch)
     book.raise_(Fault.JAM, "eye 2", batch)  # already active: nothing again
-    assert unit.state == PackMLState.STOPPING and recorded == [1]
-    assert Fault.JAM in book and book.blocking() and book.no_entry()
+    assert book.take_raised() == [Fault.JAM] and book.take_raised() == []
+    assert unit.state == PackMLState.STOPPED  # the book reacts to nothing: the supervisor does
+    assert Fault.JAM in book and book.no_entry() and unit.tags.alarms == {"jam": "eye 2"}
     book.event(Fault.UNEXPECTED_PARCEL, "chute 3", batch)
     assert Fault.UNEXPECTED_PARCEL not in book
     book.clear(Fault.JAM, batch)
-    assert book.names() == [] and not book.blocking()
+    assert book.names() == [] and not book.no_entry()
     assert [(e[1], e[2]) for e in batch.unit_events] == [
         ("alarm", "jam"), ("alarm", "unexpected_parcel"), ("alarm_clear", "unexpected_parcel"), ("alarm_clear", "jam"),
     ]

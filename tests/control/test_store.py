@@ -133,3 +133,55 @@ def test_writer_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(sqlite3.Error):
         StoreWriter(tmp_path / "dir.sqlite")
+
+
+def test_a_restarted_plc_reusing_tracking_ids_never_overwrites_an_outcome(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    try:
+        b = Batch()
+        b.parcel(ParcelRow(1, "sorted", final=True, chute=4, reason="plan", boot_id=5))
+        b.parcel_event(0.0, 1, "sorted", 0, 4, "plan", "RR1", boot_id=5)
+        db.commit(b)
+        b = Batch()  # the PLC restarted (boot id 6) and numbers its parcels from 1 again
+        b.parcel(ParcelRow(1, "rejected", final=True, chute=29, reason="no_read", boot_id=6))
+        b.parcel_event(1.0, 1, "rejected", 0, 29, "no_read", "", boot_id=6)
+        db.commit(b)
+        rows = {r.key: (r.state, r.chute) for r in db.parcels()}
+        assert rows == {(5, 1): ("sorted", 4), (6, 1): ("rejected", 29)}
+        assert [e[2] for e in db.parcel_events(tracking_id=1, boot_id=5)] == ["sorted"]
+    finally:
+        db.close()
+
+
+def test_a_store_from_before_boot_ids_is_migrated_and_adopts_the_first_boot_id(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE parcels (
+            tracking_id INTEGER PRIMARY KEY, state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
+            lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+            identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
+            lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
+            inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0);
+        CREATE TABLE parcel_events (
+            id INTEGER PRIMARY KEY, t REAL NOT NULL, tracking_id INTEGER NOT NULL, kind TEXT NOT NULL,
+            lap INTEGER NOT NULL, chute INTEGER NOT NULL, reason TEXT NOT NULL, identity TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '');
+        INSERT INTO parcels (tracking_id, state, final, chute) VALUES (7, 'routed', 0, 3), (8, 'sorted', 1, 4);
+        INSERT INTO parcel_events (t, tracking_id, kind, lap, chute, reason, identity) VALUES (1, 8, 'sorted', 0, 4, '', '');
+        """
+    )
+    old.commit()
+    old.close()
+    db = EventStore(path)
+    try:
+        assert int(db._db.execute("PRAGMA user_version").fetchone()[0]) == 1
+        assert sorted(r.key for r in db.parcels()) == [(0, 7), (0, 8)]
+        b = Batch(adopt_boot=41)  # the first boot id the PLC reports: its open parcels are ours
+        db.commit(b)
+        assert sorted(r.key for r in db.parcels()) == [(41, 7), (41, 8)]
+        assert db.parcel_events(tracking_id=8)[0][-1] == 41
+    finally:
+        db.close()
+    EventStore(path).close()  # opening a current store again changes nothing
