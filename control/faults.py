@@ -88,6 +88,7 @@ class FaultRule:
     no_entry: bool
     clears: Clears
     why: str
+    source: str = ""  # where it comes from (for docs/operations.md)
 
     @property
     def auto_clear(self) -> bool:
@@ -110,70 +111,88 @@ FAULTS: dict[Fault, FaultRule] = {
     Fault.ESTOP: FaultRule(
         R.ABORT, V.CRITICAL, True, K.BY_OPERATOR,
         "safety circuit opened: everything stops now; release it, then Clear and Reset",
+        source="conveyor `faults` bit0",
     ),
     Fault.JAM: FaultRule(
-        R.STOP, V.MAJOR, True, K.BY_OPERATOR, "the PLC stops the belt; an operator clears the jam, then Reset"
+        R.STOP, V.MAJOR, True, K.BY_OPERATOR, "the PLC stops the belt; an operator clears the jam, then Reset",
+        source="conveyor `faults` bit1 (`jam_eye` names the eye)",
     ),
     Fault.CONVEYOR_HEARTBEAT_LOST: FaultRule(
         R.HOLD, V.MAJOR, True, K.BY_ITSELF,
         "no encoder or events: nothing can be armed safely; the PLC's own watchdog holds the belt",
+        source="conveyor `plc_heartbeat` unchanged for `heartbeat_timeout_s`, or the link down",
     ),
     Fault.DIVERTER_HEARTBEAT_LOST: FaultRule(
-        R.HOLD, V.MAJOR, True, K.BY_ITSELF, "arms cannot be written or confirmed; the PLC drops its arms (no fire)"
+        R.HOLD, V.MAJOR, True, K.BY_ITSELF, "arms cannot be written or confirmed; the PLC drops its arms (no fire)",
+        source="diverter `plc_heartbeat` unchanged for `heartbeat_timeout_s`, or the link down",
     ),
     Fault.EVENT_SEQUENCE_GAP: FaultRule(
-        R.ALARM, V.MAJOR, False, K.EVENT, "events were overwritten before we stored them: parcels may be unaccounted"
+        R.ALARM, V.MAJOR, False, K.EVENT, "events were overwritten before we stored them: parcels may be unaccounted",
+        source="a ring's seqs skipped (entries overwritten before they were stored)",
     ),
     Fault.DESTINATION_FULL: FaultRule(
-        R.ALARM, V.WARNING, False, K.BY_ITSELF, "routing sends the destination's parcels round again or to exceptions"
+        R.ALARM, V.WARNING, False, K.BY_ITSELF, "routing sends the destination's parcels round again or to exceptions",
+        source="diverter chute status: none of a destination's own chutes usable",
     ),
     Fault.CAMERA_DOWN: FaultRule(
         R.HOLD, V.MAJOR, True, K.BY_ITSELF,
         "every parcel would be a no-read; hold instead of flooding the no-read chute",
+        source="no camera stream for 1 s",
     ),
     Fault.ENCODER_FAULT: FaultRule(
         R.ALARM, V.MAJOR, False, K.ON_RESET,
         "the PLC saw its encoder jump (latched until its next Reset): handled as a glitch (arms cancelled, "
         "positions re-anchored at the scanner); have the encoder checked",
+        source="conveyor `faults` bit3",
     ),
     Fault.ENCODER_GLITCH: FaultRule(
-        R.ALARM, V.MAJOR, False, K.EVENT, "parcels in flight lose their position: their arms are cancelled, they go round"
+        R.ALARM, V.MAJOR, False, K.EVENT, "parcels in flight lose their position: their arms are cancelled, they go round",
+        source="an encoder step the belt speed cannot explain (`glitch_tolerance_mm`)",
     ),
     Fault.DIVERTER_FAULT: FaultRule(
-        R.ALARM, V.MAJOR, False, K.BY_ITSELF, "a chute reads faulted; routing uses its fallback"
+        R.ALARM, V.MAJOR, False, K.BY_ITSELF, "a chute reads faulted; routing uses its fallback",
+        source="diverter `faults` bit1 / a chute's status bit2",
     ),
     Fault.STORE_WRITE_FAILURE: FaultRule(
-        R.HOLD, V.CRITICAL, True, K.BY_ITSELF, "no durable record means no ack and no decision: hold until writes succeed"
+        R.HOLD, V.CRITICAL, True, K.BY_ITSELF, "no durable record means no ack and no decision: hold until writes succeed",
+        source="an event store commit failed",
     ),
     Fault.HOST_WATCHDOG: FaultRule(
         R.HOLD, V.MAJOR, True, K.ON_RECOVERY,
         "the PLC saw our heartbeat stop and held the belt (or dropped its arms); Unhold (diverter: a new reset_seq) "
         "clears it once our heartbeat runs again",
+        source="conveyor `faults` bit2 / diverter `faults` bit0",
     ),
     Fault.UNEXPECTED_PARCEL: FaultRule(
-        R.ALARM, V.CRITICAL, False, K.EVENT, "a chute saw a parcel nobody sent there: possible missort"
+        R.ALARM, V.CRITICAL, False, K.EVENT, "a chute saw a parcel nobody sent there: possible missort",
+        source="a confirmation with no armed fire, in another chute, or a finished parcel seen again",
     ),
-    Fault.ARM_QUEUE_OVERFLOW: FaultRule(R.ALARM, V.MAJOR, False, K.BY_ITSELF, "the diverter PLC refused arms"),
+    Fault.ARM_QUEUE_OVERFLOW: FaultRule(R.ALARM, V.MAJOR, False, K.BY_ITSELF, "the diverter PLC refused arms", source="diverter `faults` bit2"),
     Fault.INDUCT_GAP_VIOLATION: FaultRule(
-        R.ALARM, V.WARNING, False, K.ON_RESET, "parcels inducted too close together (latched until the next Reset)"
+        R.ALARM, V.WARNING, False, K.ON_RESET, "parcels inducted too close together (latched until the next Reset)",
+        source="conveyor `faults` bit4",
     ),
     Fault.CYCLE_OVERRUN: FaultRule(
-        R.ALARM, V.WARNING, False, K.BY_ITSELF, "the control cycle started 10 cycles late; clears after 5 s on time"
+        R.ALARM, V.WARNING, False, K.BY_ITSELF, "the control cycle started 10 cycles late; clears after 5 s on time",
+        source="a control cycle started more than 10 periods late",
     ),
     Fault.SCANNER_TIMEOUT: FaultRule(
         R.ALARM, V.MAJOR, False, K.BY_ITSELF,
         "scans in a row not decoded in time (camera connected but silent, or decoding overloaded): "
         "those parcels go to the no-read outcome; clears with the next decode back in time",
+        source="`scanner_timeout_alarm` scans in a row not decoded by their deadline",
     ),
     Fault.SUSPECT_DIVERT: FaultRule(
         R.ALARM, V.CRITICAL, False, K.EVENT,
         "a fire that was live when the encoder jumped was confirmed: the diverter may have taken another parcel; "
         "check the chute",
+        source="a confirmation of a fire that was live across an encoder glitch",
     ),
     Fault.PLC_RESTARTED: FaultRule(
         R.ALARM, V.MAJOR, False, K.EVENT,
         "a PLC's boot id changed: it restarted and numbers its events (conveyor: its parcels) from 1 again; "
         "parcels it no longer tracks are recorded lost (reason plc_restart) and tracked again under new ids",
+        source="a PLC's boot id changed",
     ),
 }
 

@@ -170,3 +170,13 @@ def test_configuration_reference_names_every_service_setting() -> None:
     doc = (CONFIG.parent / "docs" / "configuration.md").read_text()
     section = doc[doc.index("## `service.yaml`"):]
     assert all(f"| `{name}` |" in section for name in ServiceSettings.model_fields)
+
+
+def test_configuration_reference_names_every_plc_endpoint_field() -> None:
+    from plant.site import Camera, ModbusEndpoint, OpcuaEndpoint
+
+    doc = (CONFIG.parent / "docs" / "configuration.md").read_text()
+    section = doc[doc.index("### `plc`"):doc.index("## `service.yaml`")]
+    for model in (OpcuaEndpoint, ModbusEndpoint, Camera):
+        for name in model.model_fields:
+            assert f".{name}`" in section or f"`{name}`" in section, (model.__name__, name)

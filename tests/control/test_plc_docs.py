@@ -1,13 +1,14 @@
-"""docs/plc-interface.md is generated from the tag map and must be current."""
+"""The generated docs (PLC interface from the tag map and the PackML table, fault table from the
+fault table) must be current."""
 
 from __future__ import annotations
 
-from control.plc import docgen
+from control import docgen
 from plant.tagmap import load_tag_map
 
 
 def test_interface_doc_is_current() -> None:
-    assert docgen.main(["--check"]) == 0, "run: python -m control.plc.docgen"
+    assert docgen.main(["--check"]) == 0, "run: python -m control.docgen"
 
 
 def test_doc_names_every_node_and_register() -> None:

@@ -1,7 +1,9 @@
-"""Tables of docs/plc-interface.md generated from config/tagmap.yaml, so the page cannot drift.
+"""Tables the docs take from the code, so a page cannot drift from what runs: the PLC interface
+(docs/plc-interface.md) from config/tagmap.yaml and the PackML command table the belt follows
+(plant/packml.py), the fault table (docs/operations.md) from control/faults.py.
 
-``python -m control.plc.docgen`` rewrites the generated blocks in place; ``--check`` exits 1
-when the page is stale (a test runs the same check).
+``python -m control.docgen`` rewrites the generated blocks in place; ``--check`` exits 1 when a
+page is stale (a test runs the same check).
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import re
 import sys
 from pathlib import Path
 
+from control.faults import FAULTS, Clears
+from plant.codes import PackMLCommand, PackMLState
+from plant.packml import ACCEPTS, ACTING_STATES, SC_NEXT
 from plant.tagmap import TagMap, load_tag_map
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "plc-interface.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 TAGMAP = ROOT / "config" / "tagmap.yaml"
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED -->)", re.S)
 DIRECTION = {"r": "PLC → controller", "w": "controller → PLC"}
@@ -98,7 +104,45 @@ def diverter_blocks(tm: TagMap) -> str:
     )
 
 
+def belt_commands(tm: TagMap) -> str:
+    """The strict PackML table: every state, the commands it accepts and where they lead."""
+    rows = []
+    for st in sorted(PackMLState, key=int):
+        acc = ", ".join(f"{c.name.title()} ({int(c)}) → {dst.name.title()}" for c, dst in
+                        sorted(ACCEPTS[st].items(), key=lambda kv: int(kv[0])))
+        done = f"→ {SC_NEXT[st].name.title()}" if st in ACTING_STATES else "-"
+        rows.append([f"{int(st)} {st.name.title()}", "acting" if st in ACTING_STATES else "wait", acc or "-", done])
+    numbers = f"{min(map(int, PackMLCommand))}..{max(map(int, PackMLCommand))}"
+    return _table(["state", "kind", "accepted commands (result 0) → state entered", "when its work is done"], rows) + (
+        "\nA command not listed for the state it arrives in: `belt_command_result` 1 (refused), state unchanged. "
+        f"A number outside {numbers}: result 2 (unknown command).\n"
+    )
+
+
+_CLEARS = {
+    Clears.BY_ITSELF: "by itself, when the condition is gone",
+    Clears.ON_RECOVERY: "by the recovery command itself (Unhold; diverter: a new `reset_seq`)",
+    Clears.ON_RESET: "latched in the PLC until its next Reset",
+    Clears.BY_OPERATOR: "by an operator (see Operator commands)",
+    Clears.EVENT: "an event: raised and cleared at once",
+}
+
+
+def fault_table(tm: TagMap) -> str:
+    """docs/operations.md's fault table, from control/faults.py."""
+    rows = []
+    for f, r in FAULTS.items():
+        does = r.reaction.value.title() if r.reaction.command is not None else "alarm"
+        back = "- (alarm only)" if r.reaction.command is None else "yes" if r.auto_clear else "no: operator"
+        rows.append([f"`{f.name.lower()}` ({int(f)})", r.source, f"**{does}**" if does != "alarm" else does,
+                     "yes" if r.no_entry else "no", _CLEARS[r.clears], back, r.why])
+    return _table(["fault (code)", "source", "unit does", "no-entry", "clears", "back to Execute by itself", "why"],
+                  rows)
+
+
 SECTIONS = {
+    "belt-commands": belt_commands,
+    "fault-table": fault_table,
     "conveyor-tags": conveyor_tags,
     "conveyor-rings": conveyor_rings,
     "diverter-registers": diverter_registers,
@@ -120,20 +164,23 @@ def render(doc: str, tm: TagMap) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--check", action="store_true", help="exit 1 if the page is stale; write nothing")
-    p.add_argument("--doc", type=Path, default=DOC)
+    p.add_argument("--check", action="store_true", help="exit 1 if a page is stale; write nothing")
+    p.add_argument("--doc", type=Path, action="append", help="page to render (default: every generated page)")
     p.add_argument("--tagmap", type=Path, default=TAGMAP)
     args = p.parse_args(argv)
-    text = args.doc.read_text(encoding="utf-8")
-    new = render(text, load_tag_map(args.tagmap))
-    if args.check:
-        if new != text:
-            print(f"{args.doc} is stale: run python -m control.plc.docgen", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        args.doc.write_text(new, encoding="utf-8")
-    return 0
+    tm = load_tag_map(args.tagmap)
+    stale = 0
+    for doc in args.doc or (DOC, OPERATIONS):
+        text = doc.read_text(encoding="utf-8")
+        new = render(text, tm)
+        if new == text:
+            continue
+        if args.check:
+            print(f"{doc} is stale: run python -m control.docgen", file=sys.stderr)
+            stale = 1
+        else:
+            doc.write_text(new, encoding="utf-8")
+    return stale
 
 
 if __name__ == "__main__":
