@@ -1,8 +1,13 @@
-"""The simulator in one object: world, PLC programs, protocol servers, camera, faults, clock.
+"""The simulator in one object: world, PLC programs, PLC memory images, camera, faults, clock.
 
 ``Simulator`` is what the CLI, the end-to-end demo and tests run: ``start()`` opens the
 servers and starts the scan loop; ``endpoints`` says where to connect; ``ground_truth()`` says
 where every parcel really is. With a VirtualClock the scan loop runs as fast as the CPU allows.
+
+``transport="memory"`` builds the PLCs' memory images without servers (no socket, no camera):
+``harness.memlink.memory_link(sim, "conveyor")`` connects the real controller to them. With
+``scan_loop=False`` nothing runs by itself: the caller advances the world with ``scan(dt)``
+between controller cycles, so a run in virtual time is the same run every time.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -25,11 +30,16 @@ from plc_sim.parcels import Manifest, ParcelSource
 from plc_sim.plc_io import PlcIo
 from plc_sim.plc_logic import ConveyorProgram, DiverterProgram
 from plc_sim.scenario import Scenario
-from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+from plc_sim.servers import ConveyorImage, ConveyorMemory, DiverterImage, DiverterMemory
 from plc_sim.truth import GroundTruth
 from plc_sim.world import StepEvents, World
 
+if TYPE_CHECKING:
+    from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+
 log = logging.getLogger(__name__)
+
+Transport = Literal["network", "memory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +56,11 @@ class Ports:
 
 
 class Simulator:
-    """Both PLCs and the camera of one sorter, over real OPC UA, Modbus TCP and TCP."""
+    """Both PLCs and the camera of one sorter, over real OPC UA, Modbus TCP and TCP, or in memory.
+
+    ``conveyor_plc`` and ``diverter_plc`` are the PLCs' memory images whatever the transport
+    (the servers, or ``ConveyorMemory``/``DiverterMemory``); the fault injector acts on them.
+    """
 
     def __init__(
         self,
@@ -62,7 +76,11 @@ class Simulator:
         camera: bool = True,
         camera_size: tuple[int, int] | None = None,
         render: Render | None = None,
+        transport: Transport = "network",
+        scan_loop: bool = True,
     ) -> None:
+        if transport not in ("network", "memory"):
+            raise ValueError(f"unknown transport {transport!r}: network or memory")
         self.site = site
         self.tags = tags
         self.scenario = scenario
@@ -71,20 +89,39 @@ class Simulator:
         self.world = World(site, ParcelSource(scenario, site.sorter.min_gap_mm, manifest), encoder_start=encoder_start)
         self.conveyor = ConveyorProgram(self.world, auto_start=scenario.auto_start)
         self.diverter = DiverterProgram(self.world)
+        self.transport: Transport = transport
+        self.scan_loop = scan_loop
         p = site.plc
-        cport = p.conveyor.port if ports.conveyor is None else ports.conveyor
-        dport = p.diverter.port if ports.diverter is None else ports.diverter
-        self.conveyor_server = ConveyorPlcServer(tags.conveyor, p.conveyor.host, cport, p.conveyor.path)
-        self.diverter_server = DiverterPlcServer(tags.diverter, p.diverter.host, dport, p.diverter.device_id)
+        self._conveyor_server: ConveyorPlcServer | None = None
+        self._diverter_server: DiverterPlcServer | None = None
+        self._conveyor_memory: ConveyorMemory | None = None
+        self._diverter_memory: DiverterMemory | None = None
+        self.conveyor_plc: ConveyorImage
+        self.diverter_plc: DiverterImage
         self.camera: CameraServer | None = None
-        if camera:
-            size = camera_size or (p.camera.width, p.camera.height)
-            kw: dict[str, Any] = {"render": render} if render is not None else {}
-            self.camera = CameraServer(
-                p.camera.host, p.camera.port if ports.camera is None else ports.camera, size, seed=scenario.seed, **kw
-            )
-        self.io = PlcIo(site, self.world, self.conveyor, self.diverter, self.conveyor_server, self.diverter_server)
-        self.faults = Faults(self.world, self.conveyor, self.conveyor_server, self.diverter_server, self.camera)
+        if transport == "memory":
+            self._conveyor_memory = ConveyorMemory(tags.conveyor)
+            self._diverter_memory = DiverterMemory(tags.diverter)
+            self.conveyor_plc, self.diverter_plc = self._conveyor_memory, self._diverter_memory
+        else:
+            from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+
+            cport = p.conveyor.port if ports.conveyor is None else ports.conveyor
+            dport = p.diverter.port if ports.diverter is None else ports.diverter
+            self._conveyor_server = ConveyorPlcServer(tags.conveyor, p.conveyor.host, cport, p.conveyor.path)
+            self._diverter_server = DiverterPlcServer(tags.diverter, p.diverter.host, dport, p.diverter.device_id)
+            self.conveyor_plc, self.diverter_plc = self._conveyor_server, self._diverter_server
+            if camera:
+                size = camera_size or (p.camera.width, p.camera.height)
+                kw: dict[str, Any] = {"render": render} if render is not None else {}
+                self.camera = CameraServer(
+                    p.camera.host, p.camera.port if ports.camera is None else ports.camera, size, seed=scenario.seed, **kw
+                )
+        # plc_io and faults still name the server classes in their hints; what they call is the
+        # image interface, which both transports implement (Any until they take ConveyorImage).
+        cs, ds = cast(Any, self.conveyor_plc), cast(Any, self.diverter_plc)
+        self.io = PlcIo(site, self.world, self.conveyor, self.diverter, cs, ds)
+        self.faults = Faults(self.world, self.conveyor, cs, ds, self.camera)
         self.faults.schedule(scenario.faults)
         self.lagged_scans = 0
         self.scans = 0
@@ -95,13 +132,44 @@ class Simulator:
         self._scanned = asyncio.Condition()
 
     # ---- lifecycle -----------------------------------------------------------------------
+    @property
+    def conveyor_server(self) -> ConveyorPlcServer:
+        """The conveyor's OPC UA server (network transport only)."""
+        if self._conveyor_server is None:
+            raise RuntimeError("this simulator keeps its PLCs in memory: use conveyor_plc / conveyor_memory")
+        return self._conveyor_server
+
+    @property
+    def diverter_server(self) -> DiverterPlcServer:
+        """The diverter's Modbus TCP server (network transport only)."""
+        if self._diverter_server is None:
+            raise RuntimeError("this simulator keeps its PLCs in memory: use diverter_plc / diverter_memory")
+        return self._diverter_server
+
+    @property
+    def conveyor_memory(self) -> ConveyorMemory:
+        """The conveyor's memory image, for a memory link (memory transport only)."""
+        if self._conveyor_memory is None:
+            raise RuntimeError("this simulator serves its PLCs over the network: build it with transport='memory'")
+        return self._conveyor_memory
+
+    @property
+    def diverter_memory(self) -> DiverterMemory:
+        """The diverter's memory image, for a memory link (memory transport only)."""
+        if self._diverter_memory is None:
+            raise RuntimeError("this simulator serves its PLCs over the network: build it with transport='memory'")
+        return self._diverter_memory
+
     async def start(self) -> None:
-        await self.conveyor_server.start()
-        await self.diverter_server.start()
+        """Bring the PLCs up with their power-on values; then, unless ``scan_loop`` is False, scan
+        on the clock in the background."""
+        await self.conveyor_plc.start()
+        await self.diverter_plc.start()
         if self.camera is not None:
             await self.camera.start()
         await self.io.initialise()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        if self.scan_loop:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
         self._stop.set()
@@ -112,8 +180,8 @@ class Simulator:
         await self.faults.aclose()
         if self.camera is not None:
             await self.camera.stop()
-        await self.diverter_server.stop()
-        await self.conveyor_server.stop()
+        await self.diverter_plc.stop()
+        await self.conveyor_plc.stop()
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -129,6 +197,9 @@ class Simulator:
 
     @property
     def endpoints(self) -> dict[str, Any]:
+        """Where to connect; in memory, only the images' names (``memory://conveyor``)."""
+        if self._conveyor_memory is not None and self._diverter_memory is not None:
+            return {"conveyor": {"url": self._conveyor_memory.url}, "diverter": {"url": self._diverter_memory.url}}
         d = self.site.plc.diverter
         out: dict[str, Any] = {
             "conveyor": {"url": self.conveyor_server.url, "port": self.conveyor_server.port},

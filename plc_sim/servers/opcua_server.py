@@ -1,8 +1,10 @@
-"""The conveyor PLC's memory image served over OPC UA, built from the tag map.
+"""The conveyor PLC's memory image served over OPC UA, built from the tag map: ConveyorPlcServer.
 
 The simulator's PLC logic reads and writes tags by name here; the controller sees exactly what
 it would see on a real PLC: string NodeIds in the map's namespace, exact variant types, and
-writes refused where the map says the PLC owns the tag.
+writes refused where the map says the PLC owns the tag. The program-side API, its value checks
+and the ring layout are ``ConveyorBase``'s (plc_sim/servers/image.py), shared with the
+socket-free ``ConveyorMemory``; the values themselves live in the asyncua address space.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 from asyncua.common.node import Node
@@ -23,35 +26,13 @@ from asyncua.ua.attribute_ids import AttributeIds
 from plant.tagmap import ConveyorMap
 from plant.uatypes import VARIANT, string_node
 from plc_sim.servers.faults import ResponseDelay, shut_connections, shut_listener
-from plc_sim.servers.ring import ServerRing
+from plc_sim.servers.image import RANGES, ZERO, ConveyorBase, ConveyorRing, Value, coerce
+
+__all__ = ["APPLICATION_URI", "RANGES", "ConveyorPlcServer", "ConveyorRing", "coerce"]
 
 log = logging.getLogger(__name__)
 
-Value = bool | int | float
-
 APPLICATION_URI = "urn:sortcentre:conveyor-plc:server"
-RANGES: dict[str, tuple[int, int]] = {"Int32": (-(2**31), 2**31 - 1), "UInt32": (0, 2**32 - 1)}
-
-
-def coerce(type_: str, value: Value, what: str) -> Value:
-    """A Python value of the right kind for ``type_``; raises ValueError instead of wrapping."""
-    if type_ == "Boolean":
-        if not isinstance(value, bool | int) or value not in (0, 1):
-            raise ValueError(f"{what}: {value!r} is not a Boolean")
-        return bool(value)
-    if type_ == "Double":
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ValueError(f"{what}: {value!r} is not a number")
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{what}: {value!r} is not an integer")
-    lo, hi = RANGES[type_]
-    if not lo <= value <= hi:
-        raise ValueError(f"{what}: {value} out of range for {type_}")
-    return value
 
 
 class _PasswordUsers(UserManager):
@@ -70,48 +51,7 @@ class _PasswordUsers(UserManager):
         return None
 
 
-class _Tag:
-    __slots__ = ("nodeid", "type", "writable")
-
-    def __init__(self, nodeid: ua.NodeId, type_: str, writable: bool) -> None:
-        self.nodeid = nodeid
-        self.type = type_
-        self.writable = writable
-
-
-class ConveyorRing(ServerRing):
-    """An OPC UA ring: one UInt32[size] array per field, plus head (PLC) and ack (host) scalars."""
-
-    def __init__(self, server: ConveyorPlcServer, name: str, size: int, fields: dict[str, ua.NodeId],
-                 head: ua.NodeId, ack: ua.NodeId) -> None:
-        super().__init__(name, size, tuple(fields))
-        self._server = server
-        self._nodes = fields
-        self._head = head
-        self._ack = ack
-        self.columns = {f: np.zeros(size, dtype=np.uint32) for f in fields}
-
-    async def _write_slot(self, slot: int, values: Mapping[str, int]) -> None:
-        checked = {f: coerce("UInt32", v, f"{self.name}.{f}") for f, v in values.items()}
-        for f, v in checked.items():
-            self.columns[f][slot] = v
-            await self._server._write_node(self._nodes[f], self.columns[f].tolist(), ua.VariantType.UInt32)
-
-    async def _write_head(self, seq: int) -> None:
-        await self._server._write_node(self._head, seq, ua.VariantType.UInt32)
-
-    async def _read_ack(self) -> int:
-        return int(self._server._read_node(self._ack))
-
-    async def _clear(self) -> None:
-        for f, col in self.columns.items():
-            col[:] = 0
-            await self._server._write_node(self._nodes[f], col.tolist(), ua.VariantType.UInt32)
-        await self._write_head(0)
-        await self._server._write_node(self._ack, 0, ua.VariantType.UInt32)
-
-
-class ConveyorPlcServer:
+class ConveyorPlcServer(ConveyorBase):
     """asyncua server holding every tag and ring of ``TagMap.conveyor``.
 
     ``start`` after ``stop`` is a PLC restart on the same port; tag values survive (retained
@@ -130,7 +70,7 @@ class ConveyorPlcServer:
         certificate: str | None = None,
         private_key: str | None = None,
     ) -> None:
-        self.tags = tags
+        super().__init__(tags)
         self.host = host
         self._port = port
         self.path = path
@@ -141,8 +81,8 @@ class ConveyorPlcServer:
         self._server: Server | None = None
         self._running = False
         self._ns = 0
-        self._tags: dict[str, _Tag] = {}
-        self._rings: dict[str, ConveyorRing] = {}
+        self._nodes: dict[str, ua.NodeId] = {}
+        self._columns: dict[tuple[str, str], ua.NodeId] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -184,14 +124,6 @@ class ConveyorPlcServer:
             shut_connections(self._server.iserver.asyncio_transports)
             await self._server.stop()
 
-    async def reset(self) -> None:
-        """Cold start of the PLC memory: every tag to zero/false, every ring empty from seq 1."""
-        zero: dict[str, Value] = {"Boolean": False, "Int32": 0, "UInt32": 0, "Double": 0.0}
-        for tag in self._tags.values():
-            await self._write_node(tag.nodeid, zero[tag.type], VARIANT[tag.type])
-        for ring in self._rings.values():
-            await ring.reset()
-
     def drop_connections(self) -> int:
         """Close every client connection (PLC connection drop); the server keeps listening."""
         if self._server is None:
@@ -205,38 +137,24 @@ class ConveyorPlcServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    # -- PLC-side access ------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        return list(self._tags)
-
-    async def read(self, name: str) -> Value:
-        tag = self._tag(name)
-        v = self._read_node(tag.nodeid)
-        return bool(v) if tag.type == "Boolean" else float(v) if tag.type == "Double" else int(v)
-
-    async def write(self, name: str, value: Value) -> None:
-        tag = self._tag(name)
-        await self._write_node(tag.nodeid, coerce(tag.type, value, name), VARIANT[tag.type])
-
-    async def write_many(self, values: Mapping[str, Value]) -> None:
-        checked = [(self._tag(n), coerce(self._tag(n).type, v, n)) for n, v in values.items()]
-        for tag, v in checked:
-            await self._write_node(tag.nodeid, v, VARIANT[tag.type])
-
-    def ring(self, name: str) -> ConveyorRing:
-        try:
-            return self._rings[name]
-        except KeyError:
-            raise KeyError(f"no ring {name!r}; rings: {sorted(self._rings)}") from None
-
+    # -- the address space as ConveyorBase's store ------------------------------------------------
     def nodeid(self, name: str) -> ua.NodeId:
-        return self._tag(name).nodeid
+        self._tag(name)
+        return self._node(name)
 
-    def _tag(self, name: str) -> _Tag:
-        try:
-            return self._tags[name]
-        except KeyError:
-            raise KeyError(f"no tag {name!r} in the conveyor map") from None
+    def _node(self, name: str) -> ua.NodeId:
+        assert self._server is not None, "server not built: call start() first"
+        return self._nodes[name]
+
+    async def _load(self, name: str) -> Any:
+        return self._read_node(self._node(name))
+
+    async def _store(self, name: str, value: Value) -> None:
+        await self._write_node(self._node(name), value, VARIANT[self.table[name].type])
+
+    async def _store_column(self, ring: str, field: str, column: npt.NDArray[np.uint32]) -> None:
+        assert self._server is not None, "server not built: call start() first"
+        await self._write_node(self._columns[ring, field], column.tolist(), ua.VariantType.UInt32)
 
     def _read_node(self, nodeid: ua.NodeId) -> Any:
         assert self._server is not None, "server not built: call start() first"
@@ -314,21 +232,18 @@ class ConveyorPlcServer:
                 await var.add_property(string_node(node + ".EngineeringUnits", ns), ua.QualifiedName("EngineeringUnits", 0), eu)
             return nid
 
-        zero: dict[str, Any] = {"Boolean": False, "Int32": 0, "UInt32": 0, "Double": 0.0}
         for name, tag in self.tags.tags.items():
-            nid = await add(tag.node, tag.type, tag.access == "w", tag.doc, tag.unit, zero[tag.type])
-            self._tags[name] = _Tag(nid, tag.type, tag.access == "w")
+            t = self.table[name]
+            self._nodes[name] = await add(t.node, t.type, t.writable, tag.doc, tag.unit, ZERO[t.type])
         for rname, ring in self.tags.rings.items():
-            head = await add(ring.head, "UInt32", False,
-                             f"{rname} ring: seq of the newest entry; the PLC writes the slot first, then head", "seq", 0)
-            ack = await add(ring.ack, "UInt32", True,
-                            f"{rname} ring: seq of the newest entry the controller has stored", "seq", 0)
-            self._tags[f"{rname}.head"] = _Tag(head, "UInt32", False)
-            self._tags[f"{rname}.ack"] = _Tag(ack, "UInt32", True)
-            fields: dict[str, ua.NodeId] = {}
+            for part, doc in (
+                ("head", f"{rname} ring: seq of the newest entry; the PLC writes the slot first, then head"),
+                ("ack", f"{rname} ring: seq of the newest entry the controller has stored"),
+            ):
+                t = self.table[f"{rname}.{part}"]
+                self._nodes[f"{rname}.{part}"] = await add(t.node, t.type, t.writable, doc, "seq", ZERO[t.type])
             for fname, fnode in ring.fields.items():
-                fields[fname] = await add(
+                self._columns[rname, fname] = await add(
                     fnode, "UInt32", False,
                     f"{rname} ring field {fname}: entry seq is at index seq % {ring.size}", "", [0] * ring.size,
                 )
-            self._rings[rname] = ConveyorRing(self, rname, ring.size, fields, head, ack)

@@ -1,4 +1,7 @@
-"""One contract, both PLC drivers: each test runs over OPC UA and over Modbus TCP against the real servers."""
+"""One contract for every PLC link: each test runs over OPC UA and over Modbus TCP against the real
+servers, and over the memory links (harness.memlink) against the memory images with each
+protocol's rules. Where memory cannot behave like a wire (timeouts, slow answers, request
+counts) the test is skipped and says why."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -21,9 +25,11 @@ from control.plc import (
     ReconnectingLink,
     open_link,
 )
+from harness.memlink import ConveyorMemoryLink, DiverterMemoryLink
 from plant.site import Site, load_site
 from plant.tagmap import TagMap
-from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+from plc_sim.servers import ConveyorMemory, ConveyorPlcServer, DiverterMemory, DiverterPlcServer
+from plc_sim.servers.image import ZERO, conveyor_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -33,9 +39,10 @@ FAST = Backoff(base_s=0.01, cap_s=0.05, jitter=0.5)
 
 @dataclass
 class Rig:
-    """What the contract needs to know about one protocol."""
+    """What the contract needs to know about one protocol over one transport."""
 
-    protocol: str
+    protocol: str  # "opcua" or "modbus": whose rules the link follows
+    transport: str  # "wire" (real server, loopback) or "memory" (memory image, no socket)
     server: Any
     link: ReconnectingLink
     writable: dict[str, bool | int | float]  # host-written tags and a value of their type
@@ -47,6 +54,10 @@ class Rig:
         if self.protocol == "opcua":
             return await self.server.read(name)  # type: ignore[no-any-return]
         return self.server.read(name)  # type: ignore[no-any-return]
+
+    def skip_in_memory(self, why: str) -> None:
+        if self.transport == "memory":
+            pytest.skip(f"memory link: {why}")
 
     async def server_write(self, name: str, value: bool | int | float) -> None:
         if self.protocol == "opcua":
@@ -76,35 +87,58 @@ async def diverter_server(tag_map: TagMap) -> AsyncIterator[DiverterPlcServer]:
     await server.stop()
 
 
-@pytest_asyncio.fixture(loop_scope="module", params=["opcua", "modbus"])
+@pytest.fixture(scope="module")
+def conveyor_memory(tag_map: TagMap) -> ConveyorMemory:
+    return ConveyorMemory(tag_map.conveyor)
+
+
+@pytest.fixture(scope="module")
+def diverter_memory(tag_map: TagMap) -> DiverterMemory:
+    return DiverterMemory(tag_map.diverter)
+
+
+@pytest_asyncio.fixture(loop_scope="module", params=["opcua", "modbus", "memory-opcua", "memory-modbus"])
 async def rig(
     request: pytest.FixtureRequest,
     site: Site,
     tag_map: TagMap,
     conveyor_server: ConveyorPlcServer,
     diverter_server: DiverterPlcServer,
+    conveyor_memory: ConveyorMemory,
+    diverter_memory: DiverterMemory,
 ) -> AsyncIterator[Rig]:
-    if request.param == "opcua":
-        server: Any = conveyor_server
+    transport, _, protocol = str(request.param).rpartition("-")
+    transport = transport or "wire"
+    link: ReconnectingLink
+    if protocol == "opcua":
+        if transport == "wire":
+            server: Any = conveyor_server
+            link = open_link(site, tag_map, "conveyor", port=server.port, timeout_s=0.5, backoff=FAST)
+        else:
+            server = conveyor_memory
+            link = ReconnectingLink(ConveyorMemoryLink(server, tag_map.conveyor), FAST)
         await server.start()
         await server.reset()
         server.delay.seconds = 0.0
-        link = open_link(site, tag_map, "conveyor", port=server.port, timeout_s=0.5, backoff=FAST)
         r = Rig(
-            "opcua", server, link,
+            "opcua", transport, server, link,
             writable={"induct_enable": True, "belt_command": -7, "host_heartbeat": 4_000_000_000, "speed_setpoint": 2.25},
             plc_owned={"faults": 0b10110, "belt_state": 6, "speed_actual": 1.5, "encoder_count": 0xFFFF_FFF0},
             event_ring="induct",
             event_fields={"tracking_id": 42, "leading_count": 0xFFFF_FFFF, "trailing_count": 17},
         )
     else:
-        server = diverter_server
+        if transport == "wire":
+            server = diverter_server
+            link = open_link(site, tag_map, "diverter", port=server.port, timeout_s=0.5, backoff=FAST)
+        else:
+            server = diverter_memory
+            link = ReconnectingLink(DiverterMemoryLink(server, tag_map.diverter), FAST)
         await server.start()
         server.reset()
         server.delay.seconds = 0.0
-        link = open_link(site, tag_map, "diverter", port=server.port, timeout_s=0.5, backoff=FAST)
         r = Rig(
-            "modbus", server, link,
+            "modbus", transport, server, link,
             writable={"host_heartbeat": 4_000_000_000, "reset_seq": 70_000},
             plc_owned={"faults": 0b101, "chute_slots": 29, "encoder_count": 0xFFFF_FFF0, "plc_heartbeat": 65_536},
             event_ring="confirm",
@@ -252,6 +286,7 @@ async def test_ring_read_refuses_a_head_that_is_not_a_seq(rig: Rig, bad: Any) ->
 async def test_modbus_ring_read_with_head_saves_the_head_request(rig: Rig) -> None:
     if rig.protocol != "modbus":
         return  # OPC UA reads head and arrays in one request either way
+    rig.skip_in_memory("no requests to count")
     server: DiverterPlcServer = rig.server
     ring = server.ring(rig.event_ring)
     await ring.push(tracking_id=7)
@@ -273,19 +308,20 @@ async def test_reconnects_after_the_plc_drops_connections(rig: Rig) -> None:
 
 async def test_reconnects_after_a_plc_restart(rig: Rig) -> None:
     await rig.link.write({"host_heartbeat": 11})
-    port = rig.server.port
+    port = getattr(rig.server, "port", None)  # memory images have no port
     await rig.server.stop()
     with pytest.raises(PlcConnectionError):
         await rig.link.read(["host_heartbeat"])
     assert not rig.link.connected
     await rig.server.start()
-    assert rig.server.port == port
+    assert getattr(rig.server, "port", None) == port
     got = await eventually(lambda: rig.link.read(["host_heartbeat"]))
     assert got == {"host_heartbeat": 11}  # retained memory survives the restart
     assert rig.link.connected and rig.link.reconnects >= 1
 
 
 async def test_slow_plc_times_out_as_plc_error_then_recovers(rig: Rig) -> None:
+    rig.skip_in_memory("answers at once; a slow PLC (delay) and timeouts need a wire")
     rig.link.inner.timeout_s = 0.1  # type: ignore[attr-defined]
     rig.server.delay.seconds = 0.3
     with pytest.raises(PlcConnectionError, match="timed out"):
@@ -329,3 +365,98 @@ async def test_connect_over_a_stale_connection_really_connects_or_raises(rig: Ri
     assert inner.connected
     await rig.server_write("faults", 5)
     assert await inner.read(["faults"]) == {"faults": 5}
+
+
+async def test_writes_are_refused_exactly_where_the_plc_owns_the_value(rig: Rig, tag_map: TagMap) -> None:
+    """Every name the tag map gives the host, written with a value of its type: accepted where the
+    controller owns it, refused by the PLC (not before sending) where the PLC does."""
+    if rig.protocol == "opcua":
+        names = {n: (ZERO[t.type] if t.type != "Boolean" else True, t.writable) for n, t in conveyor_tags(tag_map.conveyor).items()}
+    else:
+        dm = tag_map.diverter
+        names = {n: (1, r.access == "w") for n, r in dm.registers.items()}
+        for rn, ring in dm.rings.items():
+            names[f"{rn}.head"] = (1, ring.direction == "w")
+            names[f"{rn}.ack"] = (1, ring.direction == "r")
+    for name, (value, host_owned) in names.items():
+        if host_owned:
+            await rig.link.write({name: value})
+            assert await rig.link.read([name]) == {name: value}, name
+        else:
+            with pytest.raises(PlcRefused):
+                await rig.link.write({name: value})
+        assert rig.link.connected, name
+
+
+async def test_a_link_on_a_stopped_plc_cannot_connect(rig: Rig) -> None:
+    inner: Any = rig.link.inner
+    await rig.server.stop()
+    try:
+        await inner.close()
+        with pytest.raises(PlcConnectionError):
+            await inner.connect()
+        assert not inner.connected
+        with pytest.raises(PlcConnectionError):
+            await inner.read(["host_heartbeat"])
+    finally:
+        await rig.server.start()
+    await inner.connect()
+    assert await inner.read(["host_heartbeat"]) == {"host_heartbeat": 0}
+
+
+async def test_a_batch_with_a_plc_owned_value_is_refused_as_the_protocol_refuses_it(rig: Rig) -> None:
+    """OPC UA answers each value of a Write on its own: the host's lands, the PLC's is refused.
+    Modbus answers per request: registers next to each other go in one request and fall together;
+    apart, the requests before the refused one stay written."""
+    await rig.link.write({"host_heartbeat": 1})
+    if rig.protocol == "opcua":
+        with pytest.raises(PlcRefused, match="faults"):
+            await rig.link.write({"faults": 1, "host_heartbeat": 9})
+        assert await rig.server_read("host_heartbeat") == 9
+        return
+    with pytest.raises(PlcRefused):  # registers 0-3: one request
+        await rig.link.write({"plc_heartbeat": 1, "host_heartbeat": 9})
+    assert await rig.server_read("host_heartbeat") == 1
+    with pytest.raises(PlcRefused):  # 2-3, then 6: two requests
+        await rig.link.write({"host_heartbeat": 9, "faults": 1})
+    assert await rig.server_read("host_heartbeat") == 9
+    assert await rig.server_read("faults") == 0
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"seq": 0, "chute": 1}],
+        [{"seq": 1}, {"seq": 3}],
+        [{"seq": 1, "colour": 2}],
+        [{"tracking_id": 5}],
+        [{"seq": 1, "chute": 70_000}],
+        [{"seq": s} for s in range(1, 34)],
+    ],
+    ids=["seq0", "not-consecutive", "unknown-field", "no-seq", "out-of-range", "more-than-the-ring"],
+)
+async def test_bad_command_ring_writes_are_refused_before_sending(rig: Rig, entries: list[dict[str, int]]) -> None:
+    if rig.protocol != "modbus":
+        return  # the conveyor has no host->PLC ring: refused whatever the entries
+    with pytest.raises(PlcValueError):
+        await rig.link.write_ring("arm", entries)
+    assert rig.server.read("arm.head") == 0 and not rig.server.take_commands()
+    assert rig.link.connected
+
+
+async def test_rings_and_blocks_the_plc_does_not_have_are_refused_before_sending(rig: Rig) -> None:
+    with pytest.raises(PlcValueError):
+        await rig.link.read_ring("no_such_ring", 0)
+    with pytest.raises(PlcValueError):
+        await rig.link.ack_ring("no_such_ring", 1)
+    if rig.protocol == "modbus":
+        with pytest.raises(PlcValueError):
+            await rig.link.read_ring("arm", 0)  # the host's own ring is written, not read
+        with pytest.raises(PlcValueError):
+            await rig.link.write_ring("confirm", [{"seq": 1}])
+        with pytest.raises(PlcValueError):
+            await rig.link.read_block("chute_colour")
+        with pytest.raises(PlcValueError):
+            await rig.link.read_block("chute_fill", 257)
+        assert (await rig.link.read_block("chute_fill", 4)).dtype == np.uint16
+    assert rig.link.connected

@@ -1,4 +1,6 @@
-"""The conveyor PLC server as the simulator drives it: typed tags, rings, users, restart."""
+"""The conveyor PLC server as the simulator drives it: typed tags, rings, users, restart.
+
+The program-side checks run on the memory image too: both are ConveyorBase over another store."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from control.plc import PlcConnectionError, PlcError
 from control.plc.opcua import OpcuaLink
 from plant.site import OpcuaEndpoint
 from plant.tagmap import TagMap
-from plc_sim.servers import ConveyorPlcServer
+from plc_sim.servers import ConveyorMemory, ConveyorPlcServer
 from plc_sim.servers.opcua_server import APPLICATION_URI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,14 @@ async def server(tag_map: TagMap, tmp_path_factory: pytest.TempPathFactory) -> A
 
 
 async def test_plc_side_writes_are_typed_and_range_checked(server: ConveyorPlcServer) -> None:
+    await check_plc_side_writes(server)
+
+
+async def test_memory_plc_side_writes_are_typed_and_range_checked(tag_map: TagMap) -> None:
+    await check_plc_side_writes(ConveyorMemory(tag_map.conveyor))
+
+
+async def check_plc_side_writes(server: ConveyorPlcServer | ConveyorMemory) -> None:
     await server.write_many({"speed_actual": 2, "belt_state": 6, "faults": 3})
     assert await server.read("speed_actual") == 2.0 and isinstance(await server.read("speed_actual"), float)
     assert await server.read("belt_state") == 6
@@ -49,6 +59,18 @@ async def test_plc_side_writes_are_typed_and_range_checked(server: ConveyorPlcSe
     with pytest.raises(ValueError):  # nothing of a refused batch is written
         await server.write_many({"belt_state": 4, "faults": 2**32})
     assert await server.read("belt_state") == 6
+    await server.write("induct_enable", 1)  # the PLC program may write 0/1 and integral floats
+    await server.write("jam_eye", 3.0)
+    assert await server.read("induct_enable") is True and await server.read("jam_eye") == 3
+    ring = server.ring("scan")
+    assert await ring.push(tracking_id=5, trigger_count=2**32 - 1, lap=1) == 1
+    assert ring.columns["trigger_count"][1] == 2**32 - 1 and await server.read("scan.head") == 1
+    with pytest.raises(ValueError, match="out of range"):
+        await ring.push(tracking_id=-1)
+    assert ring.head == 1
+    await server.reset()
+    assert await server.read("belt_state") == 0 and await server.read("scan.head") == 0
+    assert ring.head == 0 and not ring.columns["trigger_count"].any()
 
 
 async def test_password_is_required_when_users_are_configured(server: ConveyorPlcServer, tag_map: TagMap) -> None:

@@ -1,4 +1,7 @@
-"""The diverter PLC server as the simulator drives it: command ring, chute blocks, faults."""
+"""The diverter PLC as the simulator drives it: command ring, chute blocks, faults.
+
+PLC-side tests run twice: on the Modbus server with ModbusLink, and on the memory image with
+the memory link; the register image and its rules are one (the server serves the memory)."""
 
 from __future__ import annotations
 
@@ -9,13 +12,18 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from control.plc import PlcConnectionError
 from control.plc.modbus import ModbusLink
+from harness.memlink import DiverterMemoryLink
 from plant.site import ModbusEndpoint
 from plant.tagmap import TagMap
 from plant.words import to_words
-from plc_sim.servers import CommandProblem, DiverterPlcServer
+from plc_sim.servers import CommandProblem, DiverterMemory, DiverterPlcServer
 
 ROOT = Path(__file__).resolve().parents[2]
+
+Image = DiverterPlcServer | DiverterMemory
+Link = ModbusLink | DiverterMemoryLink
 
 
 @pytest_asyncio.fixture
@@ -24,15 +32,31 @@ async def server(tag_map: TagMap) -> AsyncIterator[DiverterPlcServer]:
         yield s
 
 
+@pytest_asyncio.fixture(params=["server", "memory"])
+async def image(request: pytest.FixtureRequest, tag_map: TagMap) -> AsyncIterator[Image]:
+    if request.param == "server":
+        async with DiverterPlcServer(tag_map.diverter) as s:
+            yield s
+    else:
+        m = DiverterMemory(tag_map.diverter)
+        await m.start()
+        yield m
+        await m.stop()
+
+
 @pytest_asyncio.fixture
-async def link(server: DiverterPlcServer, tag_map: TagMap) -> AsyncIterator[ModbusLink]:
-    lk = ModbusLink(ModbusEndpoint(port=server.port), tag_map.diverter, timeout_s=1.0)
+async def link(image: Image, tag_map: TagMap) -> AsyncIterator[Link]:
+    lk: Link
+    if isinstance(image, DiverterPlcServer):
+        lk = ModbusLink(ModbusEndpoint(port=image.port), tag_map.diverter, timeout_s=1.0)
+    else:
+        lk = DiverterMemoryLink(image, tag_map.diverter)
     await lk.connect()
     yield lk
     await lk.close()
 
 
-def arm_slot(server: DiverterPlcServer, seq: int, **fields: int) -> None:
+def arm_slot(server: Image, seq: int, **fields: int) -> None:
     """Write an arm slot the way a (buggy or lapping) host would, straight into memory."""
     ring = server.map.rings["arm"]
     a = ring.slot_address(seq)
@@ -44,7 +68,8 @@ def arm_slot(server: DiverterPlcServer, seq: int, **fields: int) -> None:
     server.regs[a : a + ring.slot_words] = words
 
 
-async def test_take_commands_reports_torn_and_overwritten_slots(server: DiverterPlcServer) -> None:
+async def test_take_commands_reports_torn_and_overwritten_slots(image: Image) -> None:
+    server = image
     for s in (1, 2, 3):
         arm_slot(server, s, chute=s)
     server.regs[server.map.rings["arm"].slot_address(2)] = 0  # slot 2 torn: seq high word lost
@@ -64,7 +89,8 @@ async def test_take_commands_reports_torn_and_overwritten_slots(server: Diverter
     assert all(p.reason == "overwritten" for p in server.command_problems[1:])
 
 
-async def test_chute_blocks_read_as_arrays_by_chute_id(server: DiverterPlcServer, link: ModbusLink) -> None:
+async def test_chute_blocks_read_as_arrays_by_chute_id(image: Image, link: Link) -> None:
+    server = image
     server.set_chute_status(3, 0b001)
     server.set_chute_status(29, 0b110)
     server.set_chute_fill(29, 400)
@@ -81,8 +107,8 @@ async def test_chute_blocks_read_as_arrays_by_chute_id(server: DiverterPlcServer
         server.set_chute_status(1, 70_000)
 
 
-async def test_push_refuses_unknown_fields_and_given_seq(server: DiverterPlcServer) -> None:
-    ring = server.ring("confirm")
+async def test_push_refuses_unknown_fields_and_given_seq(image: Image) -> None:
+    ring = image.ring("confirm")
     with pytest.raises(ValueError, match="no field"):
         await ring.push(chute=1, colour=3)
     with pytest.raises(ValueError, match="seq"):
@@ -92,7 +118,8 @@ async def test_push_refuses_unknown_fields_and_given_seq(server: DiverterPlcServ
     assert ring.head == 0
 
 
-async def test_ring_head_is_written_after_the_slot(server: DiverterPlcServer, link: ModbusLink) -> None:
+async def test_ring_head_is_written_after_the_slot(image: Image, link: Link) -> None:
+    server = image
     ring = server.ring("arm_result")
     seq = await ring.push(command_seq=9, tracking_id=77, result=0, chute=5)
     assert server.read("arm_result.head") == seq == 1
@@ -109,12 +136,62 @@ async def test_wrong_device_id_never_connects(server: DiverterPlcServer, tag_map
     assert not lk.connected
 
 
-async def test_memory_survives_restart_and_reset_clears_it(server: DiverterPlcServer) -> None:
+async def test_memory_survives_restart_and_reset_clears_it(image: Image) -> None:
+    server = image
     server.write("encoder_count", 123_456)
     await server.ring("confirm").push(chute=1)
-    port = server.port
+    port = getattr(server, "port", None)
     await server.stop()
+    assert not server.running
     await server.start()
-    assert server.port == port and server.read("encoder_count") == 123_456
+    assert getattr(server, "port", None) == port and server.read("encoder_count") == 123_456
     server.reset()
     assert server.read("encoder_count") == 0 and server.ring("confirm").head == 0
+    assert server.read("confirm.ack") == 0 and not server.regs.any()
+
+
+async def test_plc_side_names_are_checked(image: Image) -> None:
+    with pytest.raises(KeyError, match="nope"):
+        image.read("nope")
+    with pytest.raises(KeyError, match="no PLC->host ring"):
+        image.ring("arm")  # the host's ring: the PLC takes it with take_commands
+    with pytest.raises(ValueError, match="out of range"):
+        image.write("faults", 70_000)  # uint16
+
+
+async def test_one_register_image_served_over_modbus_and_in_memory(tag_map: TagMap) -> None:
+    """A server built on an existing memory serves that memory: both links see the same
+    registers, and the server's stop, start and drops are the PLC's for both."""
+    memory = DiverterMemory(tag_map.diverter)
+    with pytest.raises(ValueError, match="another diverter map"):
+        DiverterPlcServer(tag_map.diverter.model_copy(update={"chute_fill": tag_map.diverter.chute_status}), memory=memory)
+    async with DiverterPlcServer(tag_map.diverter, memory=memory) as server:
+        assert memory.running and server.regs is memory.regs and server.delay is memory.delay
+        wire = ModbusLink(ModbusEndpoint(port=server.port), tag_map.diverter, timeout_s=1.0)
+        mem = DiverterMemoryLink(memory, tag_map.diverter)
+        await wire.connect()
+        await mem.connect()
+        try:
+            await wire.write({"host_heartbeat": 77})
+            await mem.write({"reset_seq": 5})
+            memory.write("encoder_count", 0xABCD_1234)
+            await memory.ring("confirm").push(tracking_id=9, chute=3)
+            names = ["host_heartbeat", "reset_seq", "encoder_count", "confirm.head"]
+            assert await wire.read(names) == await mem.read(names) == {
+                "host_heartbeat": 77, "reset_seq": 5, "encoder_count": 0xABCD_1234, "confirm.head": 1}  # fmt: skip
+            assert await wire.read_ring("confirm", 0) == await mem.read_ring("confirm", 0)
+            assert server.drop_connections() == 2  # one socket, one memory link
+            assert not mem.connected
+            with pytest.raises(PlcConnectionError):
+                await mem.read(["host_heartbeat"])
+            await mem.connect()
+            await server.stop()
+            assert not memory.running and not mem.connected
+            with pytest.raises(PlcConnectionError):
+                await mem.connect()
+            await server.start()
+            await mem.connect()
+            assert await mem.read(["host_heartbeat"]) == {"host_heartbeat": 77}
+        finally:
+            await wire.close()
+            await mem.close()
