@@ -188,19 +188,26 @@ class StoreStatus:
 
 class EventStore:
     def __init__(
-        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", *, readonly: bool = False
+        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", *, readonly: bool = False,
+        busy_timeout_s: float = 0.05,
     ) -> None:
         self.path = Path(path)
         if readonly:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # a writer waits at most ``busy_timeout_s`` for a lock someone else holds (a backup, an
+            # operator's command): the cycle must not stall; a failed commit is retried next cycle
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._migrate()
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # a current store is opened without writing (it may be locked by a backup right now:
+            # the service must still start; its commits are retried until the lock is gone)
+            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+                self._migrate()
+                self._db.executescript(SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()

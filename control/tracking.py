@@ -18,6 +18,7 @@ armed (it goes round again, or to reject) - an uncertain parcel must not reach a
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 
@@ -28,6 +29,9 @@ from control.lifecycle import FINAL, ParcelState, check, log_refused
 from plant.site import Site
 
 __all__ = ["CycleMasks", "Geometry", "TrackingTable", "sdiff", "sdiff_arr", "wrap"]
+
+_FINAL_STATE = np.zeros(len(ParcelState), dtype=np.bool_)  # state code -> final
+_FINAL_STATE[sorted(FINAL)] = True
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +158,8 @@ class TrackingTable:
         self.scan_time = np.zeros(z, np.float64)
         self.due_time = np.zeros(z, np.float64)  # when arming became due (latency figure)
         self.slot_of: dict[int, int] = {}
-        self._free: list[int] = list(range(z - 1, -1, -1))
+        self._free: list[int] = list(range(z))  # a min-heap: slots fill from 0 up
+        self._hi = 0  # slots at and above this are all free: per-cycle work looks below it only
         self.glitch_epoch = 0
 
     # -- membership -----------------------------------------------------------------------
@@ -162,7 +167,10 @@ class TrackingTable:
         return len(self.slot_of)
 
     def active_slots(self) -> Slots:
-        return np.flatnonzero(self.state != P.FREE)
+        return np.flatnonzero(self.state[: self._hi] != P.FREE)
+
+    def in_state(self, state: ParcelState) -> Slots:
+        return np.flatnonzero(self.state[: self._hi] == state)
 
     def get(self, key: int) -> int | None:
         return self.slot_of.get(key)
@@ -170,7 +178,8 @@ class TrackingTable:
     def _alloc(self, key: int) -> int:
         if not self._free:
             raise OverflowError(f"tracking table full ({self.capacity} parcels in flight)")
-        i = self._free.pop()
+        i = heapq.heappop(self._free)
+        self._hi = max(self._hi, i + 1)
         self.slot_of[key] = i
         self.key[i] = key
         self.tid[i] = key & MASK
@@ -192,7 +201,9 @@ class TrackingTable:
                 continue
             self.slot_of.pop(int(self.key[i]), None)
             self.state[i] = P.FREE
-            self._free.append(i)
+            heapq.heappush(self._free, i)
+        while self._hi and self.state[self._hi - 1] == P.FREE:
+            self._hi -= 1
 
     # -- lifecycle ------------------------------------------------------------------------
     def transition(self, slots: Slots, new: ParcelState) -> Slots:
@@ -285,20 +296,23 @@ class TrackingTable:
     # -- the per-cycle vector pass ----------------------------------------------------------
     def cycle(self, encoder: int) -> CycleMasks:
         g = self.g
-        st = self.state
-        routed = (st == P.ROUTED) & (self.arm_seq == 0)
-        to_fire = sdiff_arr(self.fire, encoder)
-        lead = g.min_lead_counts[np.clip(self.chute, 0, len(g.min_lead_counts) - 1)]
+        n = self._hi  # every slot at or above is free
+        st = self.state[:n]
+        enc = np.uint32(encoder & MASK)
+        routed = (st == P.ROUTED) & (self.arm_seq[:n] == 0)
+        to_fire = (self.fire[:n] - enc).view(np.int32)  # sdiff: wrapped uint32 difference, signed
+        lead = g.min_lead_counts[np.clip(self.chute[:n], 0, len(g.min_lead_counts) - 1)]
         in_time = to_fire >= lead
-        due = routed & self.trusted & in_time & (to_fire <= g.arm_horizon_counts)
+        due = routed & self.trusted[:n] & in_time & (to_fire <= g.arm_horizon_counts)
         # an untrusted parcel is never armed: it is let go once it is past its arm window
         late = routed & ~in_time
-        overdue = (st == P.ARMED) & (-to_fire > g.confirm_margin_counts)
+        overdue = (st == P.ARMED) & (-to_fire.astype(np.int64) > g.confirm_margin_counts)
         waiting = (st == P.INDUCTED) | (st == P.RECIRCULATED) | (st == P.MISSED)
         # an expected scan count from before an encoder jump is off by the jump: allow a lap
-        stale = self.epoch != self.glitch_epoch
+        stale = self.epoch[:n] != self.glitch_epoch
         margin = g.lost_margin_counts + stale * np.int64(g.loop_counts)
-        lost = waiting & (sdiff_arr(encoder, self.expect_scan) > margin)
+        since = (enc - self.expect_scan[:n]).view(np.int32)
+        lost = waiting & (since > margin)
         return CycleMasks(np.flatnonzero(due), np.flatnonzero(late), np.flatnonzero(overdue), np.flatnonzero(lost))
 
     def encoder_glitch(self) -> Slots:
@@ -314,4 +328,4 @@ class TrackingTable:
         return np.flatnonzero((st == P.ARMED) | ((st == P.ROUTED) & (self.arm_seq != 0)))
 
     def final_slots(self) -> Slots:
-        return np.flatnonzero(np.isin(self.state, np.array(sorted(FINAL), dtype=np.uint8)))
+        return np.flatnonzero(_FINAL_STATE[self.state[: self._hi]])

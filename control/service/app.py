@@ -8,9 +8,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from control.plc import Backoff, open_link
+from control.plc import open_link
 from control.service.camera import CameraFeed
 from control.service.controller import Controller
+from control.service.links import LINK_BACKOFF
 from control.service.routing import EngineRouter
 from control.service.settings import ServiceSettings
 from plant.site import Site, load_site
@@ -60,7 +61,7 @@ class Service:
         camera: bool = True,
     ) -> None:
         self.settings = settings or ServiceSettings()
-        backoff = Backoff(base_s=0.05, cap_s=1.0)
+        backoff = LINK_BACKOFF
         host = endpoints.host
         conveyor = open_link(site, tags, "conveyor", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
                              host=host, port=endpoints.conveyor_port)

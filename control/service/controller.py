@@ -125,7 +125,7 @@ class Controller:
                                retry_max_s=cfg.belt_retry_max_s, ack_timeout_s=cfg.belt_ack_timeout_s),
             unit=self.unit,
         )
-        self.writer = StoreWriter(db_path, cfg.synchronous)
+        self.writer = StoreWriter(db_path, cfg.synchronous, cfg.store_busy_timeout_s)
         self.metrics = Metrics()
         self.faults = FaultBook(self.unit, wall)
         self.streams = StreamBook(wall, self.faults)
@@ -512,12 +512,13 @@ class Controller:
             for ring in ("arm_result", "confirm"):
                 if ring in acks:
                     div_w[f"{ring}.ack"] = acks.pop(ring)
-            if belt is not None:  # command and seq in one request: the PLC applies the command first
-                conv_w["belt_command"], conv_w["belt_command_seq"] = belt
-            if reset is not None and div_ok:
-                div_w["reset_seq"] = reset
-        elif belt is not None:
-            self.supervisor.belt_write_failed()
+        # Belt commands and diverter resets go out even when the store fails (that is when the
+        # unit must hold): their seqs need no durable record, since a restarted controller
+        # continues after the larger of its stored seq and the PLC's own ack and seq registers.
+        if belt is not None:  # command and seq in one request: the PLC applies the command first
+            conv_w["belt_command"], conv_w["belt_command_seq"] = belt
+        if reset is not None and div_ok:
+            div_w["reset_seq"] = reset
         # The arms go out alone and first: sharing the loop with the OPC UA write doubled the
         # time to an accepted arm. A failed arm write skips the diverter's other writes.
         if committed and self.arms.pending and self.diverter.connected and not await self._write_arms():

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from control.faults import Fault
 from control.lifecycle import ParcelState, ScanStatus
 from control.service.alarms import FaultBook
@@ -102,7 +100,7 @@ class DecodeJoin:
 
     def _deadlines(self, now: float, batch: Batch, ready: list[int], reqs: list[RouteRequest]) -> None:
         tab = self.table
-        scanned = np.flatnonzero(tab.state == ParcelState.SCANNED)
+        scanned = tab.in_state(ParcelState.SCANNED)
         if scanned.size == 0:
             return
         taken = set(ready)
@@ -130,7 +128,7 @@ class DecodeJoin:
 
     def _no_camera(self, ready: list[int], reqs: list[RouteRequest]) -> None:
         tab = self.table
-        for i in np.flatnonzero(tab.state == ParcelState.SCANNED).tolist():
+        for i in tab.in_state(ParcelState.SCANNED).tolist():
             tab.scan_status[i] = int(ScanStatus.NO_READ)
             ready.append(i)
             reqs.append(RouteRequest(int(tab.key[i]), "", ScanStatus.NO_READ, self._length_mm(i), int(tab.lap[i])))

@@ -13,9 +13,14 @@ import asyncio
 import contextlib
 import logging
 
-from control.plc import PlcError, PlcLink
+from control.plc import Backoff, PlcError, PlcLink
 
-__all__ = ["LinkKeeper"]
+__all__ = ["LINK_BACKOFF", "LinkKeeper"]
+
+# The service's reconnect policy for both PLC links: 0.05 s doubling to 1 s, with jitter. A PLC
+# back from a restart is found within about a second; a PLC that stays away costs one connect
+# attempt a second.
+LINK_BACKOFF = Backoff(base_s=0.05, cap_s=1.0)
 
 log = logging.getLogger(__name__)
 

@@ -173,7 +173,7 @@ class ParcelFlow:
         """The diverter PLC restarted: every arm it held is gone. Armed parcels will pass their
         diverter unfired, so they go round now; arms written but not answered may be re-sent."""
         tab = self.table
-        for i in np.flatnonzero(tab.state == P.ARMED).tolist():
+        for i in tab.in_state(P.ARMED).tolist():
             self.suspect.discard(int(tab.key[i]))
             if self._move(i, P.MISSED, "missed", batch, "diverter PLC restarted: its arms are gone"):
                 self._move(i, P.RECIRCULATED, "recirculated", batch, "missed divert")

@@ -49,6 +49,10 @@ class ServiceSettings(Strict):
         default="FULL", description="SQLite fsync per commit (FULL) or per checkpoint (NORMAL: a power cut may lose the last commits)"
     )
     plc_timeout_s: float = Field(default=0.5, gt=0, description="a PLC request not answered this soon fails")
+    store_busy_timeout_s: float = Field(
+        default=0.05, gt=0, le=5.0,
+        description="a commit waits at most this long for a lock another program holds, then fails (retried next cycle)",
+    )
     capacity: int = Field(default=4096, gt=0, description="tracking table slots")
     decode_executor: Literal["thread", "process"] = Field(
         default="process", description="process: decoding never holds the control loop's GIL"

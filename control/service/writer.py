@@ -28,7 +28,9 @@ _Job = tuple[Callable[[EventStore], Any], Callable[[Any, BaseException | None], 
 class StoreWriter:
     """Owns the EventStore; every call runs on the writer thread, in submission order."""
 
-    def __init__(self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", busy_timeout_s: float = 0.05
+    ) -> None:
         self.path = Path(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
@@ -36,7 +38,7 @@ class StoreWriter:
         # daemon: a process that exits without close() abandons at most the transaction in
         # progress, which SQLite rolls back; nobody was told it was stored
         self._thread = threading.Thread(
-            target=self._serve, args=(opened, synchronous), name="event-store", daemon=True
+            target=self._serve, args=(opened, synchronous, busy_timeout_s), name="event-store", daemon=True
         )
         self._thread.start()
         self.store: EventStore = opened.result()
@@ -73,9 +75,11 @@ class StoreWriter:
         finally:
             self._thread.join()
 
-    def _serve(self, opened: concurrent.futures.Future[EventStore], synchronous: Literal["FULL", "NORMAL"]) -> None:
+    def _serve(
+        self, opened: concurrent.futures.Future[EventStore], synchronous: Literal["FULL", "NORMAL"], busy_s: float
+    ) -> None:
         try:
-            store = EventStore(self.path, synchronous)
+            store = EventStore(self.path, synchronous, busy_timeout_s=busy_s)
         except BaseException as exc:
             opened.set_exception(exc)
             return
