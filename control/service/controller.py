@@ -23,38 +23,30 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from control.faults import Fault
 from control.packml import PackMLUnit
-from control.plc import PlcError, PlcLink, RingRead
-from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, FaultBook
+from control.plc import PlcError, PlcLink
+from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
+from control.service.decide import Decider, Outputs, Reading
 from control.service.feeds import DecodeFeed, Router
 from control.service.links import LinkKeeper
-from control.service.metrics import Metrics
+from control.service.metrics import Metrics, rss_mb
 from control.service.parcels import ParcelFlow
 from control.service.ratekeeper import RateKeeper
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
-from control.service.supervisor import (
-    BeltReading,
-    Observed,
-    OperatorCommand,
-    Supervisor,
-    SupervisorSettings,
-)
-from control.service.watch import EncoderWatch, HeartbeatWatch
+from control.service.supervisor import OperatorCommand, Supervisor, SupervisorSettings
 from control.service.writer import StoreWriter
 from control.store import Batch, EventStore, ParcelRow
 from control.tracking import Geometry, TrackingTable
-from plant.codes import ConveyorFault, DiverterFault, PackMLState
+from plant.codes import PackMLState
 from plant.site import Site
 from plant.tagmap import TagMap
 
@@ -68,21 +60,7 @@ CONVEYOR_SCALARS = (
     "belt_command_result", "faults", "jam_eye", "induct.head", "scan.head",
 )
 DIVERTER_SCALARS = ("plc_heartbeat", "boot_id", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head")
-RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING, S.COMPLETING})  # arms may go out
-DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | DiverterFault.DIVERTER
 HEALTH_EVERY = 1000  # cycles between health records in the store (10 s at 10 ms)
-
-
-@dataclass(slots=True)
-class _Read:
-    """One PLC's reading this cycle (``rings``: ring name -> entries read)."""
-
-    ok: bool = False
-    scalars: dict[str, float | int | bool] = field(default_factory=dict)
-    rings: dict[str, RingRead] = field(default_factory=dict)
-    restarted: bool = False  # a new boot id: its rings were read from seq 1
-    sent_at: float = 0.0  # the conveyor's encoder was sampled between these two instants
-    received_at: float = 0.0
 
 
 class Controller:
@@ -135,19 +113,16 @@ class Controller:
             streams=self.streams, metrics=self.metrics, clock=clock, wall=wall,
         )
         self.links = LinkKeeper({"conveyor": conveyor, "diverter": diverter})
-        self._heartbeat = {plc: HeartbeatWatch(cfg.heartbeat_timeout_s) for plc in ("conveyor", "diverter")}
-        self._encoder_watch = EncoderWatch(self.geometry.counts_per_mm, cfg.glitch_tolerance_mm)
+        self.decider = Decider(
+            cfg, self.geometry, unit=self.unit, supervisor=self.supervisor, faults=self.faults, streams=self.streams,
+            arms=self.arms, parcels=self.parcels, metrics=self.metrics, decoder=decoder, clock=clock, wall=wall,
+        )
         self._host_hb = 0
         self._pending_batch = Batch()
-        self._conv_fault_bits = 0
-        self._div_fault_bits = 0
-        self._operator: list[OperatorCommand] = []
         self._handled: set[int] = set()  # operator commands taken, not yet seen done in the store
-        self._belt_out: tuple[int, int] | None = None  # (command, seq) to write after the commit
-        self._div_reset_out: int | None = None
+        self._out = Outputs()  # the belt command and diverter reset of this cycle, written after the commit
         self._started = False
         self._overrun_at = 0.0
-        self._glitch_cycle = -1
         self._store_failing = 0  # consecutive failed commits (logged once when it starts and once when it ends)
 
     @property
@@ -176,7 +151,7 @@ class Controller:
                 await link.connect()
         with contextlib.suppress(PlcError):
             got = await self.diverter.read(["arm.head", "arm.ack", "reset_seq"])
-            self._adopt_arm_heads(int(got["arm.head"]), int(got["arm.ack"]), batch)
+            self.decider.adopt_arm_heads(int(got["arm.head"]), int(got["arm.ack"]), batch)
             self.supervisor.diverter_reset_seq = int(got["reset_seq"])
         with contextlib.suppress(PlcError):
             got = await self.conveyor.read(["belt_command_ack", "belt_command_seq"])
@@ -184,11 +159,6 @@ class Controller:
             sup.belt_seq = max(sup.belt_seq, int(got["belt_command_ack"]), int(got["belt_command_seq"]))
         await self._read_chutes(fill=True)  # the first decisions know which chutes are usable
         self._started = True
-
-    def _adopt_arm_heads(self, head: int, ack: int, batch: Batch) -> None:
-        if self.arms.adopt_heads(head, ack):
-            self.streams.new_epoch("arm", batch)
-            batch.unit_event(self.wall(), "ring_restart", "diverter.arm", head, "PLC arm ring restarted")
 
     # ================================================================= the loop
     async def run(self, stop: asyncio.Event | None = None, *, max_cycles: int | None = None) -> None:
@@ -238,7 +208,7 @@ class Controller:
         m.read_s.add(t1 - now)
         batch = self._pending_batch
         self._pending_batch = Batch()
-        self._decide(conv, div, now, batch)
+        self._out = self.decider.decide(conv, div, now, batch)
         t2 = self.clock()
         m.decide_s.add(t2 - t1)
         committed = await self._commit(batch)
@@ -290,8 +260,8 @@ class Controller:
             "t": round(self.wall(), 3),
             "cycles": m.cycles,
             "unit": self.unit.state.name,
-            "lag_p99_ms": round(float(_p99(lag)) * 1000.0, 3),
-            "rss_mb": _rss_mb(),
+            "lag_p99_ms": round(float(np.percentile(lag, 99)) * 1000.0 if lag.size else 0.0, 3),
+            "rss_mb": rss_mb(),
             "in_flight": len(self.table),
             "faults": self.faults.names(),
         }
@@ -322,11 +292,11 @@ class Controller:
         # a command is done once the batch that answers it commits; until then a poll sees it again
         fresh = [(cid, name) for cid, name in pending if cid not in self._handled]
         self._handled = {cid for cid, _ in pending}
-        self._operator += [OperatorCommand(cid, name) for cid, name in fresh]
+        self.decider.operator += [OperatorCommand(cid, name) for cid, name in fresh]
 
     # ================================================================= update
-    async def _read_conveyor(self) -> _Read:
-        out = _Read()
+    async def _read_conveyor(self) -> Reading:
+        out = Reading()
         if not self.links.usable("conveyor"):
             return out
         try:
@@ -341,8 +311,8 @@ class Controller:
             log.debug("conveyor read failed: %s", exc)
         return out
 
-    async def _read_diverter(self) -> _Read:
-        out = _Read()
+    async def _read_diverter(self) -> Reading:
+        out = Reading()
         if not self.links.usable("diverter"):
             return out
         try:
@@ -355,7 +325,7 @@ class Controller:
             log.debug("diverter read failed: %s", exc)
         return out
 
-    async def _read_rings(self, link: PlcLink, rings: tuple[str, ...], out: _Read) -> None:
+    async def _read_rings(self, link: PlcLink, rings: tuple[str, ...], out: Reading) -> None:
         """The rings whose head moved, with the heads just read (no second request for them);
         after a PLC restart from seq 1. Two rings of one PLC go as two requests in flight."""
         last = self.streams.last_seq
@@ -367,128 +337,6 @@ class Controller:
                 moved.append((ring, after, head))
         got = await asyncio.gather(*(link.read_ring(r, a, h) for r, a, h in moved))
         out.rings = {r: g for (r, _, _), g in zip(moved, got, strict=True)}
-
-    # ================================================================= decide
-    def _decide(self, conv: _Read, div: _Read, now: float, batch: Batch) -> None:
-        flow = self.parcels
-        self._liveness("conveyor", conv, now, batch)
-        self._liveness("diverter", div, now, batch)
-        if conv.ok:
-            self._boot("conveyor", conv, now, batch)
-            self._take_conveyor(conv, batch)
-        if div.ok:
-            self._boot("diverter", div, now, batch)
-            ack = int(div.scalars["arm.ack"])
-            if ack < self.arms.ack:  # the diverter PLC lost its ring state
-                self._adopt_arm_heads(int(div.scalars["arm.head"]), ack, batch)
-            self.arms.ack = ack
-            self._diverter_faults(int(div.scalars["faults"]), batch)
-        # ring events, in causal order: induct before scan before results and confirms
-        self.streams.take("conveyor", "induct", conv.rings.get("induct"), batch, flow.on_induct)
-        self.streams.take("conveyor", "scan", conv.rings.get("scan"), batch, flow.on_scan)
-        self.streams.take("diverter", "arm_result", div.rings.get("arm_result"), batch, flow.on_arm_result)
-        self.streams.take("diverter", "confirm", div.rings.get("confirm"), batch, flow.on_confirm)
-        self.metrics.gaps = self.streams.lost
-        if self.decoder is not None:
-            if self.decoder.down_for > 1.0:
-                self.faults.raise_(Fault.CAMERA_DOWN, "no camera stream", batch)
-            elif self.decoder.healthy:
-                self.faults.clear(Fault.CAMERA_DOWN, batch)
-        flow.take_decodes(now, batch)
-        if conv.ok:
-            may_arm = self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
-            flow.cycle_pass(now, batch, may_arm=may_arm)
-        self._supervise(conv, div, now, batch)
-
-    def _boot(self, plc: str, got: _Read, now: float, batch: Batch) -> None:
-        """A PLC's boot id: adopted the first time, and a restart when it changes."""
-        streams = self.streams
-        boot_id = int(got.scalars["plc_boot_id" if plc == "conveyor" else "boot_id"])
-        if got.restarted:
-            old = streams.boot[plc]
-            streams.take_boot(plc, boot_id, batch, restarted=True)
-            if plc == "conveyor":
-                closed = self.parcels.conveyor_restarted(boot_id, now, batch)
-                what = f"{closed} parcels it tracked recorded lost (plc_restart)"
-            else:
-                self.arms.restart(int(got.scalars["arm.head"]), int(got.scalars["arm.ack"]))
-                self.parcels.diverter_restarted(batch)
-                what = "its arms are gone; armed parcels go round"
-            self.faults.event(Fault.PLC_RESTARTED, f"{plc} PLC restarted (boot id {old} -> {boot_id}): {what}", batch)
-        elif streams.first_boot(plc, boot_id):
-            streams.take_boot(plc, boot_id, batch, restarted=False)
-            if plc == "conveyor":
-                self.parcels.adopt_boot(boot_id, batch)
-
-    def _take_conveyor(self, conv: _Read, batch: Batch) -> None:
-        sc = conv.scalars
-        enc = int(sc["encoder_count"])
-        speed = float(sc["speed_actual"])
-        why = self._encoder_watch.check(enc, conv.sent_at, conv.received_at, speed)
-        if why is not None:
-            self._encoder_suspect(why, batch)
-        self.parcels.encoder, self.parcels.speed_mps = enc, speed
-        self._conveyor_faults(int(sc["faults"]), int(sc["jam_eye"]), batch)
-
-    def _liveness(self, plc: str, got: _Read, now: float, batch: Batch) -> None:
-        fault = Fault.CONVEYOR_HEARTBEAT_LOST if plc == "conveyor" else Fault.DIVERTER_HEARTBEAT_LOST
-        lost = self._heartbeat[plc].update(got.ok, int(got.scalars["plc_heartbeat"]) if got.ok else None, now)
-        if lost:
-            self.faults.raise_(fault, "no heartbeat change" if got.ok else "link down", batch)
-        elif got.ok:
-            self.faults.clear(fault, batch)
-
-    def _conveyor_faults(self, bits: int, jam_eye: int, batch: Batch) -> None:
-        f = ConveyorFault(bits)
-        for bit, fault in CONVEYOR_BITS.items():
-            if bit in f:
-                if fault == Fault.ENCODER_FAULT and fault not in self.faults:
-                    self._encoder_suspect("the conveyor PLC reports an encoder fault", batch)
-                self.faults.raise_(fault, f"jam at eye {jam_eye}" if fault == Fault.JAM else "", batch)
-            elif not (fault == Fault.HOST_WATCHDOG and self._div_fault_bits & DiverterFault.HOST_WATCHDOG):
-                self.faults.clear(fault, batch)  # (the watchdog fault is shared with the diverter's bit)
-        self._conv_fault_bits = bits
-
-    def _diverter_faults(self, bits: int, batch: Batch) -> None:
-        f = DiverterFault(bits)
-        conveyor_watchdog = ConveyorFault.HOST_WATCHDOG in ConveyorFault(self._conv_fault_bits)
-        for bit, fault in DIVERTER_BITS.items():
-            if bit in f:
-                self.faults.raise_(fault, "diverter PLC", batch)
-            elif not (fault == Fault.HOST_WATCHDOG and conveyor_watchdog):  # shared with the conveyor's bit
-                self.faults.clear(fault, batch)
-        self._div_fault_bits = bits
-
-    def _encoder_suspect(self, detail: str, batch: Batch) -> None:
-        """Every position anchored before now is suspect: cancel live arms, re-anchor at the scanner."""
-        if self._glitch_cycle == self.metrics.cycles:  # seen twice in one cycle (our check and the PLC's bit)
-            return
-        self._glitch_cycle = self.metrics.cycles
-        self.metrics.glitches += 1
-        self.faults.event(Fault.ENCODER_GLITCH, detail, batch)
-        self.parcels.encoder_glitch(self.clock(), batch)
-
-    def _supervise(self, conv: _Read, div: _Read, now: float, batch: Batch) -> None:
-        """The unit and the belt: what the supervisor decides goes to the batch and the publish."""
-        sc = conv.scalars
-        belt = BeltReading(int(sc["belt_state"]), int(sc["belt_command_ack"]), int(sc["belt_command_result"])) \
-            if conv.ok else None
-        obs = Observed(
-            now=now, belt=belt, active=frozenset(self.faults.active), raised=tuple(self.faults.take_raised()),
-            diverter_latched=bool(self._div_fault_bits & DIVERTER_LATCHED), diverter_seen=div.ok,
-            operator=tuple(self._operator),
-        )
-        self._operator.clear()
-        a = self.supervisor.step(obs)
-        t = self.wall()
-        for kind, name, code, detail in a.events:
-            batch.unit_event(t, kind, name, code, detail)
-        for level, msg in a.notes:
-            log.log(level, msg)
-        batch.commands_done += [(result, cid) for cid, result in a.operator_results]
-        batch.meta.update(a.meta)
-        self._belt_out = (int(a.belt_command[0]), a.belt_command[1]) if a.belt_command else None
-        self._div_reset_out = a.diverter_reset
 
     # ================================================================= publish
     async def _publish(self, committed: bool, div_ok: bool) -> None:
@@ -502,8 +350,8 @@ class Controller:
             conv_w["watchdog_ms"] = self.cfg.watchdog_ms
             conv_w["speed_setpoint"] = float(self.site.sorter.speed_mps)
         div_w: dict[str, float | int | bool] = {"host_heartbeat": self._host_hb}
-        belt, self._belt_out = self._belt_out, None
-        reset, self._div_reset_out = self._div_reset_out, None
+        belt, reset = self._out.belt_command, self._out.diverter_reset
+        self._out = Outputs()
         if committed:
             acks = self.streams.ack_due
             for ring in ("induct", "scan"):
@@ -516,7 +364,7 @@ class Controller:
         # unit must hold): their seqs need no durable record, since a restarted controller
         # continues after the larger of its stored seq and the PLC's own ack and seq registers.
         if belt is not None:  # command and seq in one request: the PLC applies the command first
-            conv_w["belt_command"], conv_w["belt_command_seq"] = belt
+            conv_w["belt_command"], conv_w["belt_command_seq"] = int(belt[0]), belt[1]
         if reset is not None and div_ok:
             div_w["reset_seq"] = reset
         # The arms go out alone and first: sharing the loop with the OPC UA write doubled the
@@ -554,20 +402,6 @@ class Controller:
             await self.diverter.write(values)
         except PlcError as exc:
             log.debug("diverter write failed: %s", exc)
-
-
-def _p99(values: object) -> float:
-    a = np.asarray(values, dtype=np.float64)
-    return float(np.percentile(a, 99)) if a.size else 0.0
-
-
-def _rss_mb() -> float:
-    """Resident memory of this process (Linux /proc; 0 where there is none)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
 
 
 @dataclass(slots=True)

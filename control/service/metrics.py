@@ -7,13 +7,15 @@ holds the same few megabytes as one that started a minute ago (8 series x 65,536
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["WINDOW", "Metrics", "Window"]
+__all__ = ["WINDOW", "Metrics", "Window", "rss_mb"]
 
 WINDOW = 65_536  # samples kept per series (at 100 cycles/s: the last ~11 minutes of cycles)
 
@@ -89,3 +91,12 @@ class Metrics:
     gaps: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, MB (Linux /proc; 0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)

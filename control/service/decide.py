@@ -1,0 +1,225 @@
+"""The cycle's decide step: one cycle's PLC readings applied, in causal order, to the fault book,
+the stream book, the parcel flow and the supervisor.
+
+Pure: it reads nothing and writes nothing; the controller hands it what it read and takes back
+what to write (`Outputs`) plus the cycle's batch for the store. Keeping the order of things in
+one place is the point: liveness and PLC restarts first (a restarted PLC's rings are read from
+seq 1 and its old parcels closed before its new events arrive), then fault bits and the encoder,
+then ring events (induct before scan before arm results and confirms), decodes, the vector pass,
+and last the unit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from control.faults import Fault
+from control.packml import PackMLUnit
+from control.plc import RingRead
+from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, FaultBook
+from control.service.arms import ArmQueue
+from control.service.feeds import DecodeFeed
+from control.service.metrics import Metrics
+from control.service.parcels import ParcelFlow
+from control.service.settings import ServiceSettings
+from control.service.streams import StreamBook
+from control.service.supervisor import BeltReading, Observed, OperatorCommand, Supervisor
+from control.service.watch import EncoderWatch, HeartbeatWatch
+from control.store import Batch
+from control.tracking import Geometry
+from plant.codes import ConveyorFault, DiverterFault, PackMLCommand, PackMLState
+
+__all__ = ["Decider", "Outputs", "Reading"]
+
+log = logging.getLogger("control.service.supervisor")  # the supervisor's notes are its log lines
+
+S = PackMLState
+RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING, S.COMPLETING})  # arms may go out
+DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | DiverterFault.DIVERTER
+CAMERA_DOWN_S = 1.0  # no camera stream this long: the camera is down
+
+
+@dataclass(slots=True)
+class Reading:
+    """One PLC's reading this cycle (``rings``: ring name -> entries read)."""
+
+    ok: bool = False
+    scalars: dict[str, float | int | bool] = field(default_factory=dict)
+    rings: dict[str, RingRead] = field(default_factory=dict)
+    restarted: bool = False  # a new boot id: its rings were read from seq 1
+    sent_at: float = 0.0  # the conveyor's encoder was sampled between these two instants
+    received_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What the publish writes besides ring acks and arms."""
+
+    belt_command: tuple[PackMLCommand, int] | None = None  # (command, seq)
+    diverter_reset: int | None = None
+
+
+class Decider:
+    """Turns a cycle's readings into state changes, stored events and outputs."""
+
+    def __init__(
+        self,
+        cfg: ServiceSettings,
+        geometry: Geometry,
+        *,
+        unit: PackMLUnit,
+        supervisor: Supervisor,
+        faults: FaultBook,
+        streams: StreamBook,
+        arms: ArmQueue,
+        parcels: ParcelFlow,
+        metrics: Metrics,
+        decoder: DecodeFeed | None,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
+        self.unit = unit
+        self.supervisor = supervisor
+        self.faults = faults
+        self.streams = streams
+        self.arms = arms
+        self.parcels = parcels
+        self.metrics = metrics
+        self.decoder = decoder
+        self.clock = clock
+        self.wall = wall
+        self.operator: list[OperatorCommand] = []  # taken from the store, for the next decide
+        self._heartbeat = {plc: HeartbeatWatch(cfg.heartbeat_timeout_s) for plc in ("conveyor", "diverter")}
+        self._encoder_watch = EncoderWatch(geometry.counts_per_mm, cfg.glitch_tolerance_mm)
+        self._conv_fault_bits = 0
+        self._div_fault_bits = 0
+        self._glitch_cycle = -1
+
+    def decide(self, conv: Reading, div: Reading, now: float, batch: Batch) -> Outputs:
+        flow = self.parcels
+        self._liveness("conveyor", conv, now, batch)
+        self._liveness("diverter", div, now, batch)
+        if conv.ok:
+            self._boot("conveyor", conv, now, batch)
+            self._take_conveyor(conv, batch)
+        if div.ok:
+            self._boot("diverter", div, now, batch)
+            ack = int(div.scalars["arm.ack"])
+            if ack < self.arms.ack:  # the diverter PLC lost its ring state
+                self.adopt_arm_heads(int(div.scalars["arm.head"]), ack, batch)
+            self.arms.ack = ack
+            self._diverter_faults(int(div.scalars["faults"]), batch)
+        # ring events, in causal order: induct before scan before results and confirms
+        self.streams.take("conveyor", "induct", conv.rings.get("induct"), batch, flow.on_induct)
+        self.streams.take("conveyor", "scan", conv.rings.get("scan"), batch, flow.on_scan)
+        self.streams.take("diverter", "arm_result", div.rings.get("arm_result"), batch, flow.on_arm_result)
+        self.streams.take("diverter", "confirm", div.rings.get("confirm"), batch, flow.on_confirm)
+        self.metrics.gaps = self.streams.lost
+        if self.decoder is not None:
+            if self.decoder.down_for > CAMERA_DOWN_S:
+                self.faults.raise_(Fault.CAMERA_DOWN, "no camera stream", batch)
+            elif self.decoder.healthy:
+                self.faults.clear(Fault.CAMERA_DOWN, batch)
+        flow.take_decodes(now, batch)
+        if conv.ok:
+            may_arm = self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
+            flow.cycle_pass(now, batch, may_arm=may_arm)
+        return self._supervise(conv, div, now, batch)
+
+    def adopt_arm_heads(self, head: int, ack: int, batch: Batch) -> None:
+        """Continue the arm numbering where the diverter PLC's ring is (a new epoch if it restarted)."""
+        if self.arms.adopt_heads(head, ack):
+            self.streams.new_epoch("arm", batch)
+            batch.unit_event(self.wall(), "ring_restart", "diverter.arm", head, "PLC arm ring restarted")
+
+    def _boot(self, plc: str, got: Reading, now: float, batch: Batch) -> None:
+        """A PLC's boot id: adopted the first time, and a restart when it changes."""
+        streams = self.streams
+        boot_id = int(got.scalars["plc_boot_id" if plc == "conveyor" else "boot_id"])
+        if got.restarted:
+            old = streams.boot[plc]
+            streams.take_boot(plc, boot_id, batch, restarted=True)
+            if plc == "conveyor":
+                closed = self.parcels.conveyor_restarted(boot_id, now, batch)
+                what = f"{closed} parcels it tracked recorded lost (plc_restart)"
+            else:
+                self.arms.restart(int(got.scalars["arm.head"]), int(got.scalars["arm.ack"]))
+                self.parcels.diverter_restarted(batch)
+                what = "its arms are gone; armed parcels go round"
+            self.faults.event(Fault.PLC_RESTARTED, f"{plc} PLC restarted (boot id {old} -> {boot_id}): {what}", batch)
+        elif streams.first_boot(plc, boot_id):
+            streams.take_boot(plc, boot_id, batch, restarted=False)
+            if plc == "conveyor":
+                self.parcels.adopt_boot(boot_id, batch)
+
+    def _take_conveyor(self, conv: Reading, batch: Batch) -> None:
+        sc = conv.scalars
+        enc = int(sc["encoder_count"])
+        speed = float(sc["speed_actual"])
+        why = self._encoder_watch.check(enc, conv.sent_at, conv.received_at, speed)
+        if why is not None:
+            self._encoder_suspect(why, batch)
+        self.parcels.encoder, self.parcels.speed_mps = enc, speed
+        self._conveyor_faults(int(sc["faults"]), int(sc["jam_eye"]), batch)
+
+    def _liveness(self, plc: str, got: Reading, now: float, batch: Batch) -> None:
+        fault = Fault.CONVEYOR_HEARTBEAT_LOST if plc == "conveyor" else Fault.DIVERTER_HEARTBEAT_LOST
+        lost = self._heartbeat[plc].update(got.ok, int(got.scalars["plc_heartbeat"]) if got.ok else None, now)
+        if lost:
+            self.faults.raise_(fault, "no heartbeat change" if got.ok else "link down", batch)
+        elif got.ok:
+            self.faults.clear(fault, batch)
+
+    def _conveyor_faults(self, bits: int, jam_eye: int, batch: Batch) -> None:
+        f = ConveyorFault(bits)
+        for bit, fault in CONVEYOR_BITS.items():
+            if bit in f:
+                if fault == Fault.ENCODER_FAULT and fault not in self.faults:
+                    self._encoder_suspect("the conveyor PLC reports an encoder fault", batch)
+                self.faults.raise_(fault, f"jam at eye {jam_eye}" if fault == Fault.JAM else "", batch)
+            elif not (fault == Fault.HOST_WATCHDOG and self._div_fault_bits & DiverterFault.HOST_WATCHDOG):
+                self.faults.clear(fault, batch)  # (the watchdog fault is shared with the diverter's bit)
+        self._conv_fault_bits = bits
+
+    def _diverter_faults(self, bits: int, batch: Batch) -> None:
+        f = DiverterFault(bits)
+        conveyor_watchdog = ConveyorFault.HOST_WATCHDOG in ConveyorFault(self._conv_fault_bits)
+        for bit, fault in DIVERTER_BITS.items():
+            if bit in f:
+                self.faults.raise_(fault, "diverter PLC", batch)
+            elif not (fault == Fault.HOST_WATCHDOG and conveyor_watchdog):  # shared with the conveyor's bit
+                self.faults.clear(fault, batch)
+        self._div_fault_bits = bits
+
+    def _encoder_suspect(self, detail: str, batch: Batch) -> None:
+        """Every position anchored before now is suspect: cancel live arms, re-anchor at the scanner."""
+        if self._glitch_cycle == self.metrics.cycles:  # seen twice in one cycle (our check and the PLC's bit)
+            return
+        self._glitch_cycle = self.metrics.cycles
+        self.metrics.glitches += 1
+        self.faults.event(Fault.ENCODER_GLITCH, detail, batch)
+        self.parcels.encoder_glitch(self.clock(), batch)
+
+    def _supervise(self, conv: Reading, div: Reading, now: float, batch: Batch) -> Outputs:
+        """The unit and the belt: the supervisor's decisions to the batch and the outputs."""
+        sc = conv.scalars
+        belt = BeltReading(int(sc["belt_state"]), int(sc["belt_command_ack"]), int(sc["belt_command_result"])) \
+            if conv.ok else None
+        obs = Observed(
+            now=now, belt=belt, active=frozenset(self.faults.active), raised=tuple(self.faults.take_raised()),
+            diverter_latched=bool(self._div_fault_bits & DIVERTER_LATCHED), diverter_seen=div.ok,
+            operator=tuple(self.operator),
+        )
+        self.operator.clear()
+        a = self.supervisor.step(obs)
+        t = self.wall()
+        for kind, name, code, detail in a.events:
+            batch.unit_event(t, kind, name, code, detail)
+        for level, msg in a.notes:
+            log.log(level, msg)
+        batch.commands_done += [(result, cid) for cid, result in a.operator_results]
+        batch.meta.update(a.meta)
+        return Outputs(a.belt_command, a.diverter_reset)
+
