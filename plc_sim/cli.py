@@ -2,6 +2,10 @@
 
 The first line on stdout is one JSON object with the endpoints, so a parent process can find
 the ports; the summary follows on exit (SIGINT/SIGTERM or --duration).
+
+Every `sortctl sim` process is a power-up of both PLCs, so unless told otherwise (`--boot-seed`
+or the scenario's `plc.boot_seed`) it draws a fresh seed for their boot ids: a simulator killed
+and started again shows the host new boot ids, as real PLCs would. The summary says which seed.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=float, default=0.01, metavar="S", help="PLC scan period (default 0.01)")
     parser.add_argument("--auto-start", action="store_true", help="run the belt without a host's Start")
     parser.add_argument("--no-camera", action="store_true", help="do not render or serve camera frames")
+    parser.add_argument(
+        "--boot-seed", type=int, metavar="N",
+        help="seed of the PLCs' boot ids (default: the scenario's plc.boot_seed, else a new one per run)",
+    )  # fmt: skip
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Site, Scenario, Manifest | None]:
@@ -70,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         err.print("[red]sortctl sim: --duration must be positive[/]")
         return 2
+    if args.boot_seed is not None and args.boot_seed < 0:
+        err.print("[red]sortctl sim: --boot-seed must be >= 0[/]")
+        return 2
+    scenario = with_boot_seed(scenario, args.boot_seed)
     sim = Simulator(
         site,
         tags,
@@ -85,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         err.print(f"[red]sortctl sim: cannot listen: {exc}[/]")
         return 1
+    stats["boot_seed"] = scenario.plc.boot_seed
     if args.ground_truth:
         sim.write_ground_truth(args.ground_truth)
     if args.json:
@@ -92,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(stats, Console(stderr=False))
     return 0
+
+
+def with_boot_seed(scenario: Scenario, boot_seed: int | None) -> Scenario:
+    """The scenario with the boot-id seed this process uses: the one given, the scenario's, or new."""
+    seed = boot_seed if boot_seed is not None else scenario.plc.boot_seed
+    if seed is None:
+        seed = secrets.randbits(63)  # a power-up: boot ids the host has not seen from an earlier run
+    return scenario.model_copy(update={"plc": scenario.plc.model_copy(update={"boot_seed": seed})})
 
 
 async def _serve(sim: Simulator, duration: float | None) -> dict[str, Any]:
@@ -136,6 +158,8 @@ def print_summary(stats: dict[str, Any], console: Console) -> None:
     if "camera" in stats:
         t.add_row("camera", " ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in stats["camera"].items()))
     t.add_row("faults", str(len(stats["faults"])))
+    if stats.get("boot_seed") is not None:
+        t.add_row("boot seed", str(stats["boot_seed"]))
     console.print(t)
 
 

@@ -1,8 +1,9 @@
 """Fault injection: one API for scheduled (scenario) and runtime faults.
 
 Each fault acts on the part a real fault would hit: the world (jam, chute, diverter, encoder),
-a PLC program (e-stop), a protocol server (connection drop, restart, slow answers) or the
-camera (stall). Label faults are part of the parcel stream (scenario ``labels``), not here.
+a PLC program (e-stop), a protocol server (connection drop, warm restart, slow answers), a
+PLC's mains (power cycle: the world, the program and its server all follow ``World.power``) or
+the camera (stall). Label faults are part of the parcel stream (scenario ``labels``), not here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from plc_sim.camera import CameraServer
 from plc_sim.plc_logic import ConveyorProgram
 from plc_sim.scenario import FaultSpec
-from plc_sim.servers import ConveyorPlcServer, DiverterPlcServer
+from plc_sim.servers import ConveyorImage, DiverterImage, PlcImage
 from plc_sim.world import Eye, World
+from plc_sim.world import Plc as OnePlc
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,8 @@ class Faults:
         self,
         world: World,
         conveyor: ConveyorProgram,
-        conveyor_server: ConveyorPlcServer | None = None,
-        diverter_server: DiverterPlcServer | None = None,
+        conveyor_server: ConveyorImage | None = None,
+        diverter_server: DiverterImage | None = None,
         camera: CameraServer | None = None,
     ) -> None:
         self.world = world
@@ -95,19 +97,41 @@ class Faults:
         return n
 
     def plc_restart(self, plc: Plc = "both", down_s: float = 0.5) -> None:
-        """Stop the PLC server(s) and start them again after ``down_s`` wall seconds."""
+        """Warm restart: stop the PLC server(s) and start them again after ``down_s`` wall seconds.
+
+        The program keeps scanning and the memory is kept. A PLC that is switched off is left alone.
+        """
 
         async def cycle() -> None:
-            servers = self._servers(plc)
-            for s in servers:
-                await s.stop()
+            servers = self._named_servers(plc)
+            for name, s in servers:
+                if self._is_on(name):
+                    await s.stop()
             await asyncio.sleep(down_s)
-            for s in servers:
-                await s.start()
+            for name, s in servers:
+                if self._is_on(name):  # switched off meanwhile: its power-on starts it
+                    await s.start()
             self._log("plc_restart", f"{plc} back", False)
 
         self._spawn(cycle())
         self._log("plc_restart", f"{plc} down for {down_s} s", True)
+
+    def plc_power_cycle(self, plc: Plc = "both", down_s: float = 1.0) -> None:
+        """Cold restart: switch the PLC(s) off now and on again after ``down_s`` simulated seconds.
+
+        Off: servers stop, the program does nothing, the conveyor's belt stops and it forgets
+        every parcel it tracked, the diverter forgets every pending arm. On: the program boots
+        (new boot id, state as at power-up), memory zero, rings from seq 1, tracking ids from 1.
+        """
+        self.plc_power(plc, False)
+        spec = FaultSpec(kind="plc_power_cycle", at_s=self.world.time_s, duration_s=max(down_s, 0.0), plc=plc)
+        self._ending.append((self.world.time_s + spec.duration_s, spec))
+
+    def plc_power(self, plc: Plc = "both", on: bool = True) -> None:
+        """Switch the PLC(s) on or off now (``plc_power_cycle`` does both, some time apart)."""
+        for name in self._plcs(plc):
+            self.world.switch_power(name, on)
+        self._log("plc_power_cycle", f"{plc} {'on' if on else 'off'}", not on)
 
     def plc_slow(self, plc: Plc = "both", delay_ms: float = 0.0) -> None:
         for s in self._servers(plc):
@@ -152,6 +176,8 @@ class Faults:
             self.plc_drop(f.plc)
         elif f.kind == "plc_restart":
             self.plc_restart(f.plc, f.duration_s or 0.5)
+        elif f.kind == "plc_power_cycle":
+            self.plc_power(f.plc, False)  # back on when duration_s is over; 0 = stays off
         elif f.kind == "plc_slow":
             self.plc_slow(f.plc, f.delay_ms)
         elif f.kind == "camera_stall":
@@ -169,6 +195,8 @@ class Faults:
             self.diverter_stuck(chute, False)
         elif f.kind == "plc_slow":
             self.plc_slow(f.plc, 0.0)
+        elif f.kind == "plc_power_cycle":
+            self.plc_power(f.plc, True)
 
     async def aclose(self) -> None:
         for t in list(self._tasks):
@@ -182,8 +210,22 @@ class Faults:
             raise ValueError(f"no chute {chute} on this site")
         return k
 
-    def _servers(self, plc: Plc) -> list[ConveyorPlcServer | DiverterPlcServer]:
-        out: list[ConveyorPlcServer | DiverterPlcServer] = []
+    @staticmethod
+    def _plcs(plc: Plc) -> list[OnePlc]:
+        if plc not in ("conveyor", "diverter", "both"):
+            raise ValueError(f"plc is conveyor, diverter or both, not {plc!r}")
+        out: list[OnePlc] = ["conveyor", "diverter"]
+        return [p for p in out if plc in (p, "both")]
+
+    def _is_on(self, plc: OnePlc) -> bool:
+        return self.world.power.conveyor if plc == "conveyor" else self.world.power.diverter
+
+    def _named_servers(self, plc: Plc) -> list[tuple[OnePlc, PlcImage]]:
+        servers: dict[OnePlc, PlcImage | None] = {"conveyor": self.cs, "diverter": self.ds}
+        return [(name, s) for name in self._plcs(plc) if (s := servers[name]) is not None]
+
+    def _servers(self, plc: Plc) -> list[PlcImage]:
+        out: list[PlcImage] = []
         if plc in ("conveyor", "both") and self.cs is not None:
             out.append(self.cs)
         if plc in ("diverter", "both") and self.ds is not None:

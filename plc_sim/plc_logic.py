@@ -1,18 +1,23 @@
 """The PLC programs: what the conveyor and diverter PLCs decide each scan, with no I/O.
 
-``ConveyorProgram`` runs the belt's PackML-ish state (Stopped, Idle, Execute, Held, Aborted),
-executes belt commands once per new command seq, watches the host heartbeat and latches
-faults until Reset. ``DiverterProgram`` validates arm commands, watches its own host
-heartbeat and drops every arm when it stops. Both react to an encoder fault the world's
+``ConveyorProgram`` runs the belt's PackML state machine (``plc_sim.belt``), executes belt
+commands once per new command seq, watches the host heartbeat and the plant (e-stop, jam,
+induct gaps) and latches faults. ``DiverterProgram`` validates arm commands, watches its own
+host heartbeat and drops every arm when it stops. Both react to an encoder fault the world's
 counter check reports (``StepEvents.encoder_jump``): the conveyor latches its fault bit, the
 diverter has already dropped its pending arms and refuses new ones until the host has shown
-it has seen the fault (see ``DiverterProgram.encoder_fault``). Both act on the World; the async layer in
-``plc_sim.plc_io`` moves their inputs and outputs to and from the protocol servers.
+it has seen the fault (see ``DiverterProgram.encoder_fault``).
+
+Each program has a boot id (new at every start of the program) and follows its PLC's mains
+(``World.power``): while off it does nothing; when power returns it starts as at power-up.
+Both act on the World; the async layer in ``plc_sim.plc_io`` moves their inputs and outputs
+to and from the protocol servers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from plant.codes import (
     ArmAction,
@@ -23,7 +28,9 @@ from plant.codes import (
     PackMLCommand,
     PackMLState,
 )
-from plc_sim.world import World
+from plc_sim.belt import Belt, BeltSettings, Causes
+from plc_sim.bootid import BootIds
+from plc_sim.world import Plc, World
 
 HEARTBEAT_S = 0.1
 DIVERTER_WATCHDOG_S = 1.0
@@ -42,6 +49,29 @@ class ConveyorInputs:
     belt_command_seq: int = 0
     induct_enable: bool = True
     speed_setpoint: float = 0.0
+
+
+def boot_seed(world: World) -> int:
+    """Where the PLCs' boot ids come from: the scenario's ``plc.boot_seed``, else its seed."""
+    scenario = world.source.scenario
+    return scenario.seed if scenario.plc.boot_seed is None else scenario.plc.boot_seed
+
+
+class _Powered(Protocol):
+    powered: bool
+    _cuts: int
+
+
+def _rebooted(prog: _Powered, world: World, plc: Plc) -> bool:
+    """Bring ``prog.powered`` in line with the PLC's mains; True when the program must boot."""
+    power = world.power
+    if not power.on(plc):
+        prog.powered = False
+        return False
+    if prog.powered and prog._cuts == power.cuts(plc):
+        return False
+    prog.powered, prog._cuts = True, power.cuts(plc)
+    return True
 
 
 class HeartbeatWatch:
@@ -63,102 +93,153 @@ class HeartbeatWatch:
 
 
 class ConveyorProgram:
-    """The conveyor PLC: belt state machine, command handshake, watchdog, latched faults."""
+    """The conveyor PLC: PackML belt, command handshake, host watchdog, latched faults.
 
-    def __init__(self, world: World, *, auto_start: bool = False) -> None:
+    ``belt`` and ``seed`` (of the boot ids) default to the world's scenario (``boot_seed``).
+    """
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        auto_start: bool = False,
+        belt: BeltSettings | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.world = world
-        self.state = S.EXECUTE if auto_start else S.STOPPED
-        self.faults = ConveyorFault(0)
-        self.estop_pressed = False
+        scenario = world.source.scenario
+        self.settings = belt or BeltSettings.of(scenario.plc.packml, scenario.plc.acting_ms)
+        self.auto_start = auto_start
+        self._boot_ids = BootIds(boot_seed(world) if seed is None else seed, "conveyor")
+        self.belt = Belt(self.settings)
+        self.estop_pressed = False  # the button: a plant input, pressed whether or not the PLC is on
+        self.powered = world.power.conveyor
+        self._cuts = world.power.conveyor_cuts  # power cuts seen: a new one means a reboot
+        self.boot_id = 0
         self.command_ack = 0
         self.command_result = CommandResult.ACCEPTED
         self.heartbeat = 0
+        self.boots = 0
         self._beat_at = 0.0
         self.host = HeartbeatWatch()
-        self.watchdog_trips = 0
+        self._timeout_s = 1.0
+        self._induct_enable = True
         self._gapv_seen = 0
         self._now = 0.0
+        if self.powered:
+            self._power_up(0.0)
+
+    @property
+    def state(self) -> PackMLState:
+        return self.belt.state
+
+    @property
+    def running_program(self) -> bool:
+        """The program runs: powered, and the mains are on (a cut takes effect before its next scan)."""
+        return self.powered and self.world.power.conveyor
+
+    @property
+    def faults(self) -> ConveyorFault:
+        return self.belt.faults
+
+    @property
+    def watchdog_trips(self) -> int:
+        return self.belt.watchdog_trips
+
+    # ---- power -------------------------------------------------------------------------------
+    def sync_power(self, now: float) -> None:
+        """Follow the PLC's mains: nothing while off; a fresh start when power comes back."""
+        if _rebooted(self, self.world, "conveyor"):
+            self._power_up(now)
+
+    def _power_up(self, now: float) -> None:
+        """Program state as at power-up; the tracking ids start again from 1 under a new boot id."""
+        self.belt.power_up(S.EXECUTE if self.auto_start else S.STOPPED, now, self.estop_pressed)
+        self.command_ack = 0
+        self.command_result = CommandResult.ACCEPTED
+        self.heartbeat = 0
+        self._beat_at = now
+        self._now = now
+        self.host = HeartbeatWatch()
+        self._timeout_s = 1.0
+        self._induct_enable = True
+        self._gapv_seen = self.world.stats.gap_violations
+        self.boot_id = self._boot_ids.next()
+        self.boots += 1
+        self.world.restart_tracking(self.boot_id)
         self._apply()
 
     # ---- faults from the world and the fault injector --------------------------------------
     def press_estop(self) -> None:
+        """The e-stop acts at once, not at the next scan: the belt stops now."""
         self.estop_pressed = True
-        self.faults |= ConveyorFault.ESTOP
-        self.state = S.ABORTED
-        self._apply()
+        if self.running_program:
+            self.belt.react(self._now, self._causes(self._now))
+            self._apply()
 
     def release_estop(self) -> None:
-        self.estop_pressed = False  # the fault stays latched until Clear/Reset
+        self.estop_pressed = False  # the fault stays latched until Reset
 
     def encoder_fault(self) -> None:
         """The counter moved in a way the belt speed cannot explain; latched until Reset."""
-        self.faults |= ConveyorFault.ENCODER
+        if self.running_program:
+            self.belt.faults |= ConveyorFault.ENCODER
 
     # ---- one PLC scan ------------------------------------------------------------------
     def scan(self, now: float, inp: ConveyorInputs) -> None:
+        self.sync_power(now)
+        if not self.powered:
+            return
         if now - self._beat_at >= HEARTBEAT_S:
             self.heartbeat = (self.heartbeat + 1) & 0xFFFFFFFF
             self._beat_at = now
         self._now = now
         if inp.speed_setpoint > 0:
             self.world.speed_setpoint_mps = min(float(inp.speed_setpoint), 5.0)
-        self.world.induct_enabled = bool(inp.induct_enable)
+        self._induct_enable = bool(inp.induct_enable)
+        self.host.update(inp.host_heartbeat, now)  # before the command: an Unhold sees a live host
+        self._timeout_s = (inp.watchdog_ms or 1000) / 1000.0
         if inp.belt_command_seq != self.command_ack:
-            self.command_result = self._command(inp.belt_command)
+            self.command_result = self.belt.command(inp.belt_command, now, self._causes(now))
             self.command_ack = inp.belt_command_seq
-        self.host.update(inp.host_heartbeat, now)
-        timeout = (inp.watchdog_ms or 1000) / 1000.0
-        if self.state == S.EXECUTE and self.host.stale(now, timeout):
-            self.faults |= ConveyorFault.HOST_WATCHDOG
-            self.state = S.HELD
-            self.watchdog_trips += 1
-        if self.world.jammed_eye and self.state in (S.EXECUTE, S.HELD, S.IDLE):
-            self.faults |= ConveyorFault.JAM
-            self.state = S.STOPPED
+            if (
+                self.command_result == CommandResult.ACCEPTED
+                and inp.belt_command == C.RESET
+                and self.world.jammed_eye
+            ):
+                self.world.clear_jam()  # the operator takes the jammed parcel off
+        self.belt.tick(now, self._causes(now))
         if self.world.stats.gap_violations > self._gapv_seen:
             self._gapv_seen = self.world.stats.gap_violations
-            self.faults |= ConveyorFault.GAP_VIOLATION
+            self.belt.faults |= ConveyorFault.GAP_VIOLATION
         self._apply()
 
-    def _command(self, cmd: int) -> CommandResult:
-        try:
-            c = C(cmd)
-        except ValueError:
-            return CommandResult.UNKNOWN
-        st = self.state
-        if c == C.ABORT and st != S.ABORTED:
-            self.state = S.ABORTED
-        elif (c == C.CLEAR and st == S.ABORTED and not self.estop_pressed) or (
-            c == C.STOP and st not in (S.STOPPED, S.ABORTED)
-        ):
-            self.state = S.STOPPED
-        elif c == C.RESET and st == S.STOPPED and not self.estop_pressed:
-            if self.world.jammed_eye:
-                self.world.clear_jam()  # the operator takes the jammed parcel off
-            self.faults = ConveyorFault(0)
-            self.state = S.IDLE
-        elif c == C.START and st == S.IDLE and not self.faults & (ConveyorFault.ESTOP | ConveyorFault.JAM):
-            self.state = S.EXECUTE
-        elif c == C.HOLD and st == S.EXECUTE:
-            self.state = S.HELD
-        elif c == C.UNHOLD and st == S.HELD and not self.faults & (ConveyorFault.ESTOP | ConveyorFault.JAM):
-            self.faults &= ~ConveyorFault.HOST_WATCHDOG
-            self.host.last_change = self._now  # a fresh grace period for the heartbeat
-            self.state = S.EXECUTE
-        else:
-            return CommandResult.REFUSED
-        self._apply()
-        return CommandResult.ACCEPTED
+    def _causes(self, now: float) -> Causes:
+        return Causes(
+            estop=self.estop_pressed,
+            jam=bool(self.world.jammed_eye),
+            host_stale=self.host.stale(now, self._timeout_s),
+        )
 
     def _apply(self) -> None:
-        self.world.running = self.state == S.EXECUTE
+        """Outputs to the plant: the belt motor, and the induct open only while producing."""
+        self.world.running = self.belt.moving
+        self.world.induct_enabled = self._induct_enable and self.belt.state == S.EXECUTE
 
 
 class DiverterProgram:
-    """The diverter PLC: arm queue validation, host watchdog, latched faults."""
+    """The diverter PLC: arm queue validation, host watchdog, latched faults.
 
-    def __init__(self, world: World) -> None:
+    ``seed`` (of its boot ids) defaults to the world's scenario (``boot_seed``).
+    """
+
+    def __init__(self, world: World, *, seed: int | None = None) -> None:
         self.world = world
+        self._boot_ids = BootIds(boot_seed(world) if seed is None else seed, "diverter")
+        self.powered = world.power.diverter
+        self._cuts = world.power.diverter_cuts
+        self.boot_id = 0
+        self.boots = 0
         self.faults = DiverterFault(0)
         self.heartbeat = 0
         self._beat_at = 0.0
@@ -169,7 +250,27 @@ class DiverterProgram:
         self.encoder_faults = 0
         self.dropped_by_encoder = 0
         self._settle: int | None = None  # host beats still to see after an encoder fault
+        if self.powered:
+            self._power_up(0.0)
 
+    # ---- power -------------------------------------------------------------------------------
+    def sync_power(self, now: float) -> None:
+        """Follow the PLC's mains (the world already dropped the pending arms at the cut)."""
+        if _rebooted(self, self.world, "diverter"):
+            self._power_up(now)
+
+    def _power_up(self, now: float) -> None:
+        self.faults = DiverterFault(0)
+        self.heartbeat = 0
+        self._beat_at = now
+        self.host = HeartbeatWatch()
+        self._reset_seq = None
+        self._tripped = False
+        self._settle = None
+        self.boot_id = self._boot_ids.next()
+        self.boots += 1
+
+    # ---- faults ------------------------------------------------------------------------------
     def encoder_fault(self, dropped: int) -> None:
         """The world's counter check dropped ``dropped`` pending arms on an encoder jump.
 
@@ -179,6 +280,8 @@ class DiverterProgram:
         every arm written before the first post-fault cycle has reached the PLC: arms taken up
         to and including that scan are refused (code 2, the parcel rides on), later ones run.
         """
+        if not (self.powered and self.world.power.diverter):
+            return
         self.encoder_faults += 1
         self.dropped_by_encoder += dropped
         self._settle = ENCODER_SETTLE_BEATS
@@ -188,7 +291,11 @@ class DiverterProgram:
         """True while arms are refused after an encoder fault."""
         return self._settle is not None
 
+    # ---- one PLC scan ------------------------------------------------------------------
     def scan(self, now: float, host_heartbeat: int, reset_seq: int) -> None:
+        self.sync_power(now)
+        if not self.powered:
+            return
         if now - self._beat_at >= HEARTBEAT_S:
             self.heartbeat = (self.heartbeat + 1) & 0xFFFFFFFF
             self._beat_at = now

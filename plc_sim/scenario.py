@@ -2,7 +2,8 @@
 
 A scenario is data (``config/scenarios/*.yaml``), validated once with file/line/field errors;
 the simulator never reads raw dicts. Fractions are of inducted parcels; times are seconds of
-simulated time from the start of the run.
+simulated time from the start of the run. The ``plc`` block says how strictly the simulated
+conveyor PLC follows PackML.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ FaultKind = Literal[
     "diverter_stuck",  # the diverter fires but does not move: parcels ride on
     "encoder_glitch",  # the encoder count jumps by `counts`
     "plc_drop",  # the PLC drops every client connection (`plc`: conveyor | diverter | both)
-    "plc_restart",  # the PLC server stops and starts again after `duration_s`
+    "plc_restart",  # warm restart: the PLC server stops and starts again after `duration_s`; memory kept
+    "plc_power_cycle",  # cold restart: the PLC is off for `duration_s`, boots with a new boot id, memory zero
     "plc_slow",  # the PLC answers late: `delay_ms` added to every response for `duration_s`
     "camera_stall",  # the camera renders nothing for `duration_s` (frames dropped)
 ]
@@ -121,6 +123,25 @@ class FaultSpec(Strict):
         return self
 
 
+class PlcBehaviour(Strict):
+    """How the simulated conveyor PLC follows PackML (docs/simulator.md, "The belt")."""
+
+    packml: Literal["strict", "reset_clears_all"] = Field(
+        default="strict",
+        description="strict: the standard's command table and acting states; reset_clears_all: "
+        "Reset from any non-running state straight to Idle, clearing every latched fault",
+    )
+    acting_ms: float | None = Field(
+        default=None, ge=0, le=60_000,
+        description="how long an acting state (Starting, Holding, ...) lasts; default 100 (strict), 0 (lenient)",
+    )  # fmt: skip
+    boot_seed: int | None = Field(
+        default=None, ge=0,
+        description="seed of both PLCs' boot ids; default the scenario seed (`sortctl sim` draws a new "
+        "one per process unless --boot-seed: a new process is a PLC power-up)",
+    )  # fmt: skip
+
+
 class Scenario(Strict):
     name: str = "scenario"
     seed: int = 1
@@ -131,6 +152,7 @@ class Scenario(Strict):
     labels: LabelMix = LabelMix()
     quality: LabelQuality = LabelQuality()
     auto_start: bool = Field(default=False, description="belt starts without a host command")
+    plc: PlcBehaviour = PlcBehaviour()
     faults: tuple[FaultSpec, ...] = ()
 
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -117,11 +117,8 @@ class Simulator:
                 self.camera = CameraServer(
                     p.camera.host, p.camera.port if ports.camera is None else ports.camera, size, seed=scenario.seed, **kw
                 )
-        # plc_io and faults still name the server classes in their hints; what they call is the
-        # image interface, which both transports implement (Any until they take ConveyorImage).
-        cs, ds = cast(Any, self.conveyor_plc), cast(Any, self.diverter_plc)
-        self.io = PlcIo(site, self.world, self.conveyor, self.diverter, cs, ds)
-        self.faults = Faults(self.world, self.conveyor, cs, ds, self.camera)
+        self.io = PlcIo(site, self.world, self.conveyor, self.diverter, self.conveyor_plc, self.diverter_plc)
+        self.faults = Faults(self.world, self.conveyor, self.conveyor_plc, self.diverter_plc, self.camera)
         self.faults.schedule(scenario.faults)
         self.lagged_scans = 0
         self.scans = 0

@@ -11,6 +11,11 @@ sorter PLC runs on its counter: a step between two scans that the belt travel ca
 (beyond ``encoder_tolerance_mm`` plus ``encoder_tolerance_rel`` of the expected counts) is an
 encoder fault, not belt motion. Then every pending arm is dropped and reported instead of
 firing, so no arm whose count the jump skipped over fires on whatever is at the diverter.
+
+The conveyor PLC's tracking memory is modelled here as well (``plc_sim.tracking``): it gives
+tracking ids at the induct eye, from 1 in each boot. A power cut (``switch_power``) makes every
+parcel on the belt untracked; an untracked parcel gets a new id when its leading edge next
+reaches the induct eye, and the ground truth keeps every (boot id, tracking id) key it had.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,12 +32,15 @@ from plant.codes import CONFIRM_UNEXPECTED, ArmResult, ChuteStatus
 from plant.site import Site
 from plc_sim.encoder import HALF, MASK
 from plc_sim.parcels import ParcelBatch, ParcelSource
+from plc_sim.tracking import TrackingIds
 from plc_sim.truth import GroundTruth
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _CHUNK = 1024
+
+Plc = Literal["conveyor", "diverter"]
 
 
 class ParcelState(IntEnum):
@@ -49,6 +58,27 @@ class Eye(IntEnum):
 
 
 @dataclass(slots=True)
+class PlcPower:
+    """Mains of each PLC: False while it is switched off (the ``plc_power_cycle`` fault).
+
+    The world applies what power means physically (belt motor off, arm compares and tracking
+    memory gone); the PLC programs and their servers follow it at their next scan. ``cuts``
+    counts the times each was switched off, so that a cut shorter than a scan still reboots.
+    """
+
+    conveyor: bool = True
+    diverter: bool = True
+    conveyor_cuts: int = 0
+    diverter_cuts: int = 0
+
+    def on(self, plc: Plc) -> bool:
+        return self.conveyor if plc == "conveyor" else self.diverter
+
+    def cuts(self, plc: Plc) -> int:
+        return self.conveyor_cuts if plc == "conveyor" else self.diverter_cuts
+
+
+@dataclass(slots=True)
 class StepEvents:
     """What the PLCs saw during one step, in belt order."""
 
@@ -63,7 +93,7 @@ class StepEvents:
 
 @dataclass(slots=True)
 class WorldStats:
-    inducted: int = 0
+    inducted: int = 0  # induct events reported (re-acquisitions included)
     arrived: int = 0
     gap_violations: int = 0
     fires: int = 0
@@ -73,6 +103,8 @@ class WorldStats:
     lost: int = 0
     end_of_line: int = 0
     confirms: int = 0
+    confirms_unreported: int = 0  # landed in a chute while (or after) the diverter PLC was off
+    reacquired: int = 0  # induct events for parcels the conveyor PLC had lost track of
     encoder_faults: int = 0  # implausible encoder steps seen by the PLCs
     arms_dropped_encoder: int = 0  # pending arms dropped (not fired) on an encoder fault
     arm_results: dict[str, int] = field(default_factory=dict)
@@ -130,8 +162,11 @@ class World:
         self._enc_seen = self._enc0  # the count the PLCs read at the end of the last step
         self.jammed_eye = 0  # Eye, or 100 + chute id
         self.stats = WorldStats()
+        self.power = PlcPower()
+        self.tracking = TrackingIds()  # the conveyor PLC's ids; its program restarts them per boot
+        self._diverter_epoch = 0  # +1 at every diverter power cut: fires before it are forgotten
 
-        # Parcels on or off the belt, by induct order (tracking id = index + 1).
+        # Parcels on or off the belt, by induct order (index i is the i-th parcel inducted).
         self._n = 0
         cap = 4096
         self._s = np.zeros(cap)  # travel at which the leading edge crossed the induct eye
@@ -145,10 +180,19 @@ class World:
         self._gapv = np.zeros(cap, dtype=bool)
         self._src = np.zeros(cap, dtype=np.int64)  # row in self._batches order
         self._nscan = np.full(cap, np.inf)  # travel of the next scanner crossing
+        self._tid = np.zeros(cap, dtype=np.int64)  # current tracking id (its key: _boot, _tid)
+        self._boot = np.zeros(cap, dtype=np.int64)  # conveyor boot id the current id was given in
+        self._tracked = np.zeros(cap, dtype=bool)  # the conveyor PLC knows it (its id is live)
+        self._lead = np.zeros(cap)  # travel of the induct-eye pass at which the current id was given
+        self._plap = np.full(cap, -1, dtype=np.int64)  # the PLC's lap count for the current id
+        self._nind = np.full(cap, np.inf)  # untracked: travel of its next induct-eye pass
+        self._prior: dict[int, list[tuple[int, int]]] = {}  # index -> earlier (boot id, tracking id)
+        self._untracked = 0  # parcels on the belt waiting to be re-acquired
+        self._renumbered = False  # a parcel on the belt lost its id once: ids and laps need checks
         self._on = np.zeros(0, dtype=np.int64)  # indices of parcels on the belt
         self._last_trail = -math.inf
         self._last_idx = -1
-        self._pending_induct: list[int] = []
+        self._pending_induct: list[tuple[int, float]] = []  # (index, lead travel): trailing edge not past
 
         # The arriving stream: concatenated batches, a cursor to the next parcel to induct.
         self._batches: list[ParcelBatch] = []
@@ -163,13 +207,15 @@ class World:
         self._arm_tid = np.zeros(0, dtype=np.int64)
         self._arm_target = np.zeros(0, dtype=np.int64)
         self._arm_seq = np.zeros(0, dtype=np.int64)  # command seq that armed it (0: not from the ring)
+        self._arm_boot = np.zeros(0, dtype=np.int64)  # conveyor boot id current when it was armed
         self._arm_min = 1 << 80  # smallest pending target: most steps fire nothing
-        # Fire log: armed tracking id, chute id, parcel index taken (-1 none), stuck.
+        # Fire log: armed tracking id and conveyor boot id, chute id, parcel index taken (-1 none).
         self.fire_tid: list[int] = []
+        self.fire_boot: list[int] = []
         self.fire_chute: list[int] = []
         self.fire_parcel: list[int] = []
         self._step_origin = (0.0, 0.0, 0.0)
-        self._pending_confirms: list[tuple[float, int, int, int]] = []  # travel, tid, k, flags
+        self._pending_confirms: list[tuple[float, int, int, int, int]] = []  # travel, tid, k, flags, epoch
 
     # ---- encoder -------------------------------------------------------------------------
     def _enc_at(self, travel: float) -> int:
@@ -201,7 +247,83 @@ class World:
 
     @property
     def speed_mps(self) -> float:
-        return self.speed_setpoint_mps if self.running else 0.0
+        return self.speed_setpoint_mps if self.running and self.power.conveyor else 0.0
+
+    # ---- PLC power ------------------------------------------------------------------------
+    def switch_power(self, plc: Plc, on: bool) -> None:
+        """Switch a PLC's mains. Off: the conveyor's belt stops at once and it forgets every
+        parcel it tracked; the diverter forgets every pending arm (none fires) and reports no
+        chute-eye confirmation of a fire made before the cut. On: the program boots at its next
+        scan (the conveyor program then restarts the tracking ids under its new boot id)."""
+        if plc == "conveyor":
+            if self.power.conveyor and not on:
+                self.running = False
+                self._forget_tracking()
+                self.power.conveyor_cuts += 1
+            self.power.conveyor = on
+        elif plc == "diverter":
+            if self.power.diverter and not on:
+                self._keep_arms(np.zeros(len(self._arm_k), dtype=bool))
+                self._diverter_epoch += 1
+                self.power.diverter_cuts += 1
+            self.power.diverter = on
+        else:
+            raise ValueError(f"no PLC {plc!r}")
+
+    # ---- the conveyor PLC's tracking ------------------------------------------------------
+    def restart_tracking(self, boot_id: int) -> None:
+        """The conveyor PLC program starts: ids from 1 under ``boot_id``, nothing on the belt tracked."""
+        self._forget_tracking()
+        self.tracking.restart(boot_id)
+
+    def _forget_tracking(self) -> None:
+        """Every parcel on the belt becomes untracked; each is re-acquired on its next pass of
+        the induct eye (a full pass: a parcel already in the eye is not, it comes round)."""
+        self.tracking.forget()
+        self._pending_induct = []
+        on = self._on
+        self._renumbered |= len(on) > 0
+        self._tracked[on] = False
+        if self.loop:
+            s = self._s[on]
+            laps = np.floor((self.travel_mm - s) / self.belt_mm) + 1.0
+            self._nind[on] = s + laps * self.belt_mm
+        else:
+            self._nind[on] = np.inf  # a linear belt never brings it back to the induct
+        self._untracked = len(on)
+
+    def _reacquire(self, travel1: float) -> list[tuple[float, int]]:
+        """Untracked parcels whose leading edge reaches the induct eye by ``travel1``."""
+        if not self._untracked:
+            return []
+        on = self._on
+        due = on[~self._tracked[on] & (self._nind[on] <= travel1)]
+        return [(float(self._nind[i]), int(i)) for i in due.tolist()]
+
+    def _give_ids(self, placed: list[int], found: list[tuple[float, int]]) -> None:
+        """The conveyor PLC gives ids at the leading edge, in the order parcels reach the eye:
+        to parcels just placed on the belt (in eye order already) and to untracked ones found."""
+        if not found:  # the common case: new parcels only, ids in one go
+            if placed:
+                idx = np.asarray(placed, dtype=np.int64)
+                self._tid[idx] = self.tracking.give_many(placed)
+                self._boot[idx] = self.tracking.boot_id
+                self._tracked[idx] = True
+                self._lead[idx] = self._s[idx]
+                self._plap[idx] = -1
+                self._pending_induct.extend(zip(placed, self._s[idx].tolist(), strict=True))
+            return
+        for lead, i in sorted([(float(self._s[i]), i) for i in placed] + found):
+            if self._tid[i]:  # re-acquired: its old key is history now
+                self._prior.setdefault(i, []).append((int(self._boot[i]), int(self._tid[i])))
+                self._untracked -= 1
+            self._tid[i] = self.tracking.give(i)
+            self._boot[i] = self.tracking.boot_id
+            self._tracked[i] = True
+            self._lead[i] = lead
+            self._plap[i] = -1
+            self._nind[i] = np.inf
+            self._pending_induct.append((i, lead))
 
     # ---- parcels in --------------------------------------------------------------------
     def _ensure_arrivals(self, t1: float) -> None:
@@ -223,9 +345,11 @@ class World:
 
     def _grow(self) -> None:
         cap = len(self._s) * 2
-        for name in ("_s", "_len", "_state", "_chute", "_laps", "_fired_by", "_t_in", "_t_out", "_gapv", "_src", "_nscan"):
+        for name in ("_s", "_len", "_state", "_chute", "_laps", "_fired_by", "_t_in", "_t_out", "_gapv", "_src",
+                     "_nscan", "_tid", "_boot", "_tracked", "_lead", "_plap", "_nind"):  # fmt: skip
             old = getattr(self, name)
-            fill_value = {"_laps": -1, "_fired_by": -1, "_t_out": np.nan, "_nscan": np.inf}.get(name, 0)
+            fill_value = {"_laps": -1, "_fired_by": -1, "_t_out": np.nan, "_nscan": np.inf, "_plap": -1,
+                          "_nind": np.inf}.get(name, 0)  # fmt: skip
             new = np.full(cap, fill_value, dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
@@ -259,9 +383,11 @@ class World:
             return math.inf
         return t + float(cand[int(np.argmax(free))])
 
-    def _induct(self, t0: float, t1: float, v: float, travel0: float, travel1: float) -> int:
+    def _induct(self, t0: float, t1: float, v: float, travel0: float, travel1: float) -> tuple[int, list[int]]:
+        """Release waiting parcels onto the belt; returns (gap violations, indices placed)."""
         self._ensure_arrivals(t1)
         violations = 0
+        placed: list[int] = []
         while self._next < len(self._arrival):
             a = float(self._arrival[self._next])
             if a > t1:
@@ -290,8 +416,8 @@ class World:
             self._n += 1
             self._next += 1
             self._on = np.append(self._on, i)
-            self._pending_induct.append(i)
-        return violations
+            placed.append(i)
+        return violations, placed
 
     # ---- arms --------------------------------------------------------------------------
     def chute_index(self, chute_id: int) -> int | None:
@@ -302,7 +428,9 @@ class World:
 
         ``fire_count`` is the 32-bit count at which the centre is on the centreline; the stroke
         starts earlier by the diverter's actuation time at the set speed, as a PLC does.
-        ``seq`` is the arm command's seq, reported back if the arm is dropped unfired.
+        ``seq`` is the arm command's seq, reported back if the arm is dropped unfired. The arm
+        is noted with the conveyor's current boot id: the key the ground truth says it was for.
+        A diverter PLC that is switched off takes no arm.
         """
         res = self._arm(chute_id, tracking_id, fire_count, seq)
         self.stats.arm_results[res.name] = self.stats.arm_results.get(res.name, 0) + 1
@@ -312,7 +440,7 @@ class World:
         k = self._chute_k.get(chute_id)
         if k is None:
             return ArmResult.UNKNOWN_CHUTE
-        if self.disabled[k] or self.faulted[k]:
+        if self.disabled[k] or self.faulted[k] or not self.power.diverter:
             return ArmResult.CHUTE_UNAVAILABLE
         lead = round(self.div_act_s[k] * self.speed_setpoint_mps * 1000.0 * self.cpm)
         now = self.encoder_unwrapped
@@ -324,6 +452,7 @@ class World:
         if same.any():
             self._arm_target[same] = target
             self._arm_seq[same] = seq
+            self._arm_boot[same] = self.tracking.boot_id
             self._arms_changed()
             return ArmResult.ARMED
         if int((self._arm_k == k).sum()) >= self.arm_queue_size:
@@ -332,6 +461,7 @@ class World:
         self._arm_tid = np.append(self._arm_tid, tracking_id)
         self._arm_target = np.append(self._arm_target, target)
         self._arm_seq = np.append(self._arm_seq, seq)
+        self._arm_boot = np.append(self._arm_boot, self.tracking.boot_id)
         self._arm_min = min(self._arm_min, target)
         return ArmResult.ARMED
 
@@ -366,6 +496,7 @@ class World:
         self._arm_tid = self._arm_tid[keep]
         self._arm_target = self._arm_target[keep]
         self._arm_seq = self._arm_seq[keep]
+        self._arm_boot = self._arm_boot[keep]
         self._arms_changed()
 
     def _arms_changed(self) -> None:
@@ -382,8 +513,9 @@ class World:
         ks = self._arm_k[due][order]
         tids = self._arm_tid[due][order]
         targets = self._arm_target[due][order]
+        boots = self._arm_boot[due][order]
         self._keep_arms(~due)
-        for k, tid, target in zip(ks.tolist(), tids.tolist(), targets.tolist(), strict=True):
+        for k, tid, target, boot in zip(ks.tolist(), tids.tolist(), targets.tolist(), boots.tolist(), strict=True):
             tf = max(travel0, (target - self._enc0) / self.cpm)
             te = tf + self.div_act_s[k] * v
             self.stats.fires += 1
@@ -397,11 +529,13 @@ class World:
                     self.stats.fires_empty += 1
             fire_id = len(self.fire_tid)
             self.fire_tid.append(tid)
+            self.fire_boot.append(boot)
             self.fire_chute.append(int(self.chute_ids[k]))
             self.fire_parcel.append(taken)
             if taken >= 0:
                 self._fired_by[taken] = fire_id
-                self._pending_confirms.append((te, tid, k, 0 if tid else CONFIRM_UNEXPECTED))
+                flags = 0 if tid else CONFIRM_UNEXPECTED
+                self._pending_confirms.append((te, tid, k, flags, self._diverter_epoch))
 
     def _take(self, k: int, te: float) -> int:
         """The parcel whose centre is within diverter k's window at the end of its stroke."""
@@ -431,6 +565,8 @@ class World:
         self._chute[i] = chute
         self._t_out[i] = self.time_s if travel is None else self._time_at(travel)
         self._on = self._on[self._on != i]
+        if not self._tracked[i]:
+            self._untracked -= 1  # it left the belt before the conveyor PLC found it again: its last key stays
 
     # ---- time --------------------------------------------------------------------------
     def step(self, dt: float) -> StepEvents:
@@ -450,17 +586,23 @@ class World:
         self._enc_seen = self._enc_at(travel1)
         if v > 0:
             self._fire(travel0, travel1, v, ev)
-            self._scan(travel0, travel1, ev)
-            if not self.loop:
-                self._end_of_line(travel1)
         elif len(self._arm_k):
             self._fire(travel0, travel0, 0.0, ev)  # a jump within the tolerance may have passed a target
+        placed: list[int] = []
         if v > 0 and self.induct_enabled and self.jammed_eye == Eye.NONE:
-            n = self._induct(t0, t1, v, travel0, travel1)
+            n, placed = self._induct(t0, t1, v, travel0, travel1)
             ev.gap_violations = n
             self.stats.gap_violations += n
         else:
             self._ensure_arrivals(t1)
+        if v > 0:
+            # ids are given at the induct eye before the scanner looks, so a parcel inducted (or
+            # found again) in this step is scanned in it too, under its id
+            if placed or self._untracked:
+                self._give_ids(placed, self._reacquire(travel1))
+            self._scan(travel0, travel1, ev)
+            if not self.loop:
+                self._end_of_line(travel1)
         self.time_s = t1
         self.travel_mm = travel1
         self._emit_inducts(travel1, ev)
@@ -479,11 +621,17 @@ class World:
         idx = on[hit]
         at = ns[hit]
         order = np.argsort(at)
+        renumbered = self._renumbered
         for i, tc in zip(idx[order].tolist(), at[order].tolist(), strict=True):
             lap = int(self._laps[i]) + 1
-            self._laps[i] = lap
+            self._laps[i] = lap  # passes of the scanner, as the ground truth counts them
             self._nscan[i] = tc + self.belt_mm if self.loop else math.inf
-            ev.scans.append((i + 1, self._enc_at(tc) & MASK, lap))
+            if renumbered:  # the PLC triggers only for parcels it tracks, and counts its own laps
+                if not self._tracked[i] or tc < self._lead[i]:
+                    continue
+                lap = int(self._plap[i]) + 1  # 0 on the first pass under this id
+                self._plap[i] = lap
+            ev.scans.append((int(self._tid[i]), self._enc_at(tc) & MASK, lap))
 
     def _end_of_line(self, travel1: float) -> None:
         on = self._on
@@ -496,14 +644,17 @@ class World:
     def _emit_inducts(self, travel1: float, ev: StepEvents) -> None:
         if not self._pending_induct:
             return
-        keep: list[int] = []
-        for i in self._pending_induct:
-            s, ln = float(self._s[i]), float(self._len[i])
+        keep: list[tuple[int, float]] = []
+        for i, s in self._pending_induct:
+            ln = float(self._len[i])
             if s + ln <= travel1:
-                ev.inducts.append((i + 1, self._enc_at(s) & MASK, self._enc_at(s + ln) & MASK))
+                ev.inducts.append((int(self._tid[i]), self._enc_at(s) & MASK, self._enc_at(s + ln) & MASK))
                 self.stats.inducted += 1
+                self.tracking.inducted += 1
+                if i in self._prior:
+                    self.stats.reacquired += 1
             else:
-                keep.append(i)
+                keep.append((i, s))
         self._pending_induct = keep
 
     def _emit_confirms(self, travel1: float, ev: StepEvents) -> None:
@@ -511,11 +662,14 @@ class World:
             return
         keep = []
         for item in self._pending_confirms:
-            te, tid, k, flags = item
+            te, tid, k, flags, epoch = item
             if te <= travel1 + 1e-9:
                 self._land(k)
-                self.stats.confirms += 1
-                ev.confirms.append((tid, self._enc_at(te) & MASK, int(self.chute_ids[k]), flags))
+                if epoch == self._diverter_epoch and self.power.diverter:
+                    self.stats.confirms += 1
+                    ev.confirms.append((tid, self._enc_at(te) & MASK, int(self.chute_ids[k]), flags))
+                else:  # the PLC that fired lost its memory: it cannot say whose parcel this is
+                    self.stats.confirms_unreported += 1
             else:
                 keep.append(item)
         self._pending_confirms = keep
@@ -561,7 +715,7 @@ class World:
     def clear_jam(self) -> int:
         """The operator clears the jam by taking the parcel at the eye off the belt: lost.
 
-        Returns the tracking id removed (0 if the eye was clear)."""
+        Returns the (last) tracking id of the parcel removed (0 if the eye was clear)."""
         eye, self.jammed_eye = self.jammed_eye, 0
         if eye == Eye.NONE or len(self._on) == 0:
             return 0
@@ -579,7 +733,7 @@ class World:
         i = int(on[np.argmin(np.where(near, past, np.inf))])
         self._remove(i, ParcelState.LOST, 0)
         self.stats.lost += 1
-        return i + 1
+        return int(self._tid[i])
 
     # ---- truth -------------------------------------------------------------------------
     def parcels_on_belt(self) -> int:
@@ -605,8 +759,12 @@ class World:
             symb[j] = batch.symbology[r]
         fire = self._fired_by[:n]
         armed = np.array([self.fire_tid[f] if f >= 0 else -1 for f in fire.tolist()], dtype=np.int64)
+        armed_boot = np.array([self.fire_boot[f] if f >= 0 else -1 for f in fire.tolist()], dtype=np.int64)
+        prior = self._prior
         return GroundTruth(
-            tracking_id=np.arange(1, n + 1, dtype=np.int64),
+            tracking_id=self._tid[:n].copy(),
+            boot_id=self._boot[:n].copy(),
+            prior_keys=tuple(tuple(prior.get(i, ())) for i in range(n)),
             parcel_id=tuple(ids),
             second_id=tuple(second),
             label=label,
@@ -618,6 +776,7 @@ class World:
             laps=np.maximum(self._laps[:n], 0),
             fire_id=fire.copy(),
             fire_tracking_id=armed,
+            fire_boot_id=armed_boot,
             gap_violation=self._gapv[:n].copy(),
             inducted_s=self._t_in[:n].copy(),
             final_s=self._t_out[:n].copy(),
@@ -625,8 +784,9 @@ class World:
         )
 
     def parcel_label(self, tracking_id: int) -> tuple[str, str, int, float, int]:
-        """(parcel id, second id, label kind, severity, symbology) of one inducted parcel."""
-        row = int(self._src[tracking_id - 1])
+        """(parcel id, second id, label kind, severity, symbology) of the parcel that holds
+        ``tracking_id`` in the conveyor PLC's current boot (KeyError if none does)."""
+        row = int(self._src[self.tracking.parcel(tracking_id)])
         for b in self._batches:
             if row < len(b):
                 return (b.parcel_id[row], b.second_id[row], int(b.label[row]), float(b.severity[row]), int(b.symbology[row]))

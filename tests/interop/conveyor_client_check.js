@@ -316,7 +316,14 @@ async function main() {
                 }
                 await sleep(20);
             }
-            const [result, state] = await readValues(["belt_command_result", "belt_state"]);
+            // an accepted command starts an acting state (Resetting, Starting, ...) that completes by
+            // itself (docs/plc-interface.md, "The belt follows PackML strictly"): wait for it
+            const ACTING = new Set([1, 3, 7, 8, 10, 12, 13, 14, 15, 16]);
+            let [result, state] = await readValues(["belt_command_result", "belt_state"]);
+            while (result.value === 0 && ACTING.has(state.value) && Date.now() - started < 5000) {
+                await sleep(20);
+                [result, state] = await readValues(["belt_command_result", "belt_state"]);
+            }
             report.commands.push({
                 command, seq, write_status: statuses.map((s) => s.name), ack, result: result.value,
                 belt_state: state.value, ms: Date.now() - started,

@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from plant.errors import ConfigError
-from plc_sim.parcels import read_manifest
-from plc_sim.scenario import load_scenario
+from plant.site import Site
+from plc_sim.belt import BeltSettings, Conformance
+from plc_sim.cli import with_boot_seed
+from plc_sim.parcels import ParcelSource, read_manifest
+from plc_sim.plc_logic import ConveyorProgram, DiverterProgram
+from plc_sim.scenario import Scenario, load_scenario
+from plc_sim.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +41,38 @@ def test_a_bad_scenario_names_file_line_and_field(tmp_path: Path) -> None:
         load_scenario(p)
 
 
+def test_the_plc_block_selects_how_strictly_the_belt_follows_packml(tmp_path: Path, site: Site) -> None:
+    p = tmp_path / "plc.yaml"
+    p.write_text("arrivals:\n  rate_per_hour: 1000\nplc:\n  packml: lenient\n")
+    with pytest.raises(ConfigError) as e:
+        load_scenario(p)
+    assert e.value.line == 4 and "packml" in e.value.field
+    assert ConveyorProgram(world_of(site, load_scenario(ROOT / "config" / "scenarios" / "demo.yaml"))).settings == (
+        BeltSettings(Conformance.STRICT, 0.1)
+    )  # fmt: skip
+    p.write_text("arrivals:\n  rate_per_hour: 1000\nplc: {packml: reset_clears_all}\n")
+    assert ConveyorProgram(world_of(site, load_scenario(p))).settings == BeltSettings(Conformance.RESET_CLEARS_ALL, 0.0)
+    p.write_text("arrivals:\n  rate_per_hour: 1000\nplc: {packml: strict, acting_ms: 250}\n")
+    assert ConveyorProgram(world_of(site, load_scenario(p))).settings.acting_s == 0.25
+
+
+def test_every_sim_process_boots_its_plcs_with_new_boot_ids_unless_given_a_seed(site: Site) -> None:
+    sc = load_scenario(ROOT / "config" / "scenarios" / "demo.yaml")
+    a, b = with_boot_seed(sc, None), with_boot_seed(sc, None)
+    assert a.plc.boot_seed != b.plc.boot_seed  # two processes, two power-ups
+    assert ConveyorProgram(world_of(site, a)).boot_id != ConveyorProgram(world_of(site, b)).boot_id
+    assert with_boot_seed(sc, 5).plc.boot_seed == 5
+    fixed = sc.model_copy(update={"plc": sc.plc.model_copy(update={"boot_seed": 9})})
+    assert with_boot_seed(fixed, None).plc.boot_seed == 9 and with_boot_seed(fixed, 5).plc.boot_seed == 5
+    # in process (tests, harness) the boot ids follow the scenario seed: the same run every time
+    assert ConveyorProgram(world_of(site, sc)).boot_id == ConveyorProgram(world_of(site, sc)).boot_id
+    assert DiverterProgram(world_of(site, fixed)).boot_id == DiverterProgram(world_of(site, fixed)).boot_id
+
+
+def world_of(site: Site, sc: Scenario) -> World:
+    return World(site, ParcelSource(sc, site.sorter.min_gap_mm, None))
+
+
 def test_manifest_header_must_be_exact(tmp_path: Path) -> None:
     p = tmp_path / "m.csv"
     p.write_text("parcel_id,country\nRR123456785CN,CN\n")
@@ -49,7 +86,7 @@ def test_sortctl_sim_prints_endpoints_first_and_a_summary(tmp_path: Path) -> Non
     gt = tmp_path / "truth.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "sortctl", "sim", "--virtual", "--duration", "20", "--port-base", "0",
-         "--auto-start", "--no-camera", "--json", "--ground-truth", str(gt)],
+         "--auto-start", "--no-camera", "--json", "--ground-truth", str(gt), "--boot-seed", "42"],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +95,7 @@ def test_sortctl_sim_prints_endpoints_first_and_a_summary(tmp_path: Path) -> Non
     assert endpoints["conveyor"]["url"].startswith("opc.tcp://127.0.0.1:") and endpoints["diverter"]["port"] > 0
     summary = json.loads(lines[-1])["summary"]
     assert summary["inducted"] > 20 and summary["belt_state"] == "EXECUTE"
+    assert summary["boot_seed"] == 42
     with gt.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == summary["inducted"]

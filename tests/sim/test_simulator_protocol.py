@@ -151,8 +151,11 @@ async def test_a_host_starts_the_belt_arms_a_diverter_and_gets_the_confirmation(
             assert await h.read("belt_state") == PackMLState.STOPPED
             assert await h.command(PackMLCommand.START) == 1  # refused: not Idle yet
             assert await h.command(PackMLCommand.RESET) == 0
+            assert await h.read("belt_state") == PackMLState.RESETTING  # an acting state, done by itself
+            assert await h.command(PackMLCommand.START) == 1  # refused: Resetting, not Idle yet
+            await until(lambda: h.read("belt_state"), lambda v: v == PackMLState.IDLE)
             assert await h.command(PackMLCommand.START) == 0
-            assert await h.read("belt_state") == PackMLState.EXECUTE
+            await until(lambda: h.read("belt_state"), lambda v: v == PackMLState.EXECUTE)
             # A repeated command seq is not executed again.
             await h.write("belt_command", int(PackMLCommand.STOP), ua.VariantType.Int32)
             await h.write("belt_command_seq", h.cmd_seq, U32)
@@ -190,9 +193,9 @@ async def test_the_belt_holds_when_the_host_heartbeat_stops(site: Site, tags: Ta
         await h.write("watchdog_ms", 300, U32)
         beat = asyncio.create_task(h.heartbeat_forever())
         assert await h.command(PackMLCommand.RESET) == 0
+        await until(lambda: h.read("belt_state"), lambda v: v == PackMLState.IDLE)
         assert await h.command(PackMLCommand.START) == 0
-        await asyncio.sleep(0.5)
-        assert await h.read("belt_state") == PackMLState.EXECUTE
+        await until(lambda: h.read("belt_state"), lambda v: v == PackMLState.EXECUTE)
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
@@ -202,8 +205,10 @@ async def test_the_belt_holds_when_the_host_heartbeat_stops(site: Site, tags: Ta
         # The heartbeat comes back: Unhold runs the belt again.
         beat = asyncio.create_task(h.heartbeat_forever())
         try:
+            assert await h.command(PackMLCommand.RESET) == 1  # a strict PLC refuses Reset in Held
             assert await h.command(PackMLCommand.UNHOLD) == 0
-            assert await h.read("belt_state") == PackMLState.EXECUTE
+            await until(lambda: h.read("belt_state"), lambda v: v == PackMLState.EXECUTE)
+            assert not int(await h.read("faults")) & ConveyorFault.HOST_WATCHDOG  # type: ignore[call-overload]
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
