@@ -79,6 +79,7 @@ class Fault(IntEnum):
     SCANNER_TIMEOUT = 17
     SUSPECT_DIVERT = 18
     PLC_RESTARTED = 19
+    ENCODER_MISMATCH = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,13 @@ FAULTS: dict[Fault, FaultRule] = {
         "a fire that was live when the encoder jumped was confirmed: the diverter may have taken another parcel; "
         "check the chute",
         source="a confirmation of a fire that was live across an encoder glitch",
+    ),
+    Fault.ENCODER_MISMATCH: FaultRule(
+        R.HOLD, V.CRITICAL, True, K.BY_ITSELF,
+        "the diverter PLC's encoder count is not the conveyor's: every fire count would be wrong, so nothing is "
+        "armed and the unit holds until the two agree again",
+        source="diverter `encoder_count` against the conveyor's, beyond `glitch_tolerance_mm` plus the travel "
+        "between the two reads, 3 cycles in a row",
     ),
     Fault.PLC_RESTARTED: FaultRule(
         R.ALARM, V.MAJOR, False, K.EVENT,

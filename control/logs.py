@@ -2,8 +2,10 @@
 
 The sorting floor ships service logs to a collector; one JSON object per line (time, level,
 logger, message, and any ``extra=`` fields) is what those parse without a custom pattern.
-Third-party protocol stacks log every connect and session step at INFO; they are held to
-WARNING unless asked for (``-v``), so the service's own lines stay readable.
+Third-party protocol stacks log every connect and session step at INFO, and warn on every
+reconnect attempt while a PLC is away (asyncua: "close_secure_channel was called but connection
+is closed", once a second); they are held to ERROR unless asked for (``-v``): the service's own
+link logging says "link lost" and "link recovered" once each, which is what an operator needs.
 """
 
 from __future__ import annotations
@@ -51,4 +53,4 @@ def setup_logging(fmt: LogFormat = "text", *, verbose: bool = False, level: int 
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else level)
     for name in CHATTY:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)

@@ -57,9 +57,11 @@ log = logging.getLogger(__name__)
 S = PackMLState
 CONVEYOR_SCALARS = (
     "plc_heartbeat", "plc_boot_id", "encoder_count", "speed_actual", "belt_state", "belt_command_ack",
-    "belt_command_result", "faults", "jam_eye", "induct.head", "scan.head",
+    "belt_command_result", "faults", "jam_eye", "induct.head", "scan.head", "speed_setpoint", "watchdog_ms",
 )
-DIVERTER_SCALARS = ("plc_heartbeat", "boot_id", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head")
+DIVERTER_SCALARS = (
+    "plc_heartbeat", "boot_id", "encoder_count", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head",
+)
 HEALTH_EVERY = 1000  # cycles between health records in the store (10 s at 10 ms)
 
 
@@ -115,7 +117,8 @@ class Controller:
         self.links = LinkKeeper({"conveyor": conveyor, "diverter": diverter})
         self.decider = Decider(
             cfg, self.geometry, unit=self.unit, supervisor=self.supervisor, faults=self.faults, streams=self.streams,
-            arms=self.arms, parcels=self.parcels, metrics=self.metrics, decoder=decoder, clock=clock, wall=wall,
+            arms=self.arms, parcels=self.parcels, metrics=self.metrics, decoder=decoder,
+            speed_mps=float(site.sorter.speed_mps), clock=clock, wall=wall,
         )
         self._host_hb = 0
         self._pending_batch = Batch()
@@ -138,7 +141,7 @@ class Controller:
         """Recover from the store, connect (best effort: the cycle retries), adopt PLC heads."""
         rec = await self.writer.call(_recover)
         self.streams.restore(rec.meta, rec.last_seqs)
-        self.parcels.boot_id = self.streams.boot["conveyor"]
+        self.parcels.boot_id = int(rec.meta.get("key_boot.conveyor", "0") or 0) or self.streams.boot["conveyor"]
         self.arms.next_seq = rec.last_seqs.get(f"diverter.{self.streams.stream('arm')}", 0) + 1
         self.supervisor.belt_seq = int(rec.meta.get("belt_seq", "0") or 0)
         self.metrics.inducted_seen = rec.total
@@ -304,7 +307,13 @@ class Controller:
             sc = await self.conveyor.read(CONVEYOR_SCALARS)
             out.received_at = self.clock()
             out.scalars = sc
-            out.restarted = self.streams.restarted("conveyor", int(sc["plc_boot_id"]))
+            boot = int(sc["plc_boot_id"])
+            if boot == 0:  # the PLC program is not running yet (memory zero): nothing it says counts
+                return out
+            out.restarted = self.streams.restarted("conveyor", boot)
+            last = self.streams.last_seq
+            if not out.restarted and (int(sc["induct.head"]) < last["induct"] or int(sc["scan.head"]) < last["scan"]):
+                out.restarted = out.rekey = True  # rings back to 0 under the same boot id: read them afresh
             await self._read_rings(self.conveyor, ("induct", "scan"), out)
             out.ok = True
         except PlcError as exc:
@@ -316,8 +325,12 @@ class Controller:
         if not self.links.usable("diverter"):
             return out
         try:
+            out.sent_at = self.clock()
             sc = await self.diverter.read(DIVERTER_SCALARS)
+            out.received_at = self.clock()
             out.scalars = sc
+            if int(sc["boot_id"]) == 0:  # not running yet
+                return out
             out.restarted = self.streams.restarted("diverter", int(sc["boot_id"]))
             await self._read_rings(self.diverter, ("arm_result", "confirm"), out)
             out.ok = True
@@ -346,9 +359,7 @@ class Controller:
             "host_unit_state": int(self.unit.state),
             "induct_enable": self.unit.state == S.EXECUTE and not self.faults.no_entry(),
         }
-        if self.metrics.cycles % 100 <= 2:  # settings the PLC keeps; refreshed after a PLC restart
-            conv_w["watchdog_ms"] = self.cfg.watchdog_ms
-            conv_w["speed_setpoint"] = float(self.site.sorter.speed_mps)
+        conv_w.update(self._out.settings)  # settings the PLC does not hold (after a power cycle: zero)
         div_w: dict[str, float | int | bool] = {"host_heartbeat": self._host_hb}
         belt, reset = self._out.belt_command, self._out.diverter_reset
         self._out = Outputs()
@@ -413,7 +424,7 @@ class _Recovery:
 
 
 def _recover(store: EventStore) -> _Recovery:
-    keys = ["belt_seq", "boot.conveyor", "boot.diverter",
+    keys = ["belt_seq", "boot.conveyor", "boot.diverter", "key_boot.conveyor",
             *(f"epoch.{r}" for r in ("induct", "scan", "arm_result", "confirm", "arm"))]
     meta = {k: store.meta(k, "0") for k in keys}
     return _Recovery(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels())

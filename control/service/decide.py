@@ -26,12 +26,12 @@ from control.service.parcels import ParcelFlow
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.service.supervisor import BeltReading, Observed, OperatorCommand, Supervisor
-from control.service.watch import EncoderWatch, HeartbeatWatch
+from control.service.watch import EncoderAgreement, EncoderWatch, HeartbeatWatch
 from control.store import Batch
 from control.tracking import Geometry
 from plant.codes import ConveyorFault, DiverterFault, PackMLCommand, PackMLState
 
-__all__ = ["Decider", "Outputs", "Reading"]
+__all__ = ["Decider", "Outputs", "Reading", "derived_boot"]
 
 log = logging.getLogger("control.service.supervisor")  # the supervisor's notes are its log lines
 
@@ -41,6 +41,12 @@ DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | Di
 CAMERA_DOWN_S = 1.0  # no camera stream this long: the camera is down
 
 
+def derived_boot(boot_id: int, epoch: int) -> int:
+    """A key prefix for parcels of a conveyor PLC whose rings went back to 0 without a new boot
+    id (a PLC not following the interface): never the PLC's boot id, so keys never repeat."""
+    return ((boot_id * 2654435761) ^ (epoch * 40503) ^ 0x5A5A5A5A) & 0xFFFFFFFF or 1
+
+
 @dataclass(slots=True)
 class Reading:
     """One PLC's reading this cycle (``rings``: ring name -> entries read)."""
@@ -48,8 +54,9 @@ class Reading:
     ok: bool = False
     scalars: dict[str, float | int | bool] = field(default_factory=dict)
     rings: dict[str, RingRead] = field(default_factory=dict)
-    restarted: bool = False  # a new boot id: its rings were read from seq 1
-    sent_at: float = 0.0  # the conveyor's encoder was sampled between these two instants
+    restarted: bool = False  # a new boot id (or a ring that went back): its rings were read from seq 1
+    rekey: bool = False  # a conveyor ring went back under the same boot id: new keys must not collide
+    sent_at: float = 0.0  # the encoder was sampled between these two instants
     received_at: float = 0.0
 
 
@@ -59,6 +66,7 @@ class Outputs:
 
     belt_command: tuple[PackMLCommand, int] | None = None  # (command, seq)
     diverter_reset: int | None = None
+    settings: dict[str, float | int | bool] = field(default_factory=dict)  # conveyor settings to (re)write
 
 
 class Decider:
@@ -77,6 +85,7 @@ class Decider:
         parcels: ParcelFlow,
         metrics: Metrics,
         decoder: DecodeFeed | None,
+        speed_mps: float,
         clock: Callable[[], float],
         wall: Callable[[], float],
     ) -> None:
@@ -88,11 +97,16 @@ class Decider:
         self.parcels = parcels
         self.metrics = metrics
         self.decoder = decoder
+        self.cfg = cfg
+        self.speed_mps = speed_mps
         self.clock = clock
         self.wall = wall
         self.operator: list[OperatorCommand] = []  # taken from the store, for the next decide
         self._heartbeat = {plc: HeartbeatWatch(cfg.heartbeat_timeout_s) for plc in ("conveyor", "diverter")}
-        self._encoder_watch = EncoderWatch(geometry.counts_per_mm, cfg.glitch_tolerance_mm)
+        self._encoder_watch = EncoderWatch(geometry.counts_per_mm, cfg.glitch_tolerance_mm,
+                                           max_age_s=cfg.encoder_max_age_s)
+        self._encoders = EncoderAgreement(geometry.counts_per_mm, cfg.glitch_tolerance_mm,
+                                          max_age_s=cfg.encoder_max_age_s)
         self._conv_fault_bits = 0
         self._div_fault_bits = 0
         self._glitch_cycle = -1
@@ -101,6 +115,8 @@ class Decider:
         flow = self.parcels
         self._liveness("conveyor", conv, now, batch)
         self._liveness("diverter", div, now, batch)
+        if not conv.ok:
+            self._encoder_watch.reset()  # a gap in the samples is not a jump
         if conv.ok:
             self._boot("conveyor", conv, now, batch)
             self._take_conveyor(conv, batch)
@@ -111,6 +127,8 @@ class Decider:
                 self.adopt_arm_heads(int(div.scalars["arm.head"]), ack, batch)
             self.arms.ack = ack
             self._diverter_faults(int(div.scalars["faults"]), batch)
+        if conv.ok and div.ok:
+            self._encoder_agreement(conv, div, batch)
         # ring events, in causal order: induct before scan before results and confirms
         self.streams.take("conveyor", "induct", conv.rings.get("induct"), batch, flow.on_induct)
         self.streams.take("conveyor", "scan", conv.rings.get("scan"), batch, flow.on_scan)
@@ -124,9 +142,34 @@ class Decider:
                 self.faults.clear(Fault.CAMERA_DOWN, batch)
         flow.take_decodes(now, batch)
         if conv.ok:
-            may_arm = self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
+            # the diverter takes no arm while its watchdog fault is latched (until our reset_seq
+            # reaches it), and no fire count is right while its encoder disagrees with the conveyor's
+            may_arm = (
+                self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
+                and Fault.ENCODER_MISMATCH not in self.faults
+                and not (div.ok and self._div_fault_bits & DiverterFault.HOST_WATCHDOG)
+            )
             flow.cycle_pass(now, batch, may_arm=may_arm)
-        return self._supervise(conv, div, now, batch)
+        settings = self._settings_to_write(conv) if conv.ok else {}
+        out = self._supervise(conv, div, now, batch, plc_ready=conv.ok and not settings)
+        out.settings = settings
+        return out
+
+    def _settings_to_write(self, conv: Reading) -> dict[str, float | int | bool]:
+        """The settings the conveyor PLC must hold: written whenever it holds others (a power
+        cycle zeroes them); the unit starts the belt only once it holds them (``plc_ready``)."""
+        want: dict[str, float | int | bool] = {"watchdog_ms": self.cfg.watchdog_ms, "speed_setpoint": self.speed_mps}
+        sc = conv.scalars
+        return {k: v for k, v in want.items() if abs(float(sc[k]) - float(v)) > 1e-6}
+
+    def _encoder_agreement(self, conv: Reading, div: Reading, batch: Batch) -> None:
+        spread = max(conv.received_at, div.received_at) - min(conv.sent_at, div.sent_at)
+        why = self._encoders.check(int(conv.scalars["encoder_count"]), int(div.scalars["encoder_count"]), spread,
+                                   float(conv.scalars["speed_actual"]))
+        if why is not None:
+            self.faults.raise_(Fault.ENCODER_MISMATCH, why, batch)
+        else:
+            self.faults.clear(Fault.ENCODER_MISMATCH, batch)
 
     def adopt_arm_heads(self, head: int, ack: int, batch: Batch) -> None:
         """Continue the arm numbering where the diverter PLC's ring is (a new epoch if it restarted)."""
@@ -139,19 +182,26 @@ class Decider:
         streams = self.streams
         boot_id = int(got.scalars["plc_boot_id" if plc == "conveyor" else "boot_id"])
         if got.restarted:
-            old = streams.boot[plc]
+            was = f"boot id {streams.boot[plc]} -> {boot_id}"
             streams.take_boot(plc, boot_id, batch, restarted=True)
             if plc == "conveyor":
-                closed = self.parcels.conveyor_restarted(boot_id, now, batch)
+                key_boot = boot_id
+                if got.rekey:  # same boot id, rings from 1: its tracking ids will repeat
+                    key_boot = derived_boot(boot_id, streams.epoch["induct"])
+                    was = f"rings back to 0 under boot id {boot_id}; parcel keys now use {key_boot}"
+                batch.meta["key_boot.conveyor"] = str(key_boot)
+                closed = self.parcels.conveyor_restarted(key_boot, now, batch)
                 what = f"{closed} parcels it tracked recorded lost (plc_restart)"
             else:
                 self.arms.restart(int(got.scalars["arm.head"]), int(got.scalars["arm.ack"]))
                 self.parcels.diverter_restarted(batch)
                 what = "its arms are gone; armed parcels go round"
-            self.faults.event(Fault.PLC_RESTARTED, f"{plc} PLC restarted (boot id {old} -> {boot_id}): {what}", batch)
+            self._encoder_watch.reset()
+            self.faults.event(Fault.PLC_RESTARTED, f"{plc} PLC restarted ({was}): {what}", batch)
         elif streams.first_boot(plc, boot_id):
             streams.take_boot(plc, boot_id, batch, restarted=False)
             if plc == "conveyor":
+                batch.meta["key_boot.conveyor"] = str(boot_id)
                 self.parcels.adopt_boot(boot_id, batch)
 
     def _take_conveyor(self, conv: Reading, batch: Batch) -> None:
@@ -202,7 +252,7 @@ class Decider:
         self.faults.event(Fault.ENCODER_GLITCH, detail, batch)
         self.parcels.encoder_glitch(self.clock(), batch)
 
-    def _supervise(self, conv: Reading, div: Reading, now: float, batch: Batch) -> Outputs:
+    def _supervise(self, conv: Reading, div: Reading, now: float, batch: Batch, *, plc_ready: bool) -> Outputs:
         """The unit and the belt: the supervisor's decisions to the batch and the outputs."""
         sc = conv.scalars
         belt = BeltReading(int(sc["belt_state"]), int(sc["belt_command_ack"]), int(sc["belt_command_result"])) \
@@ -210,7 +260,7 @@ class Decider:
         obs = Observed(
             now=now, belt=belt, active=frozenset(self.faults.active), raised=tuple(self.faults.take_raised()),
             diverter_latched=bool(self._div_fault_bits & DIVERTER_LATCHED), diverter_seen=div.ok,
-            operator=tuple(self.operator),
+            operator=tuple(self.operator), plc_ready=plc_ready,
         )
         self.operator.clear()
         a = self.supervisor.step(obs)

@@ -32,6 +32,10 @@ class ServiceSettings(Strict):
     )
     heartbeat_timeout_s: float = Field(default=1.0, gt=0, description="PLC heartbeat unchanged this long = lost")
     watchdog_ms: int = Field(default=1000, gt=0, description="host heartbeat timeout written to the PLC")
+    encoder_max_age_s: float = Field(
+        default=0.05, ge=0, le=1.0,
+        description="how old the PLCs' encoder_count may be when read (their servers sample PLC memory on a cycle)",
+    )
     glitch_tolerance_mm: float = Field(
         default=60.0, gt=0, description="encoder step allowed beyond what the belt speed explains"
     )

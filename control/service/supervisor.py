@@ -30,8 +30,9 @@ The rules, in the order ``step`` applies them:
    back (step 6).
 5. **Automatic** (``auto_start`` / ``auto_recover``): from a wait state, the one command towards
    Execute (Stopped/Complete -> Reset, Idle -> Start, Held -> Unhold, Suspended -> Unsuspend,
-   Aborted -> Clear), only while the belt agrees with the unit, no fault blocks recovery, and
-   the retry time has come.
+   Aborted -> Clear), only while the belt agrees with the unit, no fault blocks recovery, the
+   PLC holds our settings (a PLC back from a power cycle has a zero speed setpoint), and the
+   retry time has come.
 6. **Acting without the belt**: a unit that entered an acting state while the belt was out of
    reach sends its command once the belt is back, unless the belt is already there.
 7. **Diverter reset**: while the diverter reports a latched fault, a new ``reset_seq`` at most
@@ -123,6 +124,7 @@ class Observed:
     diverter_latched: bool = False  # the diverter reports a latched fault bit
     diverter_seen: bool = False  # the diverter PLC was read this cycle
     operator: tuple[OperatorCommand, ...] = ()
+    plc_ready: bool = True  # the conveyor PLC holds our settings (speed setpoint, watchdog): it may start
 
 
 @dataclass(slots=True)
@@ -382,7 +384,7 @@ class Supervisor:
                 a.notes.append((logging.INFO, f"unit stays {u.name} while {', '.join(blockers)} "
                                               f"{'is' if len(blockers) == 1 else 'are'} active"))
             self._blocked_by = blockers
-        if blockers or obs.now < self.retry_at:
+        if blockers or obs.now < self.retry_at or not obs.plc_ready:
             return
         self._request(cmd, belt, obs.now, a)
 

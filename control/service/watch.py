@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from control.tracking import sdiff
 
-__all__ = ["EncoderWatch", "HeartbeatWatch"]
+__all__ = ["EncoderAgreement", "EncoderWatch", "HeartbeatWatch"]
 
 
 class HeartbeatWatch:
@@ -39,30 +39,74 @@ class HeartbeatWatch:
 class EncoderWatch:
     """An encoder step the belt speed cannot explain means every latched position is suspect.
 
-    The PLC sampled the count somewhere between sending the read and its reply, so the time
-    between two samples is only known as an interval; a late cycle or a slow reply widens the
-    interval instead of looking like a jump.
+    The PLC sampled the count somewhere between sending the read and its reply, and its value
+    may be up to ``max_age_s`` old (an OPC UA server samples PLC memory on its own cycle), so the
+    time between two samples is only known as an interval; a late cycle, a slow reply or a stale
+    value widens the interval instead of looking like a jump. The belt may change speed between
+    samples, so the slower of the two speeds bounds the step from below and the faster from
+    above. Samples more than ``max_gap_s`` apart (a link that was down) are not compared: the
+    belt may have run, ramped and stopped meanwhile, and the PLC's own per-scan check (its
+    encoder-fault bit) covers that time.
     """
 
-    def __init__(self, counts_per_mm: float, tolerance_mm: float) -> None:
+    def __init__(self, counts_per_mm: float, tolerance_mm: float, *, max_age_s: float = 0.05,
+                 max_gap_s: float = 0.25) -> None:
         self.counts_per_mm = counts_per_mm
         self.tolerance_counts = tolerance_mm * counts_per_mm
-        self._last: tuple[int, float, float] | None = None  # count, sent_at, received_at
+        self.max_age_s = max_age_s
+        self.max_gap_s = max_gap_s
+        self._last: tuple[int, float, float, float] | None = None  # count, sent_at, received_at, speed
+
+    def reset(self) -> None:
+        """The next sample starts afresh (the link was down, or the PLC restarted)."""
+        self._last = None
 
     def check(self, count: int, sent_at: float, received_at: float, speed_mps: float) -> str | None:
         """None when the step since the last sample is plausible, else what was wrong."""
         last = self._last
-        self._last = (count, sent_at, received_at)
-        if last is None:
+        self._last = (count, sent_at, received_at, speed_mps)
+        if last is None or sent_at - last[2] > self.max_gap_s:
             return None
         step = sdiff(count, last[0])
-        per_s = speed_mps * 1000.0 * self.counts_per_mm
-        lo = per_s * max(0.0, sent_at - last[2])
-        hi = per_s * (received_at - last[1])
-        tol = self.tolerance_counts + 0.5 * hi  # + speed ramps
-        if lo - tol <= step <= hi + tol:
+        per_mps = 1000.0 * self.counts_per_mm
+        slow, fast = min(speed_mps, last[3]) * per_mps, max(speed_mps, last[3]) * per_mps
+        lo = slow * max(0.0, sent_at - self.max_age_s - last[2])
+        hi = fast * (received_at - (last[1] - self.max_age_s))
+        # a belt never runs backwards: below, only the tolerance; above, half again for ramps
+        if lo - self.tolerance_counts <= step <= 1.5 * hi + self.tolerance_counts:
             return None
         return (
             f"encoder moved {step} counts in {(received_at - last[1]) * 1000:.0f} ms at most, "
             f"belt speed explains {lo:.0f}-{hi:.0f}"
         )
+
+
+class EncoderAgreement:
+    """The diverter PLC fires on its own encoder input; the controller computes every fire count
+    from the conveyor PLC's. The two must be the same count (one encoder), or every fire lands
+    on the wrong parcel. Compared every cycle both are read, allowing for the belt travel between
+    the two reads; ``cycles`` disagreeing cycles in a row make a mismatch (one stale sample does not).
+    """
+
+    def __init__(self, counts_per_mm: float, tolerance_mm: float, *, cycles: int = 3, max_age_s: float = 0.05) -> None:
+        self.counts_per_mm = counts_per_mm
+        self.tolerance_counts = tolerance_mm * counts_per_mm
+        self.cycles = cycles
+        self.max_age_s = max_age_s
+        self._bad = 0
+        self._good = 0
+        self.mismatch = False
+
+    def check(self, conveyor: int, diverter: int, spread_s: float, speed_mps: float) -> str | None:
+        """Feed one cycle; returns what is wrong while they disagree (None while they agree)."""
+        off = sdiff(diverter, conveyor)
+        allowed = self.tolerance_counts + speed_mps * 1000.0 * self.counts_per_mm * (spread_s + self.max_age_s)
+        if abs(off) > allowed:
+            self._bad, self._good = self._bad + 1, 0
+        else:
+            self._good, self._bad = self._good + 1, 0
+        if self._bad >= self.cycles:
+            self.mismatch = True
+        elif self._good >= self.cycles:
+            self.mismatch = False
+        return f"diverter encoder {off:+d} counts from the conveyor's (allowed {allowed:.0f})" if self.mismatch else None

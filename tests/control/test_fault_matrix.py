@@ -306,3 +306,88 @@ async def test_the_same_cell_twice_is_the_same_run(tmp_path: Path, fast_site: Si
         finally:
             store.close()
     assert rows[0] == rows[1]
+
+
+# ------------------------------------------------------------------------------------ beyond the matrix
+async def open_floor(tmp_path: Path, site: Site, tags: TagMap, routing: RoutingInputs, manifest: Any) -> VirtualFloor:
+    settings = ServiceSettings(cycle_s=TICK_S, synchronous="NORMAL", store_busy_timeout_s=0.001)
+    floor = VirtualFloor(site, tags, scenario(), routing, tmp_path / "events.sqlite", settings=settings,
+                         manifest=manifest, tick_s=TICK_S)
+    await floor.open()
+    await floor.start_controller()
+    assert await floor.run_until(floor.executing, 5.0) is not None
+    return floor
+
+
+async def test_a_conveyor_module_serving_zero_memory_for_a_while_changes_nothing(
+    tmp_path: Path, fast_site: Site, tags: TagMap, routing: RoutingInputs, sim_manifest: Any
+) -> None:
+    """Found by a PLC built from the docs alone: an OPC UA module that restarts serves its zero
+    memory (boot id 0, ring heads 0) before the PLC program's values are back in it. The
+    controller re-read the rings under the same boot id: 35 parcels got two final outcomes and
+    sorted parcels were re-recorded lost. Boot id 0 means "not running yet": nothing it says counts."""
+    floor = await open_floor(tmp_path, fast_site, tags, routing, sim_manifest)
+    try:
+        await floor.run_for(4.0)
+        mem = floor.sim.conveyor_memory
+        saved = dict(mem._values)
+        columns = {r: {f: c.copy() for f, c in mem.ring(r).columns.items()} for r in ("induct", "scan")}
+        for name, value in saved.items():
+            mem._values[name] = type(value)(0)
+        for r in columns:
+            for c in mem.ring(r).columns.values():
+                c[:] = 0
+        c = floor.controller
+        assert c is not None
+        for _ in range(75):  # 1.5 s of control cycles while the module serves zeros (the PLC frozen)
+            c.note_lag(0.0)
+            await c.step()
+        mem._values.update(saved)
+        for r, cols in columns.items():
+            for f, col in cols.items():
+                mem.ring(r).columns[f][:] = col
+        await floor.run_until(lambda: _settled(floor), 60.0)
+        store = EventStore(floor.db, readonly=True)
+        try:
+            events = store.parcel_events()
+            restarts = [u for u in store.unit_events() if u[1] in ("ring_restart",) or u[2] == "plc_restarted"]
+        finally:
+            store.close()
+        finals = Counter((e[7], e[1]) for e in events if e[2] in FINAL)
+        assert [k for k, n in finals.items() if n > 1] == []
+        assert restarts == []
+    finally:
+        await floor.close()
+
+
+async def test_diverter_encoder_not_the_conveyors_holds_and_arms_nothing(
+    tmp_path: Path, fast_site: Site, tags: TagMap, routing: RoutingInputs, sim_manifest: Any
+) -> None:
+    """Found by a PLC built from the docs alone: with the diverter's counter 1.5 m behind the
+    conveyor's, 7 of 9 diverted parcels went to chutes the controller had not chosen."""
+    floor = await open_floor(tmp_path, fast_site, tags, routing, sim_manifest)
+    try:
+        await floor.run_for(2.0)
+        div = floor.sim.diverter_memory
+        for _ in range(200):  # 4 s with the diverter's count off by 1500
+            ev = await floor.sim.scan(floor.tick_s)
+            div.write("encoder_count", (floor.sim.world.encoder - 1500) & 0xFFFFFFFF)
+            floor.camera.on_scans(ev.scans)
+            c = floor.controller
+            assert c is not None
+            c.note_lag(0.0)
+            await c.step()
+        assert Fault.ENCODER_MISMATCH in c.faults and c.unit.state in (PackMLState.HOLDING, PackMLState.HELD)
+        assert not c.arms.pending
+        took = await floor.run_until(floor.executing, 5.0)  # the counts agree again: back by itself
+        assert took is not None
+        await floor.run_until(lambda: _settled(floor), 60.0)
+        truth = Truth.from_records(floor.sim.ground_truth().records())
+        store = EventStore(floor.db, readonly=True)
+        try:
+            a = audit(store.parcels(), truth, 0)
+        finally:
+            store.close()
+        assert a.missorts == [] and a.misrecorded == [], a.missort_detail
+    finally:
+        await floor.close()

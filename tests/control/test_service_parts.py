@@ -124,3 +124,28 @@ def test_fault_book_raises_once_and_reports_what_was_raised() -> None:
     assert [(e[1], e[2]) for e in batch.unit_events] == [
         ("alarm", "jam"), ("alarm", "unexpected_parcel"), ("alarm_clear", "unexpected_parcel"), ("alarm_clear", "jam"),
     ]
+
+
+def test_encoder_samples_across_a_link_outage_or_with_a_stale_value_are_no_glitch() -> None:
+    w = EncoderWatch(counts_per_mm=1.0, tolerance_mm=60.0, max_age_s=0.05, max_gap_s=0.25)
+    assert w.check(1000, 0.0, 0.001, 2.5) is None
+    # the link was down 7 s: the belt ran 1 s, then its watchdog held it (speed 0 now)
+    assert w.check(1000 + 2831, 7.4, 7.401, 0.0) is None
+    # a value up to 50 ms old: 118 counts in 13 ms at 2.5 m/s is plausible
+    assert w.check(3831 + 118, 7.413, 7.414, 2.5) is None
+    assert w.check(3949 + 118 + 400, 7.424, 7.425, 2.5) is not None  # a real jump still is one
+
+
+def test_the_two_plcs_encoders_must_agree() -> None:
+    from control.service.watch import EncoderAgreement
+
+    a = EncoderAgreement(counts_per_mm=1.0, tolerance_mm=60.0, cycles=3, max_age_s=0.0)
+    for _ in range(5):
+        assert a.check(10_000, 10_000 + 20, spread_s=0.002, speed_mps=2.5) is None  # read 2 ms apart
+    assert a.check(10_000, 11_500, 0.002, 2.5) is None  # one stale sample is not a mismatch
+    assert a.check(10_000, 11_500, 0.002, 2.5) is None
+    why = a.check(10_000, 11_500, 0.002, 2.5)
+    assert why is not None and "+1500 counts" in why
+    for _ in range(2):
+        assert a.check(20, 2**32 - 5, 0.002, 2.5) is not None  # agreeing again, across the wrap...
+    assert a.check(20, 2**32 - 5, 0.002, 2.5) is None  # ...for three cycles in a row
