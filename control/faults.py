@@ -194,7 +194,7 @@ FAULTS: dict[Fault, FaultRule] = {
         "the diverter PLC's encoder count is not the conveyor's: every fire count would be wrong, so nothing is "
         "armed and the unit holds until the two agree again",
         source="diverter `encoder_count` against the conveyor's, beyond `glitch_tolerance_mm` plus the travel "
-        "between the two reads, 3 cycles in a row",
+        "between the two reads, for 0.5 s (a cycle that disagrees arms nothing)",
     ),
     Fault.PLC_RESTARTED: FaultRule(
         R.ALARM, V.MAJOR, False, K.EVENT,

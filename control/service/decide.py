@@ -146,7 +146,7 @@ class Decider:
             # reaches it), and no fire count is right while its encoder disagrees with the conveyor's
             may_arm = (
                 self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
-                and Fault.ENCODER_MISMATCH not in self.faults
+                and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree
                 and not (div.ok and self._div_fault_bits & DiverterFault.HOST_WATCHDOG)
             )
             flow.cycle_pass(now, batch, may_arm=may_arm)
@@ -165,7 +165,7 @@ class Decider:
     def _encoder_agreement(self, conv: Reading, div: Reading, batch: Batch) -> None:
         spread = max(conv.received_at, div.received_at) - min(conv.sent_at, div.sent_at)
         why = self._encoders.check(int(conv.scalars["encoder_count"]), int(div.scalars["encoder_count"]), spread,
-                                   float(conv.scalars["speed_actual"]))
+                                   float(conv.scalars["speed_actual"]), self.clock())
         if why is not None:
             self.faults.raise_(Fault.ENCODER_MISMATCH, why, batch)
         else:

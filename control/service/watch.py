@@ -85,28 +85,33 @@ class EncoderAgreement:
     """The diverter PLC fires on its own encoder input; the controller computes every fire count
     from the conveyor PLC's. The two must be the same count (one encoder), or every fire lands
     on the wrong parcel. Compared every cycle both are read, allowing for the belt travel between
-    the two reads; ``cycles`` disagreeing cycles in a row make a mismatch (one stale sample does not).
+    the two reads and for values ``max_age_s`` old. A cycle that disagrees arms nothing (its
+    counts cannot both be right); a disagreement that lasts ``persist_s`` is a mismatch (a
+    counter offset, or one reset by a power cycle), while a PLC's value that lags for a moment
+    (an OPC UA server sampling its PLC late) is not.
     """
 
-    def __init__(self, counts_per_mm: float, tolerance_mm: float, *, cycles: int = 3, max_age_s: float = 0.05) -> None:
+    def __init__(self, counts_per_mm: float, tolerance_mm: float, *, persist_s: float = 0.5,
+                 max_age_s: float = 0.05) -> None:
         self.counts_per_mm = counts_per_mm
         self.tolerance_counts = tolerance_mm * counts_per_mm
-        self.cycles = cycles
+        self.persist_s = persist_s
         self.max_age_s = max_age_s
-        self._bad = 0
-        self._good = 0
+        self.agree = True  # this cycle's verdict
         self.mismatch = False
+        self._since: float | None = None  # when the current disagreement (or agreement after a mismatch) began
+        self.detail = ""
 
-    def check(self, conveyor: int, diverter: int, spread_s: float, speed_mps: float) -> str | None:
-        """Feed one cycle; returns what is wrong while they disagree (None while they agree)."""
+    def check(self, conveyor: int, diverter: int, spread_s: float, speed_mps: float, now: float) -> str | None:
+        """Feed one cycle; returns what is wrong while they are in mismatch (None otherwise)."""
         off = sdiff(diverter, conveyor)
         allowed = self.tolerance_counts + speed_mps * 1000.0 * self.counts_per_mm * (spread_s + self.max_age_s)
-        if abs(off) > allowed:
-            self._bad, self._good = self._bad + 1, 0
-        else:
-            self._good, self._bad = self._good + 1, 0
-        if self._bad >= self.cycles:
-            self.mismatch = True
-        elif self._good >= self.cycles:
-            self.mismatch = False
-        return f"diverter encoder {off:+d} counts from the conveyor's (allowed {allowed:.0f})" if self.mismatch else None
+        agree = abs(off) <= allowed
+        if agree != self.agree:
+            self._since = now
+        self.agree = agree
+        if self._since is not None and now - self._since >= (0.2 if agree else self.persist_s):
+            self.mismatch = not agree
+        if not agree:
+            self.detail = f"diverter encoder {off:+d} counts from the conveyor's (allowed {allowed:.0f})"
+        return self.detail if self.mismatch else None

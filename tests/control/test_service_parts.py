@@ -139,13 +139,22 @@ def test_encoder_samples_across_a_link_outage_or_with_a_stale_value_are_no_glitc
 def test_the_two_plcs_encoders_must_agree() -> None:
     from control.service.watch import EncoderAgreement
 
-    a = EncoderAgreement(counts_per_mm=1.0, tolerance_mm=60.0, cycles=3, max_age_s=0.0)
+    a = EncoderAgreement(counts_per_mm=1.0, tolerance_mm=60.0, persist_s=0.5, max_age_s=0.0)
+    t = 0.0
     for _ in range(5):
-        assert a.check(10_000, 10_000 + 20, spread_s=0.002, speed_mps=2.5) is None  # read 2 ms apart
-    assert a.check(10_000, 11_500, 0.002, 2.5) is None  # one stale sample is not a mismatch
-    assert a.check(10_000, 11_500, 0.002, 2.5) is None
-    why = a.check(10_000, 11_500, 0.002, 2.5)
-    assert why is not None and "+1500 counts" in why
-    for _ in range(2):
-        assert a.check(20, 2**32 - 5, 0.002, 2.5) is not None  # agreeing again, across the wrap...
-    assert a.check(20, 2**32 - 5, 0.002, 2.5) is None  # ...for three cycles in a row
+        t += 0.01
+        assert a.check(10_000, 10_000 + 20, spread_s=0.002, speed_mps=2.5, now=t) is None and a.agree
+    for _ in range(30):  # a value stuck for 0.3 s: those cycles arm nothing, but it is no mismatch
+        t += 0.01
+        assert a.check(10_000, 11_500, 0.002, 2.5, t) is None and not a.agree
+    for _ in range(25):
+        t += 0.01
+        why = a.check(10_000, 11_500, 0.002, 2.5, t)
+    assert why is not None and "+1500 counts" in why  # an offset that lasts half a second is one
+    for _ in range(10):
+        t += 0.01
+        assert a.check(20, 2**32 - 5, 0.002, 2.5, t) is not None  # agreeing again, across the wrap...
+    for _ in range(15):
+        t += 0.01
+        why = a.check(20, 2**32 - 5, 0.002, 2.5, t)
+    assert why is None and a.agree  # ...for 0.2 s
