@@ -31,8 +31,9 @@ def records(r: SoakResult) -> list[Record]:
         Record("soak.cycle_lag_p99_ms_first", "ms", r.tenth("lag_p99_ms", last=False), "first tenth of the run"),
         Record("soak.cycle_lag_p99_ms_last", "ms", r.tenth("lag_p99_ms", last=True), "last tenth of the run"),
         Record("soak.event_rows_per_parcel", "rows", r.rows_per_parcel, f"{r.unit_events} unit events"),
-        Record("soak.sorted", "parcels", float(a.sorted_planned),
-               f"{a.inducted} inducted, {a.rejected} rejected by reason in {r.wall_s:.0f} s"),
+        Record("soak.sorted", "parcels", float(a.sorted_planned), f"{a.inducted} inducted in {r.wall_s:.0f} s"),
+        Record("soak.rejected", "parcels", float(a.rejected),
+               ", ".join(f"{k} {v}" for k, v in sorted(a.rejected_by_reason.items(), key=lambda kv: -kv[1]))),
         Record("soak.log_lines", "lines", float(r.log_lines), "controller stderr over the whole run"),
     ]
 

@@ -214,10 +214,12 @@ def _health(db: Path, seen: dict[float, dict[str, Any]]) -> None:
         seen[float(h["t"])] = h
 
 
-def run_soak(plan: SoakPlan, progress: Callable[[str], None] | None = None) -> SoakResult:
+def run_soak(plan: SoakPlan, progress: Callable[[str], None] | None = None, keep: Path | None = None) -> SoakResult:
+    """Run the plan; ``keep``: leave the store, logs and ground truth in that folder."""
     say = progress or (lambda _msg: None)
     with tempfile.TemporaryDirectory(prefix="sortcentre-soak-") as d:
-        tmp = Path(d)
+        tmp = keep or Path(d)
+        tmp.mkdir(parents=True, exist_ok=True)
         scenario = tmp / "scenario.yaml"
         _scenario(plan, scenario)
         procs = _Processes(plan, tmp)
