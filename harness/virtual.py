@@ -116,17 +116,31 @@ class RoutingInputs:
 
 
 class LogCount(logging.Handler):
-    """Counts the controller's log records by virtual second (the no-flood invariant)."""
+    """Counts the controller's log records (INFO and up) by virtual second: the no-flood
+    invariant. ``with LogCount(floor) as logs:`` listens on the ``control`` logger meanwhile."""
 
     def __init__(self, floor: VirtualFloor) -> None:
         super().__init__(logging.INFO)
         self.floor = floor
         self.at: list[float] = []
         self.messages: list[str] = []
+        self._level = logging.NOTSET
 
     def emit(self, record: logging.LogRecord) -> None:
         self.at.append(self.floor.now())
         self.messages.append(record.getMessage())
+
+    def __enter__(self) -> LogCount:
+        logger = logging.getLogger("control")
+        self._level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("control")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
 
 
 @dataclass

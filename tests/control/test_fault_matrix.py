@@ -21,7 +21,6 @@ restart kinds, and the lenient PLC twice.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -198,8 +197,7 @@ async def run_cell(tmp_path: Path, site: Site, tags: TagMap, routing: RoutingInp
     settings = ServiceSettings(cycle_s=TICK_S, synchronous="NORMAL", store_busy_timeout_s=0.001)
     floor = VirtualFloor(site, tags, scenario(packml), routing, tmp_path / "events.sqlite", settings=settings,
                          manifest=manifest, tick_s=TICK_S)
-    logs = LogCount(floor)
-    logging.getLogger("control").addHandler(logs)
+    logs = LogCount(floor).__enter__()
     try:
         await floor.open()
         await floor.start_controller()
@@ -224,7 +222,7 @@ async def run_cell(tmp_path: Path, site: Site, tags: TagMap, routing: RoutingInp
         await floor.run_for(0.5)
         return Cell(floor, logs, recovered, not cond.by_operator)
     finally:
-        logging.getLogger("control").removeHandler(logs)
+        logs.__exit__()
         await floor.close()
 
 
@@ -389,5 +387,47 @@ async def test_diverter_encoder_not_the_conveyors_holds_and_arms_nothing(
         finally:
             store.close()
         assert a.missorts == [] and a.misrecorded == [], a.missort_detail
+    finally:
+        await floor.close()
+
+
+async def test_a_start_records_no_refused_command_and_event_faults_never_stay_active(
+    tmp_path: Path, fast_site: Site, tags: TagMap, routing: RoutingInputs, sim_manifest: Any
+) -> None:
+    """Seen before: a refused Hold was logged on every start (the fault table's Hold applied to a
+    Stopped unit), and `encoder_glitch`, an event, stayed active for good."""
+    floor = await open_floor(tmp_path, fast_site, tags, routing, sim_manifest)
+    try:
+        await floor.run_for(2.0)
+        floor.sim.faults.encoder_glitch(400)
+        await floor.run_for(3.0)
+        store = EventStore(floor.db, readonly=True)
+        try:
+            units = store.unit_events()
+            active = store.active_alarms()
+        finally:
+            store.close()
+        assert [u for u in units if u[1] == "refused"] == []
+        assert ("alarm", "encoder_glitch") in [(u[1], u[2]) for u in units]
+        events = {f.name.lower() for f, r in FAULTS.items() if r.clears == Clears.EVENT}
+        assert not events & set(active), active
+    finally:
+        await floor.close()
+
+
+async def test_a_failing_store_is_logged_once_when_it_fails_and_once_when_it_recovers(
+    tmp_path: Path, fast_site: Site, tags: TagMap, routing: RoutingInputs, sim_manifest: Any
+) -> None:
+    floor = await open_floor(tmp_path, fast_site, tags, routing, sim_manifest)
+    try:
+        with LogCount(floor) as logs:
+            lock = floor.lock_store()
+            await floor.run_for(3.0)  # 150 cycles whose commits fail
+            floor.unlock_store(lock)
+            await floor.run_for(1.0)
+        failed = [m for m in logs.messages if m.startswith("event store commit failed")]
+        back = [m for m in logs.messages if m.startswith("event store commits again")]
+        assert len(failed) == 1 and len(back) == 1, logs.messages
+        assert floor.executing()  # held while it failed, back by itself
     finally:
         await floor.close()

@@ -3,6 +3,8 @@ stream bookkeeping and the fault book."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from control.faults import Fault
 from control.packml import PackMLUnit
 from control.plc import RingRead
@@ -158,3 +160,54 @@ def test_the_two_plcs_encoders_must_agree() -> None:
         t += 0.01
         why = a.check(20, 2**32 - 5, 0.002, 2.5, t)
     assert why is None and a.agree  # ...for 0.2 s
+
+
+def test_without_a_camera_scans_are_no_reads_at_once_and_raise_no_scanner_alarm() -> None:
+    """`sortctl run --no-camera` used to raise `scanner_timeout` after five parcels, for good."""
+    from control.lifecycle import ParcelState, ScanStatus
+    from control.service.decodes import DecodeJoin
+    from control.service.metrics import Metrics
+    from control.service.settings import ServiceSettings
+    from control.tracking import Geometry, TrackingTable
+    from plant.site import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "config" / "site.yaml")
+    g = Geometry.from_site(site)
+    table = TrackingTable(g, 64)
+    book = FaultBook(PackMLUnit(), lambda: 0.0)
+    join = DecodeJoin(table, g, ServiceSettings(), None, faults=book, metrics=Metrics(), identity={},
+                      key_of=lambda tid: tid)
+    for tid in range(1, 11):
+        table.induct(tid, tid * 1000, tid * 1000 + 200)
+        table.scan(tid, tid * 1000 + g.scanner_counts, 0, 0.0, 0.5)
+    batch = Batch()
+    ready, reqs = join.take(now=5.0, batch=batch)  # long past every deadline
+    assert len(ready) == 10 and {r.status for r in reqs} == {ScanStatus.NO_READ}
+    assert Fault.SCANNER_TIMEOUT not in book and batch.unit_events == []
+    assert all(table.state[i] == ParcelState.SCANNED for i in ready)
+
+
+def test_tracking_margins_have_one_default() -> None:
+    """confirm_margin_mm defaulted to 1200 in the settings and 1500 in tracking.py."""
+    from control import tracking
+    from control.service.settings import ServiceSettings
+    from plant.site import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "config" / "site.yaml")
+    s = ServiceSettings()
+    from_settings = tracking.Geometry.from_site(
+        site, arm_horizon_mm=s.arm_horizon_mm, latency_budget_s=s.latency_budget_s,
+        confirm_margin_mm=s.confirm_margin_mm, lost_margin_mm=s.lost_margin_mm,
+        anchor_tolerance_mm=s.anchor_tolerance_mm,
+    )
+    plain = tracking.Geometry.from_site(site)
+    assert (plain.confirm_margin_counts, plain.lost_margin_counts, plain.anchor_tolerance_counts,
+            plain.arm_horizon_counts) == (from_settings.confirm_margin_counts, from_settings.lost_margin_counts,
+                                          from_settings.anchor_tolerance_counts, from_settings.arm_horizon_counts)
+
+
+def test_the_interface_doc_states_the_request_timeout_the_service_uses() -> None:
+    from control.service.settings import ServiceSettings
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "plc-interface.md").read_text()
+    assert f"`plc_timeout_s`, default {ServiceSettings().plc_timeout_s:g} s" in doc
