@@ -248,8 +248,10 @@ def run_soak(plan: SoakPlan, progress: Callable[[str], None] | None = None, keep
                 _health(procs.db, health)
                 time.sleep(0.5)
             say("stopping")
-            procs.stop_controller("term")
+            # the simulator first: a parcel still riding the belt when the run ends is "on the
+            # belt", not lost (a controller stopped first leaves its last diverts unconfirmed)
             sim_stats = procs.stop_sim()
+            procs.stop_controller("term")
             wall = time.time() - w0
             truth = Truth.from_json(procs.truth)
             result = _judge(plan, procs, truth, starts, sorted(health.values(), key=lambda h: h["t"]), wall)

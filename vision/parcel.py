@@ -109,6 +109,16 @@ class ParcelDecoder:
             for i, f in enumerate(frames)
         ]
 
+    async def warm_up(self, timeout_s: float = 30.0) -> float:
+        """Start every worker and load its decoders now, before parcels arrive: a worker process
+        takes about half a second to start and import OpenCV and the decoders, and a service
+        that restarts under a running belt would otherwise route its first scans as timeouts.
+        Returns the seconds it took."""
+        t0 = time.monotonic()
+        blank = np.full((64, 64), 255, dtype=np.uint8)
+        await self.decode_parcel([blank] * self._workers, timeout_s)
+        return time.monotonic() - t0
+
     async def decode_parcel(self, frames: Sequence[npt.NDArray[np.generic]], deadline_s: float) -> ParcelRead:
         """All identities in a parcel's frames. Past `deadline_s` the status is "timeout"
         (a multi-read found in time is still reported as such)."""

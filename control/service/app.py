@@ -89,6 +89,11 @@ class Service:
         return cls(site, tags, router, db, settings, endpoints, camera=camera)
 
     async def __aenter__(self) -> Service:
+        if self.decoder is not None:  # workers up before the first scan, not after it
+            try:
+                log.info("decode workers ready in %.2f s", await self.decoder.warm_up())
+            except Exception as exc:  # the cycle runs without it: scans time out, counted and alarmed
+                log.error("decode workers did not start: %s", exc)
         if self.camera is not None:
             self.camera.start()
         await self.controller.start()
