@@ -25,9 +25,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
 
 from control.faults import Fault
 from control.packml import PackMLUnit
@@ -37,14 +34,15 @@ from control.service.arms import ArmQueue
 from control.service.decide import Decider, Outputs, Reading
 from control.service.feeds import DecodeFeed, Router
 from control.service.links import LinkKeeper
-from control.service.metrics import Metrics, rss_mb
+from control.service.metrics import Metrics, health_record
 from control.service.parcels import ParcelFlow
 from control.service.ratekeeper import RateKeeper
+from control.service.recovery import Recovery
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.service.supervisor import OperatorCommand, Supervisor, SupervisorSettings
 from control.service.writer import StoreWriter
-from control.store import Batch, EventStore, ParcelRow
+from control.store import Batch
 from control.tracking import Geometry, TrackingTable
 from plant.codes import PackMLState
 from plant.site import Site
@@ -139,7 +137,7 @@ class Controller:
     # ================================================================= start-up / recovery
     async def start(self) -> None:
         """Recover from the store, connect (best effort: the cycle retries), adopt PLC heads."""
-        rec = await self.writer.call(_recover)
+        rec = await self.writer.call(Recovery.read)
         self.streams.restore(rec.meta, rec.last_seqs)
         self.parcels.boot_id = int(rec.meta.get("key_boot.conveyor", "0") or 0) or self.streams.boot["conveyor"]
         self.arms.next_seq = rec.last_seqs.get(f"diverter.{self.streams.stream('arm')}", 0) + 1
@@ -257,17 +255,8 @@ class Controller:
 
     def health(self) -> dict[str, object]:
         """The service's vital signs (``meta.health`` in the store, for `sortctl status` and the soak)."""
-        m = self.metrics
-        lag = m.cycle_lag_s.values()[-HEALTH_EVERY:]
-        return {
-            "t": round(self.wall(), 3),
-            "cycles": m.cycles,
-            "unit": self.unit.state.name,
-            "lag_p99_ms": round(float(np.percentile(lag, 99)) * 1000.0 if lag.size else 0.0, 3),
-            "rss_mb": rss_mb(),
-            "in_flight": len(self.table),
-            "faults": self.faults.names(),
-        }
+        return health_record(self.metrics, HEALTH_EVERY, t=self.wall(), unit=self.unit.state.name,
+                             in_flight=len(self.table), faults=self.faults.names())
 
     async def _read_chutes(self, *, fill: bool) -> None:
         block = getattr(self.diverter, "read_block", None)
@@ -413,18 +402,3 @@ class Controller:
             await self.diverter.write(values)
         except PlcError as exc:
             log.debug("diverter write failed: %s", exc)
-
-
-@dataclass(slots=True)
-class _Recovery:
-    last_seqs: dict[str, int]
-    open_parcels: list[ParcelRow]
-    meta: dict[str, str]
-    total: int
-
-
-def _recover(store: EventStore) -> _Recovery:
-    keys = ["belt_seq", "boot.conveyor", "boot.diverter", "key_boot.conveyor",
-            *(f"epoch.{r}" for r in ("induct", "scan", "arm_result", "confirm", "arm"))]
-    meta = {k: store.meta(k, "0") for k in keys}
-    return _Recovery(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels())

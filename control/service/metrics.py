@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["WINDOW", "Metrics", "Window", "rss_mb"]
+__all__ = ["WINDOW", "Metrics", "Window", "health_record", "rss_mb"]
 
 WINDOW = 65_536  # samples kept per series (at 100 cycles/s: the last ~11 minutes of cycles)
 
@@ -100,3 +100,15 @@ def rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+
+
+def health_record(m: Metrics, last_cycles: int, **fields: object) -> dict[str, object]:
+    """The service's vital signs: cycle lag p99 over the last ``last_cycles`` cycles, resident
+    memory, and the caller's own ``fields`` (time, unit state, parcels in flight, faults)."""
+    lag = m.cycle_lag_s.values()[-last_cycles:]
+    return {
+        **fields,
+        "cycles": m.cycles,
+        "lag_p99_ms": round(float(np.percentile(lag, 99)) * 1000.0 if lag.size else 0.0, 3),
+        "rss_mb": rss_mb(),
+    }

@@ -368,3 +368,23 @@ def test_diverter_reset_is_written_at_most_once_a_second_while_latched() -> None
         if a.diverter_reset is not None:
             sent.append(a.diverter_reset)
     assert sent == [42, 43, 44]  # 3 s, continuing from the PLC's register
+
+
+def test_a_plc_that_answers_unknown_command_is_treated_like_a_refusal() -> None:
+    """Result 2 (a PLC that does not know the command number): retried with backoff like a
+    refusal, recorded once, never written every cycle."""
+    belt = StrictBelt(state=S.STOPPED)
+    r = Run(belt)
+    real = belt.command
+
+    def unknown(now: float, cmd: C, seq: int) -> None:
+        real(now, cmd, seq)
+        if cmd == C.RESET and now < 3.0:
+            belt.state, belt.result = S.STOPPED, 2
+
+    belt.command = unknown  # type: ignore[method-assign]
+    r.run_for(3.0)
+    refused = r.events("belt_refused")
+    assert len(refused) == 1 and "result 2" in refused[0][3]
+    assert 3 <= len(belt.commands) <= 8
+    assert r.until(r.executing, within_s=3.0) is not None

@@ -1,0 +1,28 @@
+"""What a starting controller reads back from its event store, to carry on where the last one
+stopped - cleanly or not: the last stored seq of every PLC stream, stream epochs and PLC boot
+ids, the belt command seq, and every parcel without a final outcome (its slot is rebuilt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control.store import EventStore, ParcelRow
+
+__all__ = ["Recovery"]
+
+RINGS = ("induct", "scan", "arm_result", "confirm", "arm")
+
+
+@dataclass(slots=True)
+class Recovery:
+    last_seqs: dict[str, int]  # "plc.stream" -> last stored seq
+    open_parcels: list[ParcelRow]
+    meta: dict[str, str]
+    total: int  # parcels the store knows
+
+    @classmethod
+    def read(cls, store: EventStore) -> Recovery:
+        """On the writer thread: one consistent read of the store."""
+        keys = ["belt_seq", "boot.conveyor", "boot.diverter", "key_boot.conveyor", *(f"epoch.{r}" for r in RINGS)]
+        meta = {k: store.meta(k, "0") for k in keys}
+        return cls(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels())
