@@ -19,7 +19,7 @@ from typing import Literal
 __all__ = ["JsonFormatter", "setup_logging"]
 
 LogFormat = Literal["text", "json"]
-CHATTY = ("asyncua", "pymodbus")
+CHATTY = ("asyncua", "pymodbus", "transitions")  # transitions logs every state callback at INFO
 _RESERVED = frozenset({*vars(logging.makeLogRecord({})), "message", "asctime", "taskName"})
 
 
