@@ -20,6 +20,7 @@ from control.packml import PackMLUnit
 from control.plc import RingRead
 from control.service.alarms import CONVEYOR_BITS, DIVERTER_BITS, FaultBook
 from control.service.arms import ArmQueue
+from control.service.boots import derived_boot
 from control.service.feeds import DecodeFeed
 from control.service.metrics import Metrics
 from control.service.parcels import ParcelFlow
@@ -31,7 +32,7 @@ from control.store import Batch
 from control.tracking import Geometry
 from plant.codes import ConveyorFault, DiverterFault, PackMLCommand, PackMLState
 
-__all__ = ["Decider", "Outputs", "Reading", "derived_boot"]
+__all__ = ["Decider", "Outputs", "Reading"]
 
 log = logging.getLogger("control.service.supervisor")  # the supervisor's notes are its log lines
 
@@ -39,12 +40,6 @@ S = PackMLState
 RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING, S.COMPLETING})  # arms may go out
 DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | DiverterFault.DIVERTER
 CAMERA_DOWN_S = 1.0  # no camera stream this long: the camera is down
-
-
-def derived_boot(boot_id: int, epoch: int) -> int:
-    """A key prefix for parcels of a conveyor PLC whose rings went back to 0 without a new boot
-    id (a PLC not following the interface): never the PLC's boot id, so keys never repeat."""
-    return ((boot_id * 2654435761) ^ (epoch * 40503) ^ 0x5A5A5A5A) & 0xFFFFFFFF or 1
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from control.lifecycle import FINAL, ParcelState, ScanStatus, name_of
 from control.packml import PackMLUnit
 from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
+from control.service.boots import derived_boot
 from control.service.decodes import DecodeJoin
 from control.service.feeds import DecodeFeed, Router, RouteRequest
 from control.service.metrics import Metrics
@@ -94,14 +95,19 @@ class ParcelFlow:
         self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final keys -> (outcome, lead, trail)
         self._final_order: deque[int] = deque()
         self.suspect: set[int] = set()  # armed when the encoder glitched: their fire may have hit another parcel
+        self.again: dict[int, int] = {}  # key of a parcel seen again after its final outcome -> its new key
         self._decided_now: list[float] = []  # scan times of this cycle's routing decisions
         self._full_destinations: tuple[str, ...] = ()
         self.decodes = DecodeJoin(self.table, geometry, cfg, decoder, faults=faults, metrics=metrics,
                                   identity=self.identity, key_of=self.key)
 
     def key(self, tracking_id: int) -> int:
-        """The key of a tracking id the conveyor PLC reports now."""
-        return parcel_key(self.boot_id, tracking_id)
+        """The key of a tracking id the conveyor PLC reports now (a parcel that came back after
+        its final outcome is known under a key of its own, see ``on_scan``)."""
+        k = parcel_key(self.boot_id, tracking_id)
+        while k in self.again:  # seen again more than once: follow to its latest key
+            k = self.again[k]
+        return k
 
     # ================================================================= restarts
     def restore(self, row: ParcelRow, batch: Batch) -> None:
@@ -166,6 +172,7 @@ class ParcelFlow:
             if self._move(i, P.LOST, "lost", batch, "conveyor PLC restarted: it no longer tracks this id"):
                 closed += 1
         self.boot_id = boot_id
+        self.again.clear()
         self.decodes.forget()
         return closed
 
@@ -257,10 +264,16 @@ class ParcelFlow:
         tab = self.table
         now = self.clock()
         if key in self.finalised and tab.get(key) is None:
-            # a parcel we believed done is on the belt again (its confirmation came from another
-            # parcel): alarm, and track it again from its induct edges; the scan re-anchors it
+            # A parcel we believed done is on the belt again (its confirmation came from another
+            # parcel). Its stored outcome stays as it was - an outcome is never overwritten - and
+            # the alarm says it was wrong; the parcel is tracked again under a key of its own, from
+            # its induct edges, and the scan re-anchors it.
             kind, lead, trail = self.finalised.pop(key)
-            self.faults.event(Fault.UNEXPECTED_PARCEL, f"tracking id {tid} ({kind}) seen at the scanner again", batch)
+            new = parcel_key(derived_boot(key >> 32, len(self.again) + 1), tid)
+            self.again[key] = new
+            self.faults.event(Fault.UNEXPECTED_PARCEL, f"tracking id {tid} ({kind}) seen at the scanner again: "
+                              f"that outcome was wrong; tracked again as boot {new >> 32}", batch)
+            key = new
             k = tab.induct(key, lead, trail)
             if k is not None:
                 tab.state[k] = P.RECIRCULATED
