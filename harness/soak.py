@@ -196,6 +196,26 @@ class _Processes:
             self._log.close()
 
 
+def _stop_belt(db: Path, within_s: float = 10.0) -> None:
+    """`sortctl status --send stop`, then wait until the unit is Stopped and a second more."""
+    store = EventStore(db)
+    try:
+        store.add_command("STOP", time.time())
+    finally:
+        store.close()
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        store = EventStore(db, readonly=True)
+        try:
+            states = [e[2] for e in store.unit_events("state")]
+        finally:
+            store.close()
+        if states and states[-1] == "STOPPED":
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+
+
 def _health(db: Path, seen: dict[float, dict[str, Any]]) -> None:
     if not db.exists():
         return
@@ -248,8 +268,10 @@ def run_soak(plan: SoakPlan, progress: Callable[[str], None] | None = None, keep
                 _health(procs.db, health)
                 time.sleep(0.5)
             say("stopping")
-            # the simulator first: a parcel still riding the belt when the run ends is "on the
-            # belt", not lost (a controller stopped first leaves its last diverts unconfirmed)
+            # end of shift: the operator stops the belt, the controller takes the last
+            # confirmations, then the simulator and the controller go; a parcel still riding is
+            # "on the belt", not lost
+            _stop_belt(procs.db)
             sim_stats = procs.stop_sim()
             procs.stop_controller("term")
             wall = time.time() - w0
