@@ -79,4 +79,9 @@ def show(st: StoreStatus, console: Console) -> None:
     t.add_row("per chute", " ".join(f"{c}:{n}" for c, n in sorted(st.by_chute.items())) or "-")
     t.add_row("active alarms", ", ".join(f"{k} ({v})" if v else k for k, v in st.active_alarms.items()) or "none")
     t.add_row("last ring seqs", " ".join(f"{k}={v}" for k, v in sorted(st.last_seqs.items())))
+    h = st.health
+    if h:
+        age = time.time() - float(str(h.get("t", 0)))
+        t.add_row("service health", f"cycle lag p99 {h.get('lag_p99_ms')} ms, {h.get('rss_mb')} MB resident, "
+                                    f"{h.get('in_flight')} in flight ({age:.0f} s ago)")
     console.print(t)

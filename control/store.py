@@ -168,6 +168,7 @@ class StoreStatus:
     last_seqs: dict[str, int]
     service: str = "unknown"  # "running" or "stopped", from the service's start/stop events
     cur_mach_speed: float = 0.0  # PackML CurMachSpeed: parcels/h finished in the last minute stored
+    health: dict[str, object] = field(default_factory=dict)  # the service's last health record (every 10 s)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -183,6 +184,7 @@ class StoreStatus:
             "last_seqs": self.last_seqs,
             "service": self.service,
             "cur_mach_speed": self.cur_mach_speed,
+            "health": self.health,
         }
 
 
@@ -423,6 +425,7 @@ class EventStore:
             active_alarms=self.active_alarms(),
             last_seqs=self.last_seqs(),
             service={"start": "running", "stop": "stopped"}.get(svc[0][0], "unknown") if svc else "unknown",
+            health=json.loads(self.meta("health", "{}") or "{}"),
         )
 
 

@@ -37,3 +37,19 @@ def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_status_without_store_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--db", str(tmp_path / "none.sqlite")]) == 2
     assert "no event store" in capsys.readouterr().out
+
+
+def test_status_shows_the_services_health_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "e.sqlite"
+    store = EventStore(db)
+    try:
+        b = Batch()
+        b.meta["health"] = '{"t": 1.0, "lag_p99_ms": 4.2, "rss_mb": 180.5, "in_flight": 12, "unit": "EXECUTE"}'
+        store.commit(b)
+    finally:
+        store.close()
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["health"]["lag_p99_ms"] == 4.2
+    assert main(["status", "--db", str(db)]) == 0
+    out = capsys.readouterr().out  # a table: the line may wrap
+    assert "service health" in out and "4.2 ms" in out and "180.5 MB" in out
