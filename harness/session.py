@@ -103,6 +103,8 @@ def scenario_data(cfg: SessionConfig) -> dict[str, Any]:
         data["labels"] = cfg.labels
     if cfg.faults:
         data["faults"] = cfg.faults
+        # a run's faults meet a sorting belt, however long the controller took to start
+        data["faults_from_first_run"] = True
     return data
 
 

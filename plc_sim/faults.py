@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from plant.codes import PackMLState
 from plc_sim.camera import CameraServer
 from plc_sim.plc_logic import ConveyorProgram
 from plc_sim.scenario import FaultSpec
@@ -53,6 +54,8 @@ class Faults:
         self.history: list[FaultEvent] = []
         self._schedule: list[FaultSpec] = []
         self._ending: list[tuple[float, FaultSpec]] = []
+        self.from_first_run = False
+        self._origin: float | None = None  # when the belt first ran (from_first_run)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- runtime API -------------------------------------------------------------------
@@ -144,16 +147,26 @@ class Faults:
         self._log("camera_stall", f"{seconds} s", True)
 
     # ---- scenario schedule -----------------------------------------------------------------
-    def schedule(self, specs: tuple[FaultSpec, ...]) -> None:
+    def schedule(self, specs: tuple[FaultSpec, ...], *, from_first_run: bool = False) -> None:
         self._schedule = sorted(specs, key=lambda f: f.at_s)
+        self.from_first_run = from_first_run
 
     def due(self, now: float) -> None:
-        """Start scheduled faults whose time has come and end those whose duration is over."""
-        while self._schedule and self._schedule[0].at_s <= now:
+        """Start scheduled faults whose time has come and end those whose duration is over.
+
+        With ``from_first_run`` scheduled times count from the moment the belt first ran
+        (Execute), not from the simulator's start: a test's fault then meets a sorting belt
+        however long the controller took to start."""
+        if self.from_first_run and self._origin is None:
+            if self.conveyor.state != PackMLState.EXECUTE:
+                return
+            self._origin = now
+        origin = self._origin or 0.0
+        while self._schedule and self._schedule[0].at_s + origin <= now:
             spec = self._schedule.pop(0)
             self._start(spec)
             if spec.duration_s > 0 and spec.kind not in ("plc_restart", "camera_stall", "encoder_glitch"):
-                self._ending.append((spec.at_s + spec.duration_s, spec))
+                self._ending.append((spec.at_s + origin + spec.duration_s, spec))
         for end, spec in [e for e in self._ending if e[0] <= now]:
             self._ending.remove((end, spec))
             self._end(spec)

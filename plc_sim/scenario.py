@@ -154,6 +154,9 @@ class Scenario(Strict):
     auto_start: bool = Field(default=False, description="belt starts without a host command")
     plc: PlcBehaviour = PlcBehaviour()
     faults: tuple[FaultSpec, ...] = ()
+    faults_from_first_run: bool = Field(
+        default=False, description="fault times count from the belt's first Execute, not from the start"
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:

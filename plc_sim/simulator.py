@@ -119,7 +119,7 @@ class Simulator:
                 )
         self.io = PlcIo(site, self.world, self.conveyor, self.diverter, self.conveyor_plc, self.diverter_plc)
         self.faults = Faults(self.world, self.conveyor, self.conveyor_plc, self.diverter_plc, self.camera)
-        self.faults.schedule(scenario.faults)
+        self.faults.schedule(scenario.faults, from_first_run=scenario.faults_from_first_run)
         self.lagged_scans = 0
         self.scans = 0
         self._rng = np.random.default_rng(scenario.seed + 1)
