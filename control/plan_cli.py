@@ -1,9 +1,11 @@
-"""`sortctl plan`: replay a manifest through a sort plan and report chute load and exceptions."""
+"""`sortctl plan`: replay a manifest through a sort plan and report chute load and exceptions
+(what-if); `sortctl plan activate FILE` / `rollback` / `versions`: the running service's plan."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -12,11 +14,14 @@ from rich.table import Table
 
 from control.routing.engine import RoutingEngine
 from control.routing.manifest import load_manifest
-from control.routing.plan import load_plan
+from control.routing.plan import load_plan, parse_plan
 from control.routing.replay import SPLIT_CAUSES, ReplayResult, replay
 from control.routing.settings import RoutingSettings, load_settings
+from control.send import add_common, send
+from control.store import EventStore
 from plant.errors import ConfigError
 from plant.site import load_site
+from plant.yamlfile import read_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chart", type=Path, metavar="FILE.png", help="write a chart of chute fill over time")
     parser.add_argument("--drain-rate", type=float, metavar="PER_MIN", help="override every chute's drain rate")
     parser.add_argument("--step", type=float, default=30.0, help="replay time step in seconds")
+    live = parser.add_subparsers(dest="action", metavar="ACTION",
+                                 description="without an action: a what-if replay of the manifest")
+    act = live.add_parser("activate", help="load a sort plan into the running service (validated first)")
+    act.add_argument("file", type=Path, help="sort plan CSV")
+    act.add_argument("--routing", type=Path, help="routing settings YAML to take with it (default: keep)")
+    add_common(act)
+    back = live.add_parser("rollback", help="go back to the plan the running one replaced")
+    add_common(back)
+    ver = live.add_parser("versions", help="every plan version the service took or refused")
+    add_common(ver)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None):
+        return _live(args)
     console = Console(stderr=True)
     try:
         site = load_site(args.site)
@@ -57,6 +74,48 @@ def run(args: argparse.Namespace) -> int:
         _chart(result, engine, args.chart)
         console.print(f"chart written to {args.chart}")
     return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    if args.action == "rollback":
+        return send(args, "PLAN_ROLLBACK", {})
+    if args.action == "versions":
+        return _versions(args)
+    try:  # checked here too, so a typo is caught before it reaches the service
+        text = read_text(args.file)
+        parse_plan(text, str(args.file))
+        settings = read_text(args.routing) if args.routing else ""
+    except ConfigError as exc:
+        print(f"sortctl plan activate: {exc}")
+        return 2
+    return send(args, "PLAN_ACTIVATE", {"plan_csv": text, "settings_yaml": settings, "source": args.file.name})
+
+
+def _versions(args: argparse.Namespace) -> int:
+    if not args.db.exists():
+        print(f"sortctl plan versions: no event store at {args.db}")
+        return 2
+    store = EventStore(args.db, readonly=True)
+    try:
+        rows = store.plans()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"version": p.version, "t": p.t, "user": p.user, "source": p.source, "state": p.state,
+                           "detail": p.detail, "rules": _rules(p.plan_csv)} for p in rows], indent=2))
+        return 0
+    t = Table(title="sort plan versions")
+    for col in ("version", "state", "when", "by", "source", "rules", "detail"):
+        t.add_column(col)
+    for p in rows:
+        t.add_row(str(p.version), p.state, time.strftime("%Y-%m-%d %H:%M", time.localtime(p.t)), p.user or "-",
+                  p.source, str(_rules(p.plan_csv)), p.detail)
+    Console().print(t)
+    return 0
+
+
+def _rules(text: str) -> int:
+    return sum(1 for ln in text.splitlines()[1:] if ln.strip() and not ln.lstrip().startswith("#"))
 
 
 def _report(r: ReplayResult, e: RoutingEngine, bad_rows: int) -> dict[str, object]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from control.send import who
 from control.store import EventStore, StoreStatus
 
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--send", metavar="COMMAND", choices=["reset", "start", "stop", "hold", "unhold", "abort", "clear"],
         help="queue a PackML command for the running service (e.g. reset after a jam is cleared)",
     )
+    parser.add_argument("--user", default=None, help="who sends it (default: your login name)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sortctl status: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
         return 2
     if args.send:
-        return _send(args.db, args.send)
+        return _send(args.db, args.send, who(args.user))
     try:
         store = EventStore(args.db, readonly=True)
         try:
@@ -45,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send(db: Path, command: str) -> int:
+def _send(db: Path, command: str, user: str) -> int:
     """Queue the command; wait up to 3 s for the service to take it and say what happened."""
     store = EventStore(db)
     try:
-        cid = store.add_command(command.upper(), time.time())
+        cid = store.add_command(command.upper(), time.time(), user=user)
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             done, result = store.command_result(cid)

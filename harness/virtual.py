@@ -33,7 +33,7 @@ from control.routing.settings import RoutingSettings, load_settings
 from control.service.controller import Controller
 from control.service.feeds import DecodeResult
 from control.service.links import LINK_BACKOFF
-from control.service.routing import EngineRouter
+from control.service.routing import EngineRouter, PlanSource
 from control.service.settings import ServiceSettings
 from control.store import EventStore
 from harness.memlink import memory_link
@@ -109,10 +109,13 @@ class RoutingInputs:
     plan: SortPlan
     manifest: Manifest
     settings: RoutingSettings | None
+    source: PlanSource = PlanSource("", "", "")  # the texts, as the store keeps each plan version
 
     @classmethod
     def load(cls, site: Site, plan: Path, manifest: Path, settings: Path | None) -> RoutingInputs:
-        return cls(load_plan(plan, site), load_manifest(manifest), load_settings(settings) if settings else None)
+        source = PlanSource(plan.read_text(), settings.read_text() if settings else "", str(plan.resolve()))
+        return cls(load_plan(plan, site), load_manifest(manifest), load_settings(settings) if settings else None,
+                   source)
 
 
 class LogCount(logging.Handler):
@@ -190,7 +193,7 @@ class VirtualFloor:
         r = self.routing
         engine = RoutingEngine(self.site, r.plan, r.manifest, r.settings)
         origin = self._origin
-        router = EngineRouter(engine, r.manifest, clock=lambda: origin + self.now())
+        router = EngineRouter(engine, r.manifest, clock=lambda: origin + self.now(), source=r.source)
         conveyor = memory_link(self.sim, "conveyor", clock=self.now, backoff=LINK_BACKOFF)
         diverter = memory_link(self.sim, "diverter", clock=self.now, backoff=LINK_BACKOFF)
         c = Controller(self.site, self.tags, conveyor, diverter, router, self.camera, str(self.db), self.settings,
@@ -261,10 +264,19 @@ class VirtualFloor:
         con.execute("ROLLBACK")
         con.close()
 
-    def send(self, command: str) -> None:
-        """An operator command through the store's command table, as `sortctl status --send`."""
+    def send(self, command: str, user: str = "", **args: object) -> int:
+        """An operator command through the store's command table, as `sortctl status --send`
+        and the HMI send them; returns its id."""
         store = EventStore(self.db)
         try:
-            store.add_command(command.upper(), self.wall())
+            return store.add_command(command.upper(), self.wall(), user=user, args=args or None)
+        finally:
+            store.close()
+
+    def result(self, command_id: int) -> tuple[bool, str]:
+        """(done, result) of a command sent with ``send``."""
+        store = EventStore(self.db, readonly=True)
+        try:
+            return store.command_result(command_id)
         finally:
             store.close()

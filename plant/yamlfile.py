@@ -40,12 +40,25 @@ def _dotted(path: PathKey) -> str:
     return out
 
 
+def read_text(path: str | Path) -> str:
+    """A config file's text; unreadable or not UTF-8 is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(p, None, "", f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(p, line, "", f"not UTF-8 text (byte {exc.start})") from None
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[PathKey, int]]:
     """Parse a YAML file; return the data and a map from each value's path to its line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, None, "", f"cannot read: {exc.strerror or exc}") from exc
+    return parse_yaml(read_text(path), path)
+
+
+def parse_yaml(text: str, path: Path | str) -> tuple[Any, dict[PathKey, int]]:
+    """Parse YAML text (from ``path``, named in errors)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -76,6 +89,12 @@ def validate(model: type[M], data: Any, path: Path, lines: dict[PathKey, int]) -
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
         raise ConfigError(path, line_of(lines, loc), _dotted(loc), err["msg"]) from None
+
+
+def yaml_model_from_text(model: type[M], text: str, source: str) -> M:
+    """Validate YAML text that did not come from a file (an upload, a host message)."""
+    data, lines = parse_yaml(text, source)
+    return validate(model, data, Path(source), lines)
 
 
 def load_yaml_model(model: type[M], path: str | Path) -> M:

@@ -117,6 +117,8 @@ class PreparedPlan:
     prio_base: float
     pool_ext: npt.NDArray[np.int16]  # the pool and a last 0: ``pool_ext[-1]`` is "no chute"
     pool_chutes: I64  # every chute of any pool
+    settings: RoutingSettings  # swapped with the plan: a margin or a country change is a plan change
+    row_group: npt.NDArray[np.int32]  # consolidation group per manifest row (-1 when consolidation is off)
 
     @property
     def n_rows(self) -> int:
@@ -150,7 +152,7 @@ class RoutingEngine:
         self.available = np.zeros(size, bool)
         self.available[[c.id for c in site.chutes]] = True
         self._row_exc = _row_exceptions(manifest, self.st)
-        self._row_group = manifest.group if self.settings.consolidation else np.full(len(manifest), -1, np.int32)
+        self._row_group = self._groups(self.settings)
         ng = len(manifest.group_names)
         self.group_expected = manifest.expected
         self.group_sorted = np.zeros(ng, np.int64)
@@ -169,8 +171,15 @@ class RoutingEngine:
         self.slot_load = np.zeros(len(self._plan.tables.pool), np.int64)
 
     # ----------------------------------------------------------------- plan
-    def prepare_plan(self, plan: SortPlan) -> PreparedPlan:
-        """Compile ``plan`` and resolve every manifest row's rule; no engine state changes."""
+    def _groups(self, settings: RoutingSettings) -> npt.NDArray[np.int32]:
+        m = self.manifest
+        return m.group if settings.consolidation else np.full(len(m), -1, np.int32)
+
+    def prepare_plan(self, plan: SortPlan, settings: RoutingSettings | None = None) -> PreparedPlan:
+        """Compile ``plan`` (with ``settings``, default: the current ones) and resolve every
+        manifest row's rule; no engine state changes, so it may run off the control thread."""
+        settings = settings or self.settings
+        row_group = self._groups(settings)
         check_against_site(plan, self.site)
         t = compile_plan(plan, self.st)
         m = self.manifest
@@ -184,14 +193,15 @@ class RoutingEngine:
         cand = np.concatenate([self.st.chain, t.cand]).astype(np.int16)
         if len(cand) > OFF_MASK:
             raise ValueError(f"sort plan too large: {len(cand)} candidate entries (at most {OFF_MASK})")
-        table, base = self._row_routes(t, row_rule, len(self.st.chain))
+        table, base = self._row_routes(t, row_rule, len(self.st.chain), row_group)
         table[:, 0] = _route(table[:, 0], cand[table[:, 0]])
         pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)
         return PreparedPlan(
-            t, row_rule, cand, len(self.st.chain), table, base, pool_ext, np.unique(t.pool).astype(np.int64)
+            t, row_rule, cand, len(self.st.chain), table, base, pool_ext, np.unique(t.pool).astype(np.int64),
+            settings, row_group,
         )
 
-    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int) -> tuple[I32, float]:
+    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int, row_group: I32) -> tuple[I32, float]:
         """Each row's route when nothing at routing time (read, laps, deadline) overrides it."""
         st = self.st
         exc = self._row_exc.astype(np.int64)
@@ -208,10 +218,10 @@ class RoutingEngine:
         table = np.empty((n + 1, 4), np.int32)
         table[:n, 0] = np.where(normal, cand_off[rc], st.chain_off[fixed])
         # A parcel of a group routes as CONSOLIDATED; the batch finds group parcels by reason.
-        cons = normal & (self._row_group >= 0)
+        cons = normal & (row_group >= 0)
         reason = np.where(normal, np.where(cons, Reason.CONSOLIDATED, Reason.SORTED_BY_RULE), exc)
         table[:n, 1] = _meta(reason, np.where(normal, cand_len[rc], st.chain_len[fixed]), np.where(normal, pool_len[rc], 1))
-        table[:n, 2] = self._row_group
+        table[:n, 2] = row_group
         dl = self.manifest.deadline
         has_prio = normal & (prio[rc] > 0) & np.isfinite(dl)
         base = float(dl[has_prio].min()) if has_prio.any() else 0.0
@@ -246,10 +256,21 @@ class RoutingEngine:
                     group_slot[gi] = o + int(hits[0])
                     slot_load[o + int(hits[0])] += 1
         self._plan, self.slot_load, self.group_slot = prepared, slot_load, group_slot
+        self.settings, self._home, self._row_group = prepared.settings, prepared.settings.home_country, prepared.row_group
 
     @property
     def plan(self) -> SortPlan:
         return self._plan.tables.plan
+
+    def take_state(self, old: RoutingEngine) -> None:
+        """Carry chute and group state over from the engine this one replaces (same site, a
+        manifest that extends ``old``'s: its rows and group codes are ``old``'s, then new ones),
+        so a manifest update neither forgets what chutes hold nor splits an open group."""
+        self.pending[:], self.filled[:], self.available[:] = old.pending, old.filled, old.available
+        n = len(old.group_chute)
+        self.group_sorted[:n] = old.group_sorted
+        self.group_chute[:n] = old.group_chute
+        self.swap_plan(self._plan)  # slot loads of the open groups, recounted
 
     # ---------------------------------------------------------------- state
     def set_available(self, mask: ArrayLike) -> None:

@@ -365,3 +365,52 @@ def _arrow_line(msg: str) -> int | None:
 
     m = re.search(r"Row #(\d+)", msg)
     return int(m.group(1)) if m else None
+
+
+def manifest_from_csv_text(text: str, source: str) -> Manifest:
+    """Pre-advice rows that came as text (a host message, an upload): the same header and the
+    same row checks as a manifest file."""
+    data = text.encode("utf-8")
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string()),
+                                                 strings_can_be_null=False),
+        )
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(source, _arrow_line(str(exc)), "", f"cannot read: {exc}") from exc
+    if tuple(table.column_names) != HEADER:
+        extra = [c for c in table.column_names if c not in HEADER]
+        raise ConfigError(source, 1, (extra or [c for c in HEADER if c not in table.column_names] or [""])[0],
+                          f"manifest header must be exactly {','.join(HEADER)}")
+    return manifest_from_table(table, source)
+
+
+def _remap(names: list[str], known: dict[str, int], codes: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    """Codes into ``names`` as codes into ``known`` (names it lacks are appended to it)."""
+    table = np.array([known.setdefault(n, len(known)) for n in names] + [-1], dtype=np.int32)
+    return table[codes]  # code -1 reads the trailing -1
+
+
+def merge_manifests(base: Manifest, more: Manifest) -> tuple[Manifest, npt.NDArray[np.int64]]:
+    """``base`` with the rows of ``more`` whose parcel ids it does not have yet, appended: row
+    numbers, destination and group codes of ``base`` are unchanged, so state kept per row or
+    per group stays valid. Returns the merged manifest and the lines of ``more`` refused
+    because their parcel is already pre-advised."""
+    known = base.rows_of(more.keys) >= 0
+    add = ~known
+    dests = {n: i for i, n in enumerate(base.dest_names)}
+    groups = {n: i for i, n in enumerate(base.group_names)}
+    dest_code = _remap(more.dest_names, dests, more.dest_code[add])
+    group = _remap(more.group_names, groups, more.group[add])
+    merged = Manifest(
+        keys=np.concatenate([base.keys, more.keys[add]]), line=np.concatenate([base.line, more.line[add]]),
+        postal_key=np.concatenate([base.postal_key, more.postal_key[add]]),
+        dest_code=np.concatenate([base.dest_code, dest_code]).astype(np.int32), dest_names=list(dests),
+        group=np.concatenate([base.group, group]).astype(np.int32), group_names=list(groups),
+        deadline=np.concatenate([base.deadline, more.deadline[add]]),
+        arrival=np.concatenate([base.arrival, more.arrival[add]]),
+        dims=np.concatenate([base.dims, more.dims[add]]), weight=np.concatenate([base.weight, more.weight[add]]),
+        source=base.source, bad_line=base.bad_line, bad_code=base.bad_code, bad_ref=base.bad_ref,
+    )
+    return merged, more.line[known]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from plant.site import Strict
-from plant.yamlfile import load_yaml_model
+from plant.yamlfile import load_yaml_model, yaml_model_from_text
 
 
 class RoutingSettings(Strict):
@@ -19,6 +20,14 @@ class RoutingSettings(Strict):
     )
     consolidation: bool = Field(default=True, description="keep parcels of one consolidation key together")
     block: int = Field(default=65536, ge=64, description="batch block size (speed only, never results)")
+    deadline_clock: Literal["wall", "manifest"] = Field(
+        default="wall",
+        description=(
+            "what 'now' is when a service deadline is judged: 'wall' - the real clock (a live floor); "
+            "'manifest' - the manifest's own time, starting at its first arrival when the service starts "
+            "(replaying recorded or example data on any date)"
+        ),
+    )
 
     @field_validator("home_country")
     @classmethod
@@ -35,3 +44,7 @@ class RoutingSettings(Strict):
 
 def load_settings(path: str | Path) -> RoutingSettings:
     return load_yaml_model(RoutingSettings, path)
+
+
+def settings_from_text(text: str, source: str) -> RoutingSettings:
+    return yaml_model_from_text(RoutingSettings, text, source)

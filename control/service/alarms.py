@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from control.faults import FAULTS, Fault
 from control.packml import PackMLUnit
-from control.store import Batch
+from control.store import AlarmClear, AlarmRaise, Batch
 from plant.codes import ConveyorFault, DiverterFault
 
 __all__ = ["CONVEYOR_BITS", "DIVERTER_BITS", "FaultBook"]
@@ -53,14 +53,18 @@ class FaultBook:
         self.active[fault] = detail
         self._raised.append(fault)
         self.unit.raise_alarm(fault.name.lower(), detail)
-        batch.unit_event(self.wall(), "alarm", fault.name.lower(), int(fault), detail)
+        t = self.wall()
+        batch.unit_event(t, "alarm", fault.name.lower(), int(fault), detail)
+        batch.alarm_ops.append(AlarmRaise(t, fault.name.lower(), int(fault), rule.severity.name.lower(), detail))
         log.warning("fault %s (%s): %s -> %s", fault.name, rule.severity.name, detail or rule.why, rule.reaction.value)
 
     def clear(self, fault: Fault, batch: Batch) -> None:
         if self.active.pop(fault, None) is None:
             return
         self.unit.clear_alarm(fault.name.lower())
-        batch.unit_event(self.wall(), "alarm_clear", fault.name.lower(), int(fault), "")
+        t = self.wall()
+        batch.unit_event(t, "alarm_clear", fault.name.lower(), int(fault), "")
+        batch.alarm_ops.append(AlarmClear(t, fault.name.lower()))
         log.info("fault %s cleared", fault.name)
 
     def event(self, fault: Fault, detail: str, batch: Batch) -> None:

@@ -86,7 +86,16 @@ class Service:
         site = load_site(files.site)
         tags = load_tag_map(files.site.parent / site.plc.conveyor.tag_map)
         router = EngineRouter.from_files(site, files.plan, files.manifest, files.routing, manifest_time=manifest_time)
-        return cls(site, tags, router, db, settings, endpoints, camera=camera)
+        bad = router.manifest.issues(5)
+        if bad:  # kept out of routing, never silently: the count and the first lines, at start
+            n = len(router.manifest.bad_line)
+            log.warning("manifest %s: %d rows rejected (their parcels route as unknown): %s%s", files.manifest, n,
+                        "; ".join(i.format(str(files.manifest)) for i in bad), " ..." if n > len(bad) else "")
+        service = cls(site, tags, router, db, settings, endpoints, camera=camera)
+        service.controller.files = {k: str(Path(v).resolve()) for k, v in (
+            ("site", files.site), ("plan", files.plan), ("manifest", files.manifest), ("routing", files.routing))
+            if v is not None}
+        return service
 
     async def __aenter__(self) -> Service:
         if self.decoder is not None:  # workers up before the first scan, not after it

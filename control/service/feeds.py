@@ -51,6 +51,8 @@ class RouteRequest:
 class Router(Protocol):
     """Chute and reason for each parcel, plus the feedback that keeps chute loads true."""
 
+    plan_version: int  # the sort plan version the next decisions use (stored with each decision)
+
     def route(
         self, requests: list[RouteRequest], chute_status: npt.NDArray[np.uint16]
     ) -> list[tuple[int, int, str]]: ...  # (chute, reason code, reason name) per request

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from control.faults import Fault
 from control.lifecycle import FINAL, ParcelState, ScanStatus, name_of
@@ -31,7 +32,7 @@ from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.store import Batch, ParcelRow
 from control.tracking import Geometry, TrackingTable, sdiff, wrap
-from plant.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult
+from plant.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult, ChuteStatus
 from plant.site import ChuteKind, Site
 
 __all__ = ["ParcelFlow", "parcel_key"]
@@ -85,12 +86,17 @@ class ParcelFlow:
         self.exception_chute = np.zeros(n, dtype=np.bool_)
         for c in site.chutes:
             self.exception_chute[c.id] = c.kind not in (ChuteKind.NORMAL, ChuteKind.PRIORITY)
-        self.chute_status = np.zeros(n, dtype=np.uint16)  # as the diverter PLC last reported it
+        # what routing and arming use: the diverter PLC's chute status, with DISABLED added for
+        # every chute an operator took out of service (``plc_chute_status`` is the PLC's alone)
+        self.chute_status = np.zeros(n, dtype=np.uint16)
+        self.plc_chute_status = np.zeros(n, dtype=np.uint16)
+        self.chute_out = np.zeros(n, dtype=np.bool_)
         self.encoder = 0  # this cycle's encoder count and belt speed (set by the controller)
         self.speed_mps = 0.0
         # per-parcel side data that is not numeric, by parcel key
         self.identity: dict[int, str] = {}
         self.reason_name: dict[int, str] = {}
+        self.plan_version: dict[int, int] = {}  # the sort plan version of the parcel's latest decision
         self.inducted_t: dict[int, float] = {}
         self.finalised: dict[int, tuple[str, int, int]] = {}  # recent final keys -> (outcome, lead, trail)
         self._final_order: deque[int] = deque()
@@ -100,6 +106,20 @@ class ParcelFlow:
         self._full_destinations: tuple[str, ...] = ()
         self.decodes = DecodeJoin(self.table, geometry, cfg, decoder, faults=faults, metrics=metrics,
                                   identity=self.identity, key_of=self.key)
+
+    def set_plc_chute_status(self, status: npt.NDArray[np.uint16]) -> None:
+        self.plc_chute_status[: len(status)] = status[: len(self.plc_chute_status)]
+        self._effective_status()
+
+    def set_chute_out(self, chute: int, out: bool) -> None:
+        """An operator took a chute out of service (or back): routing and arming see it as
+        disabled from the next decision on, whatever the PLC says."""
+        self.chute_out[chute] = out
+        self._effective_status()
+
+    def _effective_status(self) -> None:
+        np.bitwise_or(self.plc_chute_status, np.where(self.chute_out, np.uint16(ChuteStatus.DISABLED), np.uint16(0)),
+                      out=self.chute_status)
 
     def key(self, tracking_id: int) -> int:
         """The key of a tracking id the conveyor PLC reports now (a parcel that came back after
@@ -134,6 +154,7 @@ class ParcelFlow:
         # watchdog): a confirmation for the chute it was routed to is still a good sort
         t.chute[i] = row.chute
         self.reason_name[key] = row.reason
+        self.plan_version[key] = row.plan_version
         if row.state == "armed":
             t.state[i] = P.MISSED
 
@@ -150,6 +171,8 @@ class ParcelFlow:
                 for names in (self.identity, self.reason_name):
                     if old in names:
                         names[new] = names.pop(old)
+                if old in self.plan_version:
+                    self.plan_version[new] = self.plan_version.pop(old)
                 if old in self.inducted_t:
                     self.inducted_t[new] = self.inducted_t.pop(old)
         self.boot_id = boot_id
@@ -197,6 +220,7 @@ class ParcelFlow:
             chute=int(tab.chute[i]), reason=self.reason_name.get(key, ""), identity=self.identity.get(key, ""),
             scan_status=ScanStatus(int(tab.scan_status[i])).name.lower(), lead=int(tab.lead[i]),
             trail=int(tab.trail[i]), inducted_t=self.inducted_t.get(key, 0.0), updated_t=t, boot_id=key >> 32,
+            plan_version=self.plan_version.get(key, 0),
         )
 
     def _event(self, i: int, kind: str, batch: Batch, detail: str = "") -> None:
@@ -207,7 +231,8 @@ class ParcelFlow:
         if kind in ("recirculated", "missed", "lost") and int(tab.chute[i]):
             self.router.missed(key, int(tab.chute[i]))
         batch.parcel_event(t, key & TID, kind, int(tab.lap[i]), int(tab.chute[i]), self.reason_name.get(key, ""),
-                           self.identity.get(key, ""), detail, boot_id=key >> 32)
+                           self.identity.get(key, ""), detail, boot_id=key >> 32,
+                           plan_version=self.plan_version.get(key, 0))
         batch.parcel(self._row(i, t))
         if int(tab.state[i]) in FINAL:
             self._finalise(i, kind)
@@ -235,6 +260,7 @@ class ParcelFlow:
             m.reasons[reason or kind] = m.reasons.get(reason or kind, 0) + 1
         self.identity.pop(key, None)
         self.reason_name.pop(key, None)
+        self.plan_version.pop(key, None)
         self.inducted_t.pop(key, None)
 
     def committed(self, done: float) -> None:
@@ -362,9 +388,11 @@ class ParcelFlow:
 
     def _route(self, slots: list[int], reqs: list[RouteRequest], batch: Batch) -> None:
         decided = self.router.route(reqs, self.chute_status)
+        version = self.router.plan_version
         tab = self.table
         for i, req, (chute, code, reason) in zip(slots, reqs, decided, strict=True):
             self.reason_name[req.key] = reason
+            self.plan_version[req.key] = version
             if tab.route(i, chute, code):
                 self._event(i, "routed", batch)
                 self._decided_now.append(float(tab.scan_time[i]))

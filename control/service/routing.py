@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from control.lifecycle import ScanStatus
-from control.routing.engine import RoutingEngine
+from control.routing.engine import PreparedPlan, RoutingEngine
 from control.routing.manifest import Manifest, load_manifest
-from control.routing.plan import load_plan
+from control.routing.plan import check_against_site, parse_plan
 from control.routing.reasons import ReadStatus, Reason
-from control.routing.settings import load_settings
+from control.routing.settings import load_settings, settings_from_text
 from control.service.feeds import RouteRequest
 from plant.codes import ChuteStatus
+from plant.errors import ConfigError
 from plant.site import Site
+from plant.yamlfile import read_text
+
+log = logging.getLogger(__name__)
 
 _READ = {
     ScanStatus.READ: ReadStatus.OK,
@@ -29,17 +35,56 @@ _READ = {
 UNUSABLE = ChuteStatus.FULL | ChuteStatus.DISABLED | ChuteStatus.FAULT
 
 
+@dataclass(frozen=True, slots=True)
+class PlanSource:
+    """A sort plan and its routing settings as text, where they came from: what the store keeps
+    for every version, so a restart or a rollback rebuilds exactly the plan that ran."""
+
+    plan_csv: str
+    settings_yaml: str
+    source: str
+
+
 class EngineRouter:
     """Adapts `RoutingEngine` (batch kernel) to the controller: one call per cycle's parcels."""
 
     def __init__(
-        self, engine: RoutingEngine, manifest: Manifest, *, clock: Callable[[], float] = time.time
+        self, engine: RoutingEngine, manifest: Manifest, *, clock: Callable[[], float] = time.time,
+        source: PlanSource | None = None, manifest_time: bool = False,
     ) -> None:
         self.engine = engine
         self.manifest = manifest
         self._group: dict[int, int] = {}
         self._assigned: dict[int, int] = {}
-        self.clock = clock  # epoch seconds, compared with the manifest's service deadlines
+        self.wall = clock  # epoch seconds
+        # manifest time: the deadline clock starts at the manifest's first arrival (see
+        # RoutingSettings.deadline_clock); ``manifest_time`` forces it (demos, tests)
+        self.force_manifest_time = manifest_time
+        self._origin = 0.0
+        if len(manifest) and np.isfinite(manifest.arrival).any():
+            self._origin = float(np.nanmin(manifest.arrival)) - clock()
+        self.plan_version = 0  # set by the service once the store has given the plan its version
+        self.source = source or PlanSource("", "", "")
+        self._warn_stale_deadlines()
+
+    def clock(self) -> float:
+        """'Now' for service deadlines: the wall clock, or manifest time (see deadline_clock)."""
+        if self.force_manifest_time or self.engine.settings.deadline_clock == "manifest":
+            return self.wall() + self._origin
+        return self.wall()
+
+    def _warn_stale_deadlines(self) -> None:
+        dl = self.manifest.deadline
+        if not len(dl) or self.engine.settings.deadline_clock == "manifest" or self.force_manifest_time:
+            return
+        known = np.isfinite(dl)
+        past = float(np.mean(dl[known] < self.wall())) if known.any() else 0.0
+        if past > 0.2:
+            log.warning(
+                "%.0f %% of the manifest's service deadlines are already past by the wall clock: those "
+                "parcels route as late (priority). Recorded or example data? Set deadline_clock: manifest "
+                "in the routing settings to judge deadlines in the manifest's own time.", past * 100.0,
+            )
 
     @classmethod
     def from_files(
@@ -51,16 +96,37 @@ class EngineRouter:
         *,
         manifest_time: bool = False,
     ) -> EngineRouter:
-        """``manifest_time``: run the clock from the manifest's first arrival (demos replaying
-        an old or future manifest), instead of the wall clock."""
-        plan = load_plan(plan_path, site)
+        """``manifest_time``: judge deadlines in manifest time whatever the settings say."""
+        plan_text = read_text(plan_path)
+        plan = parse_plan(plan_text, str(plan_path))
+        check_against_site(plan, site)
         manifest = load_manifest(manifest_path)
+        settings_text = read_text(settings_path) if settings_path is not None else ""
         settings = load_settings(settings_path) if settings_path is not None else None
-        clock: Callable[[], float] = time.time
-        if manifest_time and len(manifest) and np.isfinite(manifest.arrival).any():
-            origin = float(np.nanmin(manifest.arrival)) - time.time()
-            clock = lambda: time.time() + origin  # noqa: E731
-        return cls(RoutingEngine(site, plan, manifest, settings), manifest, clock=clock)
+        source = PlanSource(plan_text, settings_text, str(Path(plan_path).resolve()))
+        return cls(RoutingEngine(site, plan, manifest, settings), manifest, source=source,
+                   manifest_time=manifest_time)
+
+    def prepare(self, new: PlanSource) -> PreparedPlan:
+        """Validate and compile a plan (and settings: '' keeps the current ones) without touching
+        the running engine; raises ConfigError naming the file, line and field. Runs off the
+        control thread: a big plan takes a while to compile."""
+        plan = parse_plan(new.plan_csv, new.source)
+        settings = (
+            settings_from_text(new.settings_yaml, f"{new.source} (routing settings)")
+            if new.settings_yaml.strip() else self.engine.settings
+        )
+        try:
+            return self.engine.prepare_plan(plan, settings)
+        except ValueError as exc:  # a plan too large for the tables
+            raise ConfigError(new.source, None, "", str(exc)) from exc
+
+    def swap(self, prepared: PreparedPlan, source: PlanSource, version: int) -> None:
+        """Take a prepared plan between two cycles: every decision from now on uses it."""
+        if not source.settings_yaml.strip():
+            source = PlanSource(source.plan_csv, self.source.settings_yaml, source.source)
+        self.engine.swap_plan(prepared)
+        self.source, self.plan_version = source, version
 
     def route(
         self, requests: list[RouteRequest], chute_status: npt.NDArray[np.uint16]

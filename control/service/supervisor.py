@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 from control.faults import FAULTS, Fault, Reaction
 from control.packml import PackMLUnit
-from plant.codes import CommandResult, PackMLCommand, PackMLState
+from plant.codes import CommandResult, PackMLCommand, PackMLState, UnitMode
 from plant.packml import ACTING_STATES, SC_NEXT, next_state
 
 __all__ = ["Actions", "BeltReading", "Observed", "OperatorCommand", "Supervisor", "SupervisorSettings"]
@@ -111,6 +111,7 @@ class OperatorCommand:
     id: int
     name: str
     user: str = ""
+    args: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,8 @@ class Supervisor:
         if cmd is None or self.paused_by is not None or self.pending is not None or belt != u:
             return
         if not (cfg.auto_recover if u in RECOVERING else cfg.auto_start):
+            return
+        if self.unit.mode != UnitMode.PRODUCTION:  # Maintenance and Manual: a person drives the belt
             return
         blockers = tuple(sorted(f.name.lower() for f in obs.active if FAULTS[f].blocks_recovery))
         if blockers != self._blocked_by:

@@ -28,6 +28,8 @@ FINAL = ("sorted", "rejected", "lost", "missorted")
 class NoReadRouter:
     """Routing is not under test here: every parcel to the no-read chute (28)."""
 
+    plan_version = 1
+
     def route(self, requests: list[RouteRequest], chute_status: npt.NDArray[np.uint16]) -> list[tuple[int, int, str]]:
         return [(28, 8, "no_read") for _ in requests]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from control.store import Batch, EventStore, ParcelRow
+from control.store import AlarmRaise, Batch, EventStore, ParcelRow
 from sortctl.cli import main
 
 
@@ -16,7 +16,7 @@ def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     store = EventStore(db)
     b = Batch()
     b.unit_event(0.0, "state", "EXECUTE", 6)
-    b.unit_event(0.0, "alarm", "jam", 2, "eye 1")
+    b.alarm_ops.append(AlarmRaise(0.0, "jam", 2, "stop", "eye 1"))
     b.parcel(ParcelRow(1, "sorted", final=True, chute=4, reason="sorted_by_rule"))
     b.parcel(ParcelRow(2, "rejected", final=True, chute=28, reason="no_read"))
     b.parcel(ParcelRow(3, "routed", chute=5))

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from control.service.writer import StoreWriter
-from control.store import Batch, EventStore, ParcelRow
+from control.store import (
+    SCHEMA_VERSION,
+    AlarmAck,
+    AlarmClear,
+    AlarmRaise,
+    AlarmShelve,
+    Batch,
+    Command,
+    EventStore,
+    ParcelRow,
+)
 
 
 def test_replayed_ring_events_store_nothing_twice(tmp_path: Path) -> None:
@@ -72,21 +82,69 @@ def test_batch_merge_keeps_failed_work(tmp_path: Path) -> None:
 def test_alarms_raise_and_clear(tmp_path: Path) -> None:
     db = EventStore(tmp_path / "e.sqlite")
     b = Batch()
-    b.unit_event(0.0, "alarm", "jam", 2, "eye 2")
-    b.unit_event(0.0, "alarm", "camera_down", 7, "")
-    b.unit_event(1.0, "alarm_clear", "jam", 2, "")
+    b.alarm_ops += [AlarmRaise(0.0, "jam", 2, "stop", "eye 2"), AlarmRaise(0.0, "camera_down", 7, "hold", ""),
+                    AlarmClear(1.0, "jam")]
     db.commit(b)
     assert db.active_alarms() == {"camera_down": ""}
+    jam = next(a for a in db.alarms() if a.name == "jam")
+    assert jam.state(2.0) == "unack_cleared"  # cleared, but nobody has acknowledged it yet
+
+
+def test_alarm_lifecycle_ack_shelve_and_who(tmp_path: Path) -> None:
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    b.alarm_ops.append(AlarmRaise(0.0, "jam", 2, "stop", "eye 2"))
+    db.commit(b)
+    (jam,) = db.alarms()
+    assert jam.state(1.0) == "unack_active"
+    b = Batch()
+    b.alarm_ops += [AlarmAck(5.0, jam.id, "ana"), AlarmAck(6.0, jam.id, "bo")]  # the first ack stands
+    db.commit(b)
+    (jam,) = db.alarms()
+    assert (jam.state(7.0), jam.acked_t, jam.acked_by) == ("ack_active", 5.0, "ana")
+    b = Batch()
+    b.alarm_ops.append(AlarmShelve(jam.id, 100.0, "bo", "sensor being replaced"))
+    db.commit(b)
+    (jam,) = db.alarms()
+    assert jam.state(50.0) == "shelved" and jam.state(100.0) == "ack_active"
+    assert (jam.shelved_by, jam.shelve_reason) == ("bo", "sensor being replaced")
+    b = Batch()
+    b.alarm_ops.append(AlarmClear(8.0, "jam"))
+    db.commit(b)
+    assert db.alarms()[0].state(9.0) == "closed" and db.alarms(open_only=True) == []
+    assert [a.name for a in db.alarms(search="eye")] == ["jam"]
+
+
+def test_an_alarm_raised_again_while_open_is_the_same_alarm(tmp_path: Path) -> None:
+    """A service restart re-raises a fault that is still there: it must not become a second alarm
+    that someone has to acknowledge again."""
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    b.alarm_ops.append(AlarmRaise(0.0, "jam", 2, "stop", "eye 2"))
+    db.commit(b)
+    b = Batch()
+    b.alarm_ops += [AlarmAck(1.0, db.alarms()[0].id, "ana"), AlarmRaise(2.0, "jam", 2, "stop", "eye 3")]
+    db.commit(b)
+    (jam,) = db.alarms()
+    assert (jam.raised_t, jam.detail, jam.acked_by) == (0.0, "eye 3", "ana")
+    b = Batch()
+    b.alarm_ops += [AlarmClear(3.0, "jam"), AlarmRaise(4.0, "jam", 2, "stop", "eye 2")]
+    db.commit(b)
+    assert [a.raised_t for a in db.alarms()] == [4.0, 0.0]  # after it cleared, a new alarm
 
 
 def test_operator_commands_queue_and_complete_in_a_batch(tmp_path: Path) -> None:
     db = EventStore(tmp_path / "e.sqlite")
     cid = db.add_command("RESET", 0.0)
-    assert db.pending_commands() == [(cid, "RESET")]
+    assert db.pending_commands() == [Command(cid, "RESET", "", {})]
+    chute = db.add_command("CHUTE_OUT", 1.0, user="ana", args={"chute": 7})
+    assert db.pending_commands()[1] == Command(chute, "CHUTE_OUT", "ana", {"chute": 7})
     b = Batch()
     b.commands_done.append(("accepted", cid))
+    b.commands_done.append(("accepted", chute))
     db.commit(b)
     assert db.pending_commands() == []
+    assert [(c[2], c[3]) for c in db.commands()] == [("CHUTE_OUT", "ana"), ("RESET", "")]
     assert db.command_result(cid) == (True, "accepted")
 
 
@@ -176,7 +234,7 @@ def test_a_store_from_before_boot_ids_is_migrated_and_adopts_the_first_boot_id(t
     old.close()
     db = EventStore(path)
     try:
-        assert int(db._db.execute("PRAGMA user_version").fetchone()[0]) == 1
+        assert int(db._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
         assert sorted(r.key for r in db.parcels()) == [(0, 7), (0, 8)]
         b = Batch(adopt_boot=41)  # the first boot id the PLC reports: its open parcels are ours
         db.commit(b)
@@ -185,3 +243,35 @@ def test_a_store_from_before_boot_ids_is_migrated_and_adopts_the_first_boot_id(t
     finally:
         db.close()
     EventStore(path).close()  # opening a current store again changes nothing
+
+
+def test_a_version_1_store_gets_users_plans_and_its_alarm_history(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    db = EventStore(path)
+    db.close()
+    old = sqlite3.connect(path)  # make it look like version 1: no alarms table, commands without user
+    old.executescript(
+        """
+        DROP TABLE alarms; DROP TABLE plans; DROP TABLE commands;
+        CREATE TABLE commands (id INTEGER PRIMARY KEY, t REAL NOT NULL, command TEXT NOT NULL,
+                               done INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '');
+        ALTER TABLE parcels DROP COLUMN plan_version; ALTER TABLE parcel_events DROP COLUMN plan_version;
+        INSERT INTO unit_events (t, kind, name, code, detail) VALUES (1, 'alarm', 'jam', 2, 'eye 1'),
+            (2, 'alarm_clear', 'jam', 2, ''), (3, 'alarm', 'camera_down', 7, '');
+        INSERT INTO commands (t, command) VALUES (0.5, 'RESET');
+        PRAGMA user_version=1;
+        """
+    )
+    old.commit()
+    old.close()
+    db = EventStore(path)
+    try:
+        assert [(a.name, a.raised_t, a.cleared_t) for a in db.alarms()] == [("camera_down", 3.0, None), ("jam", 1.0, 2.0)]
+        assert db.active_alarms() == {"camera_down": ""}
+        assert db.pending_commands() == [Command(1, "RESET", "", {})]
+        b = Batch()
+        b.parcel(ParcelRow(1, "routed", plan_version=3))
+        db.commit(b)
+        assert db.parcels()[0].plan_version == 3
+    finally:
+        db.close()

@@ -24,132 +24,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["Batch", "EventStore", "ParcelRow", "StoreStatus"]
+from control.store.batch import (
+    AlarmAck,
+    AlarmClear,
+    AlarmRaise,
+    AlarmShelve,
+    Batch,
+    ParcelRow,
+    PlanRow,
+)
+from control.store.schema import SCHEMA_VERSION, migrate
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ring_events (
-    plc TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
-    t REAL NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (plc, stream, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS parcels (
-    boot_id INTEGER NOT NULL DEFAULT 0, tracking_id INTEGER NOT NULL,
-    state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
-    lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
-    identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
-    lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
-    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (boot_id, tracking_id)
-);
-CREATE INDEX IF NOT EXISTS parcels_open ON parcels(final) WHERE final = 0;
-CREATE TABLE IF NOT EXISTS parcel_events (
-    id INTEGER PRIMARY KEY, t REAL NOT NULL, tracking_id INTEGER NOT NULL, kind TEXT NOT NULL,
-    lap INTEGER NOT NULL, chute INTEGER NOT NULL, reason TEXT NOT NULL, identity TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '', boot_id INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS parcel_events_key ON parcel_events(boot_id, tracking_id);
-CREATE TABLE IF NOT EXISTS unit_events (
-    id INTEGER PRIMARY KEY, t REAL NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
-    code INTEGER NOT NULL DEFAULT 0, detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY, t REAL NOT NULL, command TEXT NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT ''
-);
-"""
+__all__ = [
+    "SCHEMA_VERSION",
+    "AlarmAck",
+    "AlarmClear",
+    "AlarmRaise",
+    "AlarmRow",
+    "AlarmShelve",
+    "Batch",
+    "Command",
+    "EventStore",
+    "ParcelRow",
+    "PlanRow",
+    "StoreStatus",
+]
 
-# Version 0 -> 1: a parcel is keyed by the conveyor PLC's boot id and its tracking id (a PLC
-# that restarts numbers its parcels from 1 again; keyed by tracking id alone, new parcels
-# overwrote the outcomes of old ones). Rows from version 0 get boot id 0.
-_MIGRATE_0_1 = """
-CREATE TABLE parcels_v1 (
-    boot_id INTEGER NOT NULL DEFAULT 0, tracking_id INTEGER NOT NULL,
-    state TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
-    lap INTEGER NOT NULL DEFAULT 0, chute INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
-    identity TEXT NOT NULL DEFAULT '', scan_status TEXT NOT NULL DEFAULT '',
-    lead INTEGER NOT NULL DEFAULT 0, trail INTEGER NOT NULL DEFAULT 0,
-    inducted_t REAL NOT NULL DEFAULT 0, updated_t REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (boot_id, tracking_id)
-);
-INSERT INTO parcels_v1 (boot_id, tracking_id, state, final, lap, chute, reason, identity, scan_status,
-                        lead, trail, inducted_t, updated_t)
-    SELECT 0, tracking_id, state, final, lap, chute, reason, identity, scan_status, lead, trail,
-           inducted_t, updated_t FROM parcels;
-DROP TABLE parcels;
-ALTER TABLE parcels_v1 RENAME TO parcels;
-ALTER TABLE parcel_events ADD COLUMN boot_id INTEGER NOT NULL DEFAULT 0;
-DROP INDEX IF EXISTS parcel_events_tid;
-"""
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An operator command waiting for the service."""
+
+    id: int
+    name: str
+    user: str
+    args: dict[str, object]
 
 
-@dataclass(slots=True)
-class ParcelRow:
-    """A parcel's durable summary: enough to rebuild its tracking slot after a restart."""
+@dataclass(frozen=True, slots=True)
+class AlarmRow:
+    """One alarm's life (ISA-18.2): raised, maybe acknowledged (by whom), maybe cleared, maybe shelved."""
 
-    tracking_id: int
-    state: str
-    final: bool = False
-    lap: int = 0
-    chute: int = 0
-    reason: str = ""
-    identity: str = ""
-    scan_status: str = ""
-    lead: int = 0
-    trail: int = 0
-    inducted_t: float = 0.0
-    updated_t: float = 0.0
-    boot_id: int = 0  # the conveyor PLC's boot id when it gave the tracking id
+    id: int
+    name: str
+    code: int
+    severity: str
+    detail: str
+    raised_t: float
+    cleared_t: float | None
+    acked_t: float | None
+    acked_by: str
+    shelved_until: float | None
+    shelved_by: str
+    shelve_reason: str
 
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.boot_id, self.tracking_id)
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one cycle wants durable; committed as one transaction."""
-
-    ring_events: list[tuple[str, str, int, float, dict[str, int]]] = field(default_factory=list)
-    parcels: dict[tuple[int, int], ParcelRow] = field(default_factory=dict)
-    parcel_events: list[tuple[float, int, str, int, int, str, str, str, int]] = field(default_factory=list)
-    unit_events: list[tuple[float, str, str, int, str]] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)
-    commands_done: list[tuple[str, int]] = field(default_factory=list)  # (result, command id)
-    adopt_boot: int | None = None  # rows of boot 0 (a store from before boot ids) take this boot id
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.ring_events or self.parcels or self.parcel_events or self.unit_events or self.meta
-            or self.commands_done or self.adopt_boot is not None
-        )
-
-    def ring(self, plc: str, stream: str, seq: int, t: float, data: dict[str, int]) -> None:
-        self.ring_events.append((plc, stream, seq, t, data))
-
-    def parcel(self, row: ParcelRow) -> None:
-        self.parcels[row.key] = row
-
-    def parcel_event(
-        self, t: float, tid: int, kind: str, lap: int = 0, chute: int = 0, reason: str = "",
-        identity: str = "", detail: str = "", boot_id: int = 0,
-    ) -> None:
-        self.parcel_events.append((t, tid, kind, lap, chute, reason, identity, detail, boot_id))
-
-    def unit_event(self, t: float, kind: str, name: str, code: int = 0, detail: str = "") -> None:
-        self.unit_events.append((t, kind, name, code, detail))
-
-    def merge(self, other: Batch) -> None:
-        """Fold a failed batch into the next one so a retry loses nothing."""
-        self.ring_events[:0] = other.ring_events
-        self.parcels = {**other.parcels, **self.parcels}
-        self.parcel_events[:0] = other.parcel_events
-        self.unit_events[:0] = other.unit_events
-        self.meta = {**other.meta, **self.meta}
-        self.commands_done[:0] = other.commands_done
-        if self.adopt_boot is None:
-            self.adopt_boot = other.adopt_boot
+    def state(self, now: float) -> str:
+        """``unack_active``, ``ack_active``, ``unack_cleared``, ``closed``, or ``shelved``."""
+        if self.shelved_until is not None and now < self.shelved_until and self.cleared_t is None:
+            return "shelved"
+        if self.cleared_t is None:
+            return "ack_active" if self.acked_t is not None else "unack_active"
+        return "closed" if self.acked_t is not None else "unack_cleared"
 
 
 @dataclass(slots=True)
@@ -206,33 +140,10 @@ class EventStore:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             # a current store is opened without writing (it may be locked by a backup right now:
             # the service must still start; its commits are retried until the lock is gone)
-            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
-                self._migrate()
-                self._db.executescript(SCHEMA)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrate(self._db)
 
     def close(self) -> None:
         self._db.close()
-
-    def _migrate(self) -> None:
-        """Bring a store written by an older version up to ``SCHEMA_VERSION``, in one transaction."""
-        db = self._db
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        has_parcels = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='parcels'").fetchone()
-        if version >= SCHEMA_VERSION or not has_parcels:
-            return  # current, or a new file (the schema script makes it)
-        cols = {r[1] for r in db.execute("PRAGMA table_info(parcels)")}
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if "boot_id" not in cols:
-                for stmt in _MIGRATE_0_1.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # -- writing ---------------------------------------------------------------------------
     def commit(self, batch: Batch) -> int:
@@ -256,22 +167,23 @@ class EventStore:
             if batch.parcels:
                 db.executemany(
                     "INSERT INTO parcels (boot_id, tracking_id, state, final, lap, chute, reason, identity,"
-                    " scan_status, lead, trail, inducted_t, updated_t) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(boot_id, tracking_id) DO UPDATE SET state=excluded.state, final=excluded.final,"
+                    " scan_status, lead, trail, inducted_t, updated_t, plan_version)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(boot_id, tracking_id) DO UPDATE SET plan_version=excluded.plan_version, state=excluded.state, final=excluded.final,"
                     " lap=excluded.lap, chute=excluded.chute, reason=excluded.reason,"
                     " identity=CASE WHEN excluded.identity != '' THEN excluded.identity ELSE identity END,"
                     " scan_status=excluded.scan_status,"
                     " lead=excluded.lead, trail=excluded.trail, updated_t=excluded.updated_t",
                     [
                         (r.boot_id, r.tracking_id, r.state, int(r.final), r.lap, r.chute, r.reason, r.identity,
-                         r.scan_status, r.lead, r.trail, r.inducted_t, r.updated_t)
+                         r.scan_status, r.lead, r.trail, r.inducted_t, r.updated_t, r.plan_version)
                         for r in batch.parcels.values()
                     ],
                 )
             if batch.parcel_events:
                 db.executemany(
                     "INSERT INTO parcel_events (t, tracking_id, kind, lap, chute, reason, identity, detail,"
-                    " boot_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " boot_id, plan_version) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     batch.parcel_events,
                 )
             if batch.unit_events:
@@ -285,19 +197,45 @@ class EventStore:
                 )
             if batch.commands_done:
                 db.executemany("UPDATE commands SET done=1, result=? WHERE id=?", batch.commands_done)
+            for op in batch.alarm_ops:
+                _apply_alarm(db, op)
+            if batch.plans:
+                db.executemany(
+                    "INSERT INTO plans (version, t, user, source, plan_csv, settings_yaml, state, detail)"
+                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(version) DO UPDATE SET state=excluded.state,"
+                    " detail=excluded.detail",
+                    [(p.version, p.t, p.user, p.source, p.plan_csv, p.settings_yaml, p.state, p.detail)
+                     for p in batch.plans],
+                )
+            if batch.health:
+                db.executemany("INSERT INTO health (t, record) VALUES (?,?)", batch.health)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return new
 
-    def add_command(self, command: str, t: float) -> int:
-        """An operator command for the running service (it polls this table)."""
-        cur = self._db.execute("INSERT INTO commands (t, command) VALUES (?, ?)", (t, command))
+    def add_command(self, command: str, t: float, *, user: str = "", args: dict[str, object] | None = None) -> int:
+        """An operator command for the running service (it polls this table); ``user`` is who
+        sent it, ``args`` its arguments (a chute id, a plan's text, ...), stored as JSON."""
+        cur = self._db.execute(
+            "INSERT INTO commands (t, command, user, args) VALUES (?, ?, ?, ?)",
+            (t, command, user, json.dumps(args, separators=(",", ":")) if args else ""),
+        )
         return int(cur.lastrowid or 0)
 
-    def pending_commands(self) -> list[tuple[int, str]]:
-        return [(int(i), str(c)) for i, c in self._db.execute("SELECT id, command FROM commands WHERE done=0 ORDER BY id")]
+    def pending_commands(self) -> list[Command]:
+        return [
+            Command(int(i), str(c), str(u), json.loads(a) if a else {})
+            for i, c, u, a in self._db.execute("SELECT id, command, user, args FROM commands WHERE done=0 ORDER BY id")
+        ]
+
+    def commands(self, limit: int = 200) -> list[tuple[int, float, str, str, bool, str]]:
+        """The latest commands, newest first: (id, t, command, user, done, result)."""
+        rows = self._db.execute(
+            "SELECT id, t, command, user, done, result FROM commands ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [(int(i), float(t), str(c), str(u), bool(d), str(r)) for i, t, c, u, d, r in rows]
 
     def command_result(self, command_id: int) -> tuple[bool, str]:
         row = self._db.execute("SELECT done, result FROM commands WHERE id=?", (command_id,)).fetchone()
@@ -329,13 +267,13 @@ class EventStore:
     def parcels(self, *, open_only: bool = False) -> list[ParcelRow]:
         sql = (
             "SELECT tracking_id, state, final, lap, chute, reason, identity, scan_status, lead, trail,"
-            " inducted_t, updated_t, boot_id FROM parcels"
+            " inducted_t, updated_t, boot_id, plan_version FROM parcels"
         )
         if open_only:
             sql += " WHERE final = 0"
         return [
             ParcelRow(int(r[0]), r[1], bool(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7], int(r[8]),
-                      int(r[9]), float(r[10]), float(r[11]), int(r[12]))
+                      int(r[9]), float(r[10]), float(r[11]), int(r[12]), int(r[13]))
             for r in self._db.execute(sql + " ORDER BY boot_id, tracking_id")
         ]
 
@@ -372,13 +310,36 @@ class EventStore:
         return str(row[0]) if row else default
 
     def active_alarms(self) -> dict[str, str]:
-        active: dict[str, str] = {}
-        for _t, kind, name, _code, detail in self.unit_events():
-            if kind == "alarm":
-                active[name] = detail
-            elif kind == "alarm_clear":
-                active.pop(name, None)
-        return active
+        """Alarms raised and not cleared: name -> detail."""
+        return {a.name: a.detail for a in self.alarms(open_only=True) if a.cleared_t is None}
+
+    def alarms(self, *, open_only: bool = False, limit: int = 1000, search: str = "") -> list[AlarmRow]:
+        """Alarms newest first. ``open_only``: those that still need someone - active, or cleared
+        but not acknowledged (ISA-18.2: unacknowledged, acknowledged active, unacknowledged
+        returned to normal)."""
+        sql = ("SELECT id, name, code, severity, detail, raised_t, cleared_t, acked_t, acked_by, shelved_until,"
+               " shelved_by, shelve_reason FROM alarms")
+        where, args = [], []
+        if open_only:
+            where.append("(cleared_t IS NULL OR acked_t IS NULL)")
+        if search:
+            where.append("(name LIKE ? OR detail LIKE ? OR acked_by LIKE ?)")
+            args += [f"%{search}%"] * 3
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [AlarmRow(*r) for r in self._db.execute(sql, (*args, limit))]
+
+    def health_history(self, since: float = 0.0) -> list[tuple[float, dict[str, object]]]:
+        """The service's health records (one every 10 s) from ``since`` on, oldest first."""
+        return [(float(t), json.loads(r)) for t, r in
+                self._db.execute("SELECT t, record FROM health WHERE t >= ? ORDER BY id", (since,))]
+
+    def plans(self) -> list[PlanRow]:
+        """Every sort plan version the service took or refused, newest first."""
+        return [PlanRow(*r) for r in self._db.execute(
+            "SELECT version, t, user, source, plan_csv, settings_yaml, state, detail FROM plans ORDER BY version DESC"
+        )]
 
     def finished_per_hour(self, window_s: float = 60.0) -> float:
         """Parcels given a final outcome (sorted or rejected) per hour, over the last
@@ -431,3 +392,20 @@ class EventStore:
 
 def count_states(rows: Iterable[ParcelRow]) -> Counter[str]:
     return Counter(r.state for r in rows)
+
+
+def _apply_alarm(db: sqlite3.Connection, op: AlarmRaise | AlarmClear | AlarmAck | AlarmShelve) -> None:
+    if isinstance(op, AlarmRaise):
+        # raised again while still active (a restarted service sees the same fault): the same alarm
+        cur = db.execute("UPDATE alarms SET detail=? WHERE name=? AND cleared_t IS NULL", (op.detail, op.name))
+        if cur.rowcount == 0:
+            db.execute("INSERT INTO alarms (name, code, severity, detail, raised_t) VALUES (?,?,?,?,?)",
+                       (op.name, op.code, op.severity, op.detail, op.t))
+    elif isinstance(op, AlarmClear):
+        db.execute("UPDATE alarms SET cleared_t=? WHERE name=? AND cleared_t IS NULL", (op.t, op.name))
+    elif isinstance(op, AlarmAck):
+        db.execute("UPDATE alarms SET acked_t=?, acked_by=? WHERE id=? AND acked_t IS NULL",
+                   (op.t, op.user, op.alarm_id))
+    else:
+        db.execute("UPDATE alarms SET shelved_until=?, shelved_by=?, shelve_reason=? WHERE id=?",
+                   (op.until, op.user, op.reason, op.alarm_id))
