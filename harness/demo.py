@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.hmiproc import HmiProcess
 from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
 
 
@@ -34,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--in-process", action="store_true", help="run the simulator in this process (default: a child process)"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-hmi", action="store_true", help="do not start the operator HMI alongside")
+    parser.add_argument("--hmi-port", type=int, default=None, help="HMI port on 127.0.0.1 (default 8080 if free)")
+    parser.add_argument("--keep-open", action="store_true",
+                        help="after the run, keep the HMI up (and the store) until Ctrl-C")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -47,7 +54,18 @@ def run(args: argparse.Namespace) -> int:
                         db=args.db, sim_process=not args.in_process, seed=args.seed)
     console = Console(stderr=args.json)
     session = Session(cfg)
+    hmi: HmiProcess | None = None
     try:
+        if not args.no_hmi:
+            hmi = HmiProcess(session.db, session.tmp, port=args.hmi_port)
+            try:
+                hmi.start()
+            except (RuntimeError, OSError) as exc:
+                console.print(f"[yellow]HMI not started:[/] {exc}")
+                hmi = None
+            else:
+                console.print(f"operator HMI: [bold]{hmi.url}[/]  user [bold]{hmi.user}[/], password "
+                              f"[bold]{hmi.password}[/] (made for this demo, role {hmi.role})")
         with Live(Text("starting simulator and controller..."), console=console, refresh_per_second=4,
                   transient=True) as live:
             def show(p: Progress) -> None:
@@ -58,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(summary(result), indent=2))
         else:
             print_summary(result, console)
+        if hmi is not None and args.keep_open:
+            console.print(f"the HMI stays up on {hmi.url} - Ctrl-C to end")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1.0)
     finally:
+        if hmi is not None:
+            hmi.stop()
         session.close()
     a = result.audit
     return 1 if a.missorts or a.lost or a.misrecorded else 0
