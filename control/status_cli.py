@@ -80,6 +80,10 @@ def show(st: StoreStatus, console: Console) -> None:
         t.add_row(f"reason {reason or '-'}", str(n))
     t.add_row("per chute", " ".join(f"{c}:{n}" for c, n in sorted(st.by_chute.items())) or "-")
     t.add_row("active alarms", ", ".join(f"{k} ({v})" if v else k for k, v in st.active_alarms.items()) or "none")
+    t.add_row("sort plan version", str(st.plan_version or "-"))
+    t.add_row("chutes out of service", ", ".join(
+        f"{c} (by {w.get('by') or '-'}{': ' + str(w['reason']) if w.get('reason') else ''})"
+        for c, w in sorted(st.chutes_out.items(), key=lambda kv: int(kv[0]))) or "none")
     t.add_row("last ring seqs", " ".join(f"{k}={v}" for k, v in sorted(st.last_seqs.items())))
     h = st.health
     if h:

@@ -102,7 +102,9 @@ class StoreStatus:
     last_seqs: dict[str, int]
     service: str = "unknown"  # "running" or "stopped", from the service's start/stop events
     cur_mach_speed: float = 0.0  # PackML CurMachSpeed: parcels/h finished in the last minute stored
-    health: dict[str, object] = field(default_factory=dict)  # the service's last health record (every 10 s)
+    health: dict[str, object] = field(default_factory=dict)  # the service's last health record (every second)
+    plan_version: int = 0  # the active sort plan version
+    chutes_out: dict[str, dict[str, object]] = field(default_factory=dict)  # chute id -> who took it out, why
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -119,6 +121,8 @@ class StoreStatus:
             "service": self.service,
             "cur_mach_speed": self.cur_mach_speed,
             "health": self.health,
+            "plan_version": self.plan_version,
+            "chutes_out": self.chutes_out,
         }
 
 
@@ -387,6 +391,9 @@ class EventStore:
             last_seqs=self.last_seqs(),
             service={"start": "running", "stop": "stopped"}.get(svc[0][0], "unknown") if svc else "unknown",
             health=json.loads(self.meta("health", "{}") or "{}"),
+            plan_version=int((db.execute("SELECT MAX(version) FROM plans WHERE state='active'").fetchone() or [0])[0]
+                             or 0),
+            chutes_out=json.loads(self.meta("chutes_out", "{}") or "{}"),
         )
 
 
