@@ -1,0 +1,105 @@
+"""Trend series for the last hours: per-minute parcel figures from the tally, latency and lag
+from the service's health records, chute fill from samples of ``meta.chutes``.
+
+Health history comes from the store's ``health`` table (one record every 10 s) when the service
+writes one; otherwise from the samples this HMI took of ``meta.health`` while it ran. Chute fill
+history is always the HMI's own samples (one a minute, bounded), since the service keeps only
+the current fill.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hmi.histogram import Hist, quantile_between
+from hmi.tally import FINISHED_KINDS, Tally
+
+__all__ = ["FillSample", "HealthSample", "health_series", "parcel_series", "sample_of"]
+
+HIST_KEYS = {"decision_ms": "decision_p99_ms", "cycle_lag_ms": "cycle_lag_p99_ms", "commit_ms": "commit_p99_ms"}
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSample:
+    t: float
+    lag_p99_ms: float | None
+    in_flight: float | None
+    hists: Mapping[str, Hist]
+
+
+@dataclass(frozen=True, slots=True)
+class FillSample:
+    t: float
+    fill: Mapping[int, float]  # chute id -> parcels in it
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def sample_of(record: Mapping[str, Any]) -> HealthSample | None:
+    t = _num(record.get("t"))
+    if t is None:
+        return None
+    raw = record.get("hist")
+    hists: dict[str, Hist] = {}
+    if isinstance(raw, dict):
+        for key in HIST_KEYS:
+            h = Hist.parse(raw.get(key))
+            if h is not None:
+                hists[key] = h
+    return HealthSample(t, _num(record.get("lag_p99_ms")), _num(record.get("in_flight")), hists)
+
+
+def health_series(samples: Iterable[HealthSample], start: float) -> dict[str, list[float | None]]:
+    """p99 per interval between consecutive records (from the histograms' growth), the
+    service's own cycle lag p99, and parcels in flight."""
+    out: dict[str, list[float | None]] = {"t": [], "lag_p99_ms": [], "in_flight": [],
+                                          **{v: [] for v in HIST_KEYS.values()}}
+    prev: HealthSample | None = None
+    for s in samples:
+        if s.t >= start:
+            out["t"].append(s.t)
+            out["lag_p99_ms"].append(s.lag_p99_ms)
+            out["in_flight"].append(s.in_flight)
+            for key, name in HIST_KEYS.items():
+                h = s.hists.get(key)
+                q = quantile_between(h, prev.hists.get(key) if prev else None, 0.99) if h else None
+                out[name].append(None if q is None else round(q, 3))
+        prev = s
+    return out
+
+
+def parcel_series(tally: Tally, start: float, end: float) -> dict[str, list[float | None]]:
+    """Per complete minute: finished parcels per hour, read rate, recirculations, inducted,
+    rejected. The minute in progress is left out (its rate would read low until it ends)."""
+    out: dict[str, list[float | None]] = {"t": [], "per_hour": [], "read_rate": [], "recirculated": [],
+                                          "inducted": [], "rejected": []}
+    for t, b in tally.series(start, end - 60.0):
+        routed = b.kinds["routed"]
+        out["t"].append(float(t))
+        out["per_hour"].append(float(sum(b.kinds[k] for k in FINISHED_KINDS) * 60))
+        out["read_rate"].append(round((routed - b.routed_read_failed) / routed, 4) if routed else None)
+        out["recirculated"].append(float(b.kinds["recirculated"]))
+        out["inducted"].append(float(b.kinds["inducted"]))
+        out["rejected"].append(float(b.kinds["rejected"]))
+    return out
+
+
+def fill_series(samples: deque[FillSample], start: float, capacity: Mapping[int, int],
+                names: Mapping[int, str]) -> dict[str, object]:
+    """Chute fill in percent of capacity over time, one line per chute."""
+    kept = [s for s in samples if s.t >= start]
+    ids = sorted(capacity)
+    lines = [
+        {"id": cid, "name": names.get(cid, str(cid)),
+         "values": [round(100.0 * s.fill[cid] / capacity[cid], 1) if cid in s.fill else None for s in kept]}
+        for cid in ids
+    ]
+    return {"t": [s.t for s in kept], "lines": lines}
