@@ -58,7 +58,6 @@ def config_from(args: argparse.Namespace) -> HmiConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, verbose=args.verbose)
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except NoUsers as exc:
         print(f"sortctl hmi: {exc}", file=sys.stderr)
         return 2
+    setup_logging(args.log_format, verbose=args.verbose)  # only once it will serve
     if not cfg.db.exists():
         log.warning("no event store at %s yet: the pages say so until the controller service creates it", cfg.db)
     scheme = "https" if ctx else "http"

@@ -47,6 +47,11 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
                         secure=rt.cfg.secure_cookies or request.secure)
 
 
+def _see_other(location: str) -> web.Response:
+    """A redirect returned, not raised: the cookies set on it must go out with it."""
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
@@ -87,7 +92,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     if _wants_json(request):
         resp = web.json_response({"ok": True, "user": user.name, "role": user.role.value, "csrf": session.csrf})
     else:
-        resp = web.HTTPSeeOther(target)
+        resp = _see_other(target)
     _set_cookie(request, resp, SESSION_COOKIE, session.token)
     resp.del_cookie(LOGIN_COOKIE, path="/")
     return resp
@@ -109,6 +114,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     rt.sessions.drop(request[SESSION].token)
     resp: web.StreamResponse = (web.json_response({"ok": True}) if _wants_json(request)
-                                else web.HTTPSeeOther("/login"))
+                                else _see_other("/login"))
     resp.del_cookie(SESSION_COOKIE, path="/")
     return resp
