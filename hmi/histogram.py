@@ -1,7 +1,8 @@
 """The service's latency histograms (``health.hist``): validation and quantiles.
 
 The service publishes cumulative Prometheus-style histograms, ``{"le": [upper bounds],
-"counts": [cumulative count per bucket], "sum": float, "count": int}``, that only grow. A
+"counts": [cumulative count per bucket], "sum": float, "count": int}``, that only grow
+(``counts`` may carry one more entry than ``le``: the +Inf bucket, which equals ``count``). A
 quantile over an interval comes from the difference of two records, interpolated linearly in
 its bucket (as Prometheus's ``histogram_quantile`` does).
 """
@@ -34,9 +35,12 @@ class Hist:
             s = float(raw.get("sum", 0.0))
         except (TypeError, ValueError):
             return None
+        if len(counts) == len(le) + 1:  # the +Inf bucket's cumulative count given too: it is the count
+            total = max(total, counts[-1])
+            counts = counts[:-1]
         if not le or len(le) != len(counts):
             return None
-        if math.isinf(le[-1]):  # an explicit +Inf bucket: it is the count
+        if math.isinf(le[-1]):  # an explicit +Inf bound: its count is the count
             total = max(total, counts[-1])
             le, counts = le[:-1], counts[:-1]
         if any(b >= a for a, b in zip(le[1:], le, strict=False)) or any(

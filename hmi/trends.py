@@ -28,6 +28,7 @@ class HealthSample:
     lag_p99_ms: float | None
     in_flight: float | None
     hists: Mapping[str, Hist]
+    own_p99: Mapping[str, float | None]  # the record's own p99 fields (used without histograms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ def sample_of(record: Mapping[str, Any]) -> HealthSample | None:
             h = Hist.parse(raw.get(key))
             if h is not None:
                 hists[key] = h
-    return HealthSample(t, _num(record.get("lag_p99_ms")), _num(record.get("in_flight")), hists)
+    own = {name: _num(record.get(name)) for name in ("decision_p99_ms", "commit_p99_ms")}
+    return HealthSample(t, _num(record.get("lag_p99_ms")), _num(record.get("in_flight")), hists, own)
 
 
 def health_series(samples: Iterable[HealthSample], start: float) -> dict[str, list[float | None]]:
@@ -70,7 +72,7 @@ def health_series(samples: Iterable[HealthSample], start: float) -> dict[str, li
             out["in_flight"].append(s.in_flight)
             for key, name in HIST_KEYS.items():
                 h = s.hists.get(key)
-                q = quantile_between(h, prev.hists.get(key) if prev else None, 0.99) if h else None
+                q = quantile_between(h, prev.hists.get(key) if prev else None, 0.99) if h else s.own_p99.get(name)
                 out[name].append(None if q is None else round(q, 3))
         prev = s
     return out

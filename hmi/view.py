@@ -221,7 +221,7 @@ class StoreView:
             "store": self._ok(),
             "now": now,
             "unit": {"state": state, "state_t": state_ev[0] if state_ev else None,
-                     "mode": mode_ev[1] if mode_ev else "PRODUCTION",
+                     "mode": mode_ev[1] if mode_ev else str(queries.meta(db, "unit_mode") or "PRODUCTION"),
                      "allowed": [c.name for c in allowed], "commands": [c.name for c in PackMLCommand]},
             "service": {"status": service, "up": service == "running", "health_age_s": _round(age, 1),
                         "started_t": started, "stale_after_s": self.cfg.stale_after_s},

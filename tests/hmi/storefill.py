@@ -32,6 +32,16 @@ IDENTITY = "RR{:09d}GB"  # not check-digit valid; the store does not care
 REJECT_REASONS = ("no_read", "unknown_parcel", "oversize")
 
 
+BOUNDS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)  # the service's buckets
+
+
+def service_hist(n: int, share: tuple[float, ...]) -> dict[str, object]:
+    """A histogram as the service writes it: ``counts`` cumulative, one more than ``le`` (+Inf)."""
+    per = [int(n * x) for x in share] + [0] * (len(BOUNDS_MS) + 1 - len(share))
+    cum = [sum(per[: i + 1]) for i in range(len(per))]
+    return {"le": list(BOUNDS_MS), "counts": cum, "sum": float(n), "count": cum[-1]}
+
+
 def health(now: float, **over: object) -> dict[str, object]:
     h: dict[str, object] = {
         "t": now, "unit": "EXECUTE", "mode": "PRODUCTION", "in_flight": 12, "faults": [], "cycles": 123456,
@@ -41,11 +51,21 @@ def health(now: float, **over: object) -> dict[str, object]:
             "decision_ms": {"le": [0.5, 1, 2, 5, 10], "counts": [100, 400, 900, 990, 1000], "sum": 1400.0, "count": 1000},
             "cycle_lag_ms": {"le": [0.5, 1, 2, 5, 10], "counts": [5000, 9000, 9900, 9990, 10000], "sum": 6000.0,
                              "count": 10000},
-            "commit_ms": {"le": [0.5, 1, 2, 5, 10], "counts": [800, 950, 990, 1000, 1000], "sum": 400.0, "count": 1000},
+            "commit_ms": service_hist(1000, (0.8, 0.15, 0.04, 0.01)),
         },
     }
     h.update(over)
     return h
+
+
+def decision_hist(k: int) -> dict[str, object]:
+    """The k-th health record's decision histogram: 1000 decisions per record, mostly under
+    2 ms; the 100th interval also holds a burst of 900 slow ones (5-10 ms)."""
+    per = [600 * (k + 1), 390 * (k + 1), 10 * (k + 1)] + [0] * (len(BOUNDS_MS) - 2)
+    if k >= 100:
+        per[4] += 900
+    cum = [sum(per[: i + 1]) for i in range(len(per))]
+    return {"le": list(BOUNDS_MS), "counts": cum, "sum": float(cum[-1]), "count": cum[-1]}
 
 
 def fill_store(path: Path, now: float, parcels: int = 300, seed: int = 1) -> dict[str, int]:
@@ -98,6 +118,11 @@ def fill_store(path: Path, now: float, parcels: int = 300, seed: int = 1) -> dic
             AlarmRaise(now - 60, "chute_full", 9, "warning", "chute 7 full"),
         ]
         b.meta["health"] = json.dumps(health(now))
+        for k in range(180):  # the health table: a record every 10 s for the last half hour
+            t = now - 1800.0 + 10.0 * k
+            b.health.append((t, json.dumps(health(t, hist={
+                "decision_ms": decision_hist(k), "cycle_lag_ms": service_hist(10_000 * (k + 1), (0.9, 0.09, 0.01)),
+            }))))
         b.meta["files"] = json.dumps({"site": str(SITE), "plan": str(PLAN), "manifest": str(CONFIG / "manifest.csv"),
                                       "routing": str(CONFIG / "routing.yaml")})
         b.meta["chutes"] = json.dumps([

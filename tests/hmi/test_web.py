@@ -345,3 +345,22 @@ async def test_login_never_redirects_off_site(hmi: Hmi, target: str) -> None:
     r = await hmi.client.post("/login", data={"csrf_token": token, "user": "vera", "password": "viewer-pass-1",
                                               "next": target}, allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/overview"
+
+
+async def test_trends_from_parcel_events_and_the_health_table(hmi: Hmi) -> None:
+    await hmi.login("vera")
+    d = await (await hmi.client.get("/api/trends", params={"hours": "1"})).json()
+    p = d["parcels"]
+    assert len(p["t"]) in (59, 60, 61) and all(t % 60 == 0 for t in p["t"])
+    # every minute but the one in progress (left out: its rate would read low)
+    assert hmi.counts["rejected"] - 2 <= sum(v or 0 for v in p["rejected"]) <= hmi.counts["rejected"]
+    assert d["health_source"] == "table"
+    h = d["health"]
+    assert len(h["t"]) == 180
+    p99 = h["decision_p99_ms"]
+    slow = p99[100]
+    assert slow is not None and 5.0 < slow <= 10.0  # the burst interval
+    assert all(v is not None and v <= 2.0 for i, v in enumerate(p99) if i not in (0, 100))
+    assert all(v is not None and v <= 2.0 for v in h["cycle_lag_p99_ms"][1:])
+    html = await (await hmi.client.get("/trends")).text()
+    assert 'id="chart-decision"' in html
