@@ -43,7 +43,7 @@ from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.service.supervisor import OperatorCommand, Supervisor, SupervisorSettings
 from control.service.writer import StoreWriter
-from control.store import AlarmRow, Batch
+from control.store import AlarmClear, AlarmRow, Batch
 from control.tracking import Geometry, TrackingTable
 from plant.codes import PackMLState, UnitMode
 from plant.site import Site
@@ -64,6 +64,7 @@ DIVERTER_SCALARS = (
 HEALTH_EVERY = 1000  # cycles between rows of the health table (10 s at 10 ms); p99s over as many
 STORE_GRACE_S = 0.25  # commits failing this long (or this many in a row) raise the store fault
 STORE_GRACE_CYCLES = 10
+STALE_ALARM_GRACE_S = 10.0  # after a start, alarms of the last run not raised again by then are cleared
 LIVE_EVERY = 100  # cycles between refreshes of meta.health (1 s: the HMI's live view)
 
 
@@ -133,6 +134,8 @@ class Controller:
         self._started = False
         self._overrun_at = 0.0
         self._store_failing_since = 0.0
+        self._stale_alarms: set[str] = set()
+        self._started_at = 0.0
         self._store_failing = 0  # consecutive failed commits (logged once when it starts and once when it ends)
 
     @property
@@ -173,6 +176,8 @@ class Controller:
             sup = self.supervisor
             sup.belt_seq = max(sup.belt_seq, int(got["belt_command_ack"]), int(got["belt_command_seq"]))
         await self._read_chutes(fill=True)  # the first decisions know which chutes are usable
+        self._stale_alarms = set(rec.open_alarms)
+        self._started_at = self.clock()
         self._started = True
 
     # ================================================================= the loop
@@ -272,6 +277,8 @@ class Controller:
         if cycles % 25 == 0:
             await self._operator_commands()
         self.desk.poll(self._pending_batch)
+        if self._stale_alarms and self.clock() - self._started_at >= STALE_ALARM_GRACE_S:
+            self._close_stale_alarms()
         if cycles % LIVE_EVERY == 0:
             rec = json.dumps(self.health(), separators=(",", ":"))
             self._pending_batch.meta["health"] = rec
@@ -280,6 +287,19 @@ class Controller:
         mode = self.unit.mode.name
         if self._mode_stored != mode:
             self._pending_batch.meta["unit_mode"] = self._mode_stored = mode
+
+    def _close_stale_alarms(self) -> None:
+        """Alarms the last run left active whose cause this run has not seen again: cleared. One
+        still there has been raised again by now - onto the same alarm row, its acknowledgement
+        kept - so only the ones that went away while the service was down are closed."""
+        gone = sorted(self._stale_alarms - set(self.faults.names()))
+        self._stale_alarms = set()
+        t = self.wall()
+        for name in gone:
+            self._pending_batch.alarm_ops.append(AlarmClear(t, name))
+            self._pending_batch.unit_event(t, "alarm_clear", name, 0, "not seen again after the restart")
+        if gone:
+            log.info("alarms from before the restart no longer active: %s", ", ".join(gone))
 
     def health(self) -> dict[str, object]:
         """The service's vital signs (``meta.health`` in the store every second, and a row of the

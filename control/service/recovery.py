@@ -21,6 +21,7 @@ class Recovery:
     meta: dict[str, str]
     total: int  # parcels the store knows
     plans: list[PlanRow]  # sort plan versions (the active one runs again)
+    open_alarms: list[str]  # alarms the store holds as active (the last run's; checked again after a grace)
 
     @classmethod
     def read(cls, store: EventStore) -> Recovery:
@@ -29,4 +30,5 @@ class Recovery:
         meta = {k: store.meta(k, "0") for k in keys}
         meta["chutes_out"] = store.meta("chutes_out", "")
         meta["unit_mode"] = store.meta("unit_mode", "")
-        return cls(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels(), store.plans())
+        return cls(store.last_seqs(), store.parcels(open_only=True), meta, store.count_parcels(), store.plans(),
+                   sorted(store.active_alarms()))

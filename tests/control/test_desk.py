@@ -223,3 +223,35 @@ async def test_pre_advice_rows_are_added_live_and_bad_rows_are_reported_by_line(
         no_missorts(f)
     finally:
         await f.close()
+
+
+async def test_after_a_restart_an_alarm_still_there_is_the_same_alarm_and_one_gone_is_cleared(
+    tmp_path: Path, fast_site: Site, tags: TagMap, routing: RoutingInputs, sim_manifest: Any
+) -> None:
+    f = await open_floor(tmp_path, fast_site, tags, routing, sim_manifest)
+
+    def camera_alarms() -> list[Any]:
+        store = EventStore(f.db, readonly=True)
+        try:
+            return [a for a in store.alarms() if a.name == "camera_down"]
+        finally:
+            store.close()
+
+    try:
+        f.camera.set_down(True)
+        await f.run_for(6.0)
+        (alarm,) = camera_alarms()
+        assert "acknowledged" in await answered(f, f.send("ALARM_ACK", "ana", alarm=alarm.id))
+        await f.stop_controller("kill")
+        await f.start_controller()
+        await f.run_for(15.0)
+        (again,) = camera_alarms()  # still down: the same alarm, still acknowledged by ana
+        assert (again.id, again.cleared_t, again.acked_by) == (alarm.id, None, "ana")
+        await f.stop_controller("kill")
+        f.camera.set_down(False)  # repaired while the controller was down
+        await f.start_controller()
+        await f.run_for(15.0)
+        (gone,) = camera_alarms()
+        assert gone.cleared_t is not None and gone.state(f.wall()) == "closed"
+    finally:
+        await f.close()
