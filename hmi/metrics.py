@@ -71,7 +71,7 @@ class StoreCollector(Collector):
     def _read(self, db: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any], Any, Files]:
         now = self.view.cfg.clock()
         fp = queries.fingerprint(db)
-        self.view.tally.advance(db, fp.parcel_event, now, max_chunks=50)
+        self.view.tally.advance(db, fp.parcel_event, now, max_chunks=1)
         health = queries.meta_json(db, "health")
         health = health if isinstance(health, dict) else {}
         ov = self.view.overview(db, now, health)

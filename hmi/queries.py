@@ -88,20 +88,15 @@ def last_unit_event(db: sqlite3.Connection, kind: str) -> tuple[float, str, str]
 
 
 def parcel_event_counts(
-    db: sqlite3.Connection, after_id: int, upto_id: int, since_t: float | None = None
+    db: sqlite3.Connection, after_id: int, upto_id: int, since_t: float
 ) -> list[tuple[int, str, str, int, int]]:
-    """Events with ``after_id < id <= upto_id`` counted by (minute, kind, reason, chute); the
-    minute is -1 when ``since_t`` is None (totals only). Reads by rowid range: cost is bounded
-    by the range, not the table."""
-    if since_t is None:
-        rows = db.execute(
-            "SELECT -1, kind, reason, chute, COUNT(*) FROM parcel_events WHERE id > ? AND id <= ?"
-            " GROUP BY kind, reason, chute", (after_id, upto_id))
-    else:
-        rows = db.execute(
-            "SELECT CAST(t / 60 AS INTEGER), kind, reason, chute, COUNT(*) FROM parcel_events"
-            " WHERE id > ? AND id <= ? AND t >= ? GROUP BY 1, kind, reason, chute",
-            (after_id, upto_id, since_t))
+    """Events with ``after_id < id <= upto_id`` counted by (minute, kind, reason, chute), in one
+    pass; events older than ``since_t`` all count under minute -1. Reads by rowid range: the
+    cost is bounded by the range, not by the table."""
+    rows = db.execute(
+        "SELECT CASE WHEN t >= ? THEN CAST(t / 60 AS INTEGER) ELSE -1 END AS m, kind, reason, chute, COUNT(*)"
+        " FROM parcel_events WHERE id > ? AND id <= ? GROUP BY m, kind, reason, chute",
+        (since_t, after_id, upto_id))
     return [(int(m), str(k), str(r), int(c), int(n)) for m, k, r, c, n in rows]
 
 

@@ -3,8 +3,9 @@ per-minute buckets for the last hours (throughput, read rate, rejects, per chute
 
 Counting a shift's events afresh four times a second would read millions of rows; instead the
 tally reads only the events stored since its last look (by rowid, which only grows), in
-chunks of at most ``chunk`` rows, so even the first catch-up over a big store is spread over
-many short reads and never holds the store thread for long. Memory is bounded: the totals are
+chunks of at most ``chunk`` rows, so even the first catch-up over a big store (a few hundred
+thousand rows a second) is spread over many short reads and never holds the store thread
+long; until it has caught up, the pages say so. Memory is bounded: the totals are
 keyed by (kind, reason, chute) and the buckets cover ``keep_s`` seconds.
 """
 
@@ -45,7 +46,7 @@ class Bucket:
 @dataclass(slots=True)
 class Tally:
     keep_s: float = 12 * 3600.0
-    chunk: int = 200_000
+    chunk: int = 50_000  # rows per read: ~0.1 s of the store thread, so pages never wait long
     last_id: int = 0
     totals: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     minutes: dict[int, Bucket] = field(default_factory=dict)
@@ -61,10 +62,10 @@ class Tally:
             if self.last_id >= upto_id:
                 break
             end = min(upto_id, self.last_id + self.chunk)
-            for _m, kind, reason, chute, n in queries.parcel_event_counts(db, self.last_id, end):
-                self.totals[(kind, reason, chute)] += n
             for minute, kind, reason, chute, n in queries.parcel_event_counts(db, self.last_id, end, since):
-                self.minutes.setdefault(minute, Bucket()).add(kind, reason, chute, n)
+                self.totals[(kind, reason, chute)] += n
+                if minute >= 0:
+                    self.minutes.setdefault(minute, Bucket()).add(kind, reason, chute, n)
             self.last_id = end
         first = int(since // 60)
         for m in [m for m in self.minutes if m < first]:

@@ -107,7 +107,7 @@ class StoreView:
 
     def _all_topics(self, db: sqlite3.Connection, now: float) -> dict[str, Any]:
         fp = queries.fingerprint(db)
-        self._catching_up = not self.tally.advance(db, fp.parcel_event, now, max_chunks=2)
+        self._catching_up = not self.tally.advance(db, fp.parcel_event, now, max_chunks=1)
         health = queries.meta_json(db, "health")
         health = health if isinstance(health, dict) else {}
         chutes_meta = queries.meta_json(db, "chutes")
@@ -145,7 +145,7 @@ class StoreView:
         try:
             with self.store.reading() as db:
                 fp = queries.fingerprint(db)
-                self.tally.advance(db, fp.parcel_event, now, max_chunks=50)
+                self.tally.advance(db, fp.parcel_event, now, max_chunks=1)
                 if topic == "overview":
                     h = queries.meta_json(db, "health")
                     return self.overview(db, now, h if isinstance(h, dict) else {})
@@ -335,7 +335,7 @@ class StoreView:
         start = now - hours * 3600.0
         with self.store.reading() as db:
             fp = queries.fingerprint(db)
-            self.tally.advance(db, fp.parcel_event, now, max_chunks=50)
+            self.tally.advance(db, fp.parcel_event, now, max_chunks=1)
             records = queries.health_records(db, start - HEALTH_SAMPLE_S)
             files = Files.resolve(queries.meta_json(db, "files"), self.cfg.site)
         table = [s for s in (sample_of(r) for r in records) if s is not None]

@@ -31,7 +31,17 @@ const HMIChart = (() => {
     container.textContent = "";
     const W = Math.max(container.clientWidth, 320), H = Math.max(container.clientHeight, 180);
     const series = (opts.series || []).filter((s) => s.values && s.values.some((v) => v !== null && v !== undefined));
-    const legendRows = Math.ceil(series.length / 5);
+    // legend: items side by side, wrapped into rows as their names need
+    const items = [];
+    let lx = 0, lrow = 0;
+    const room = W - 56 - 14;
+    for (const s of series) {
+      const w = 22 + 6.4 * s.name.length + 14;
+      if (lx > 0 && lx + w > room) { lx = 0; lrow += 1; }
+      items.push({ x: lx, row: lrow });
+      lx += w;
+    }
+    const legendRows = series.length ? lrow + 1 : 0;
     const m = { l: 56, r: 14, t: 10, b: 24 + legendRows * 16 };
     const svg = node("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
     container.append(svg);
@@ -84,10 +94,10 @@ const HMIChart = (() => {
           && (i === s.values.length - 1 || s.values[i + 1] === null || s.values[i + 1] === undefined);
         if (alone && i < x.length) svg.append(node("circle", { cx: px(x[i]), cy: py(Math.min(Math.max(v, lo), hi)), r: 2.5, class: `s${k % 10}` }));
       });
-      const col = k % 5, row = Math.floor(k / 5);
-      const lx = m.l + col * ((W - m.l - m.r) / 5), ly = H - legendRows * 16 + row * 16 + 4;
-      svg.append(node("rect", { x: lx, y: ly, width: 12, height: 4, class: `s${k % 10}` }));
-      svg.append(node("text", { x: lx + 16, y: ly + 6, class: "ch-legend" }, s.name));
+      const it = items[k];
+      const ix = m.l + it.x, iy = H - legendRows * 16 + it.row * 16 + 4;
+      svg.append(node("rect", { x: ix, y: iy, width: 12, height: 4, class: `s${k % 10}` }));
+      svg.append(node("text", { x: ix + 16, y: iy + 6, class: "ch-legend" }, s.name));
     });
     return svg;
   }

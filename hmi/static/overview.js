@@ -35,6 +35,7 @@
     setText("kpi-plan-version", ov.plan_version === null || ov.plan_version === undefined ? "-" : ov.plan_version);
     setText("kpi-shift-start", fmt.clock(r.shift_start, true));
     setText("kpi-mode", ov.unit.mode);
+    $("kpi-tally").classList.toggle("hidden", ov.tally.caught_up);
     const svc = $("link-service"); svc.textContent = ov.service.status; svc.className = "lk-" + ov.service.status;
     setText("link-health-age", ov.service.health_age_s === null ? "-" : ov.service.health_age_s);
     for (const name of ["conveyor", "diverter", "camera"]) {
