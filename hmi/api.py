@@ -384,7 +384,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         await resp.write(b"retry: 2000\n\n")
         while True:
-            if rt.sessions.get(token, touch=False) is None:
+            session = rt.sessions.get(token, touch=False)
+            user = rt.users.get(session.user) if session else None
+            if session is None or user is None or user.hash_tag != session.hash_tag:
                 await resp.write(b"event: logout\ndata: {}\n\n")
                 break
             try:

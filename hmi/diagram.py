@@ -15,8 +15,8 @@ from plant.packml import ACTING_STATES
 __all__ = ["ARROWS", "BOXES", "HEIGHT", "RUNNING_HEIGHT", "WIDTH", "Arrow", "Box"]
 
 S = PackMLState
-COL, ROW = 180, 78  # grid pitch in SVG units
-BOX_W, BOX_H = 124, 40
+COL, ROW = 190, 78  # grid pitch in SVG units
+BOX_W, BOX_H = 120, 40
 X0, Y0 = 20, 20
 WIDTH = X0 * 2 + COL * 4 + BOX_W
 HEIGHT = Y0 * 2 + ROW * 4 + BOX_H + 22  # room for the note under the last row

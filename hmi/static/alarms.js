@@ -7,7 +7,7 @@
   let shelving = null;
 
   function row(a) {
-    const acts = el("td", { class: "actions" });
+    const acts = el("td", { class: "row-actions" });
     if (HMI.canOperate()) {
       if (!a.acked_t) acts.append(el("button", { type: "button", class: "small", id: `alarm-${a.id}-ack`, "data-testid": `alarm-${a.id}-ack`, "data-action": "ack", "data-alarm": a.id, text: "Ack" }));
       if (a.state === "shelved") acts.append(el("button", { type: "button", class: "small", id: `alarm-${a.id}-unshelve`, "data-testid": `alarm-${a.id}-unshelve`, "data-action": "unshelve", "data-alarm": a.id, text: "Unshelve" }));

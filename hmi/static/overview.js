@@ -49,7 +49,7 @@
 
   function commands(data) {
     if (!data.store || !data.store.ok) return;
-    $("commands-body").replaceChildren(...data.commands.slice(0, 12).map((c) => {
+    $("commands-body").replaceChildren(...data.commands.slice(0, 8).map((c) => {
       const cls = !c.done ? "pending" : (String(c.result).startsWith("refused") ? "refused" : "accepted");
       return el("tr", { id: "cmdrow-" + c.id },
         el("td", { class: "num", text: c.id }), el("td", { text: fmt.clock(c.t) }), el("td", { text: c.command }),
