@@ -27,9 +27,11 @@ from hmi.config import RUNTIME, Runtime
 from hmi.db import StoreUnavailable, send_command
 from hmi.pages import store_call
 from hmi.planning import (
+    compare_summary,
     current_settings,
     error_json,
     file_name,
+    plan_in_force,
     preview,
     validate_manifest,
     validate_plan,
@@ -289,6 +291,10 @@ async def _check_plan(request: web.Request, plan_csv: str, source: str, settings
     replay of the service's manifest when asked."""
     rt = _rt(request)
     files = await store_call(request, rt.view.files)
+    stored = None
+    if with_preview:
+        with contextlib.suppress(StoreUnavailable):
+            stored = await store_call(request, lambda: rt.view.read(queries.plan_text))
 
     def work() -> PlanCheck:
         site, err = rt.plan_sites.get(files.site)
@@ -304,6 +310,9 @@ async def _check_plan(request: web.Request, plan_csv: str, source: str, settings
             try:
                 manifest = rt.manifests.get(files.manifest)
                 found["preview"] = preview(site, plan, settings or current_settings(files.routing), manifest)
+                now = plan_in_force(site, stored, files.plan, files.routing)
+                if now is not None:  # the same replay with the plan in force, to compare
+                    found["current"] = compare_summary(preview(site, *now, manifest))
             except ConfigError as exc:
                 found["preview_error"] = str(exc)
         return None, found

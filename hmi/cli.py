@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from aiohttp import web
 from control.logs import setup_logging
 from hmi.app import NoUsers, make_app
 from hmi.config import HmiConfig
-from hmi.users import default_users_path
+from hmi.users import UserFile, default_users_path
 
 log = logging.getLogger("hmi")
 
@@ -81,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sortctl hmi: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_format, verbose=args.verbose)  # only once it will serve
+    if UserFile(cfg.users).insecure_mode():
+        log.warning("%s is readable by other users of this machine: chmod 600 it", cfg.users)
     if not cfg.db.exists():
         log.warning("no event store at %s yet: the pages say so until the controller service creates it", cfg.db)
-    scheme = "https" if ctx else "http"
-    shown = f"[{host}]" if ":" in host else host
+    # aiohttp's start-up line names the real address (with --listen HOST:0, the port it got)
     web.run_app(app, host=host, port=port, ssl_context=ctx, access_log=None, shutdown_timeout=5.0,
-                print=lambda _m: log.info("HMI serving %s://%s:%d (store %s)", scheme, shown, port, cfg.db))
+                print=lambda m: log.info("HMI serving %s (store %s)",
+                                         ", ".join(re.findall(r"https?://\S+", m)) or m.strip(), cfg.db))
     return 0

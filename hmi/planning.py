@@ -24,7 +24,17 @@ from plant.errors import ConfigError
 from plant.site import Site
 from plant.yamlfile import yaml_model_from_text
 
-__all__ = ["ManifestCache", "error_json", "file_name", "preview", "validate_manifest", "validate_plan"]
+__all__ = [
+    "ManifestCache",
+    "compare_summary",
+    "current_settings",
+    "error_json",
+    "file_name",
+    "plan_in_force",
+    "preview",
+    "validate_manifest",
+    "validate_plan",
+]
 
 MAX_SERIES_POINTS = 240
 TOP_CHUTES = 10
@@ -73,6 +83,29 @@ class ManifestCache:
 
 def current_settings(path: Path) -> RoutingSettings:
     return load_settings(path) if path.exists() else RoutingSettings()
+
+
+def plan_in_force(site: Site, stored: tuple[int, str, str, str] | None, plan_file: Path,
+                  routing_file: Path) -> tuple[SortPlan, RoutingSettings] | None:
+    """The plan the service routes with now, to compare a new one against: the store's active
+    version, else the file the service loaded at start. None when it cannot be read."""
+    try:
+        if stored is not None:
+            _version, source, text, settings_yaml = stored
+        else:
+            source, text, settings_yaml = str(plan_file), plan_file.read_text(encoding="utf-8"), ""
+        plan, settings = validate_plan(text, source, site, settings_yaml)
+        return plan, settings or current_settings(routing_file)
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None
+
+
+def compare_summary(p: dict[str, object]) -> dict[str, object]:
+    """What the comparison with the plan in force needs of its preview."""
+    chutes = p["chutes"]
+    assert isinstance(chutes, list)
+    return {"overflow_events": p["overflow_events"], "full_chutes": p["full_chutes"], "groups": p["groups"],
+            "reasons": p["reasons"], "peak_fill": {str(c["id"]): c["peak_fill"] for c in chutes}}
 
 
 def preview(site: Site, plan: SortPlan, settings: RoutingSettings, manifest: Manifest,

@@ -188,7 +188,7 @@ class StoreView:
         state_ev = queries.last_unit_event(db, "state")
         mode_ev = queries.last_unit_event(db, "mode")
         service_ev = queries.last_unit_event(db, "service")
-        state = state_ev[1] if state_ev else "UNKNOWN"
+        state = state_ev[1] if state_ev else str(health.get("unit") or "UNKNOWN")
         try:
             allowed = sorted(ACCEPTS[PackMLState[state]], key=int)
         except KeyError:

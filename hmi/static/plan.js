@@ -37,14 +37,18 @@
     }
     setText("plan-summary", `${b.source}: ${b.rules} rules, valid${b.settings_given ? " (with new routing settings)" : ""}. ` +
       `What-if over ${fmt.num(p.parcels)} manifest parcels: ${fmt.num(p.overflow_events)} overflow events, ` +
-      `${p.full_chutes.length} chutes reach capacity, ${p.groups.split} of ${p.groups.total} consolidation groups split.`);
+      `${p.full_chutes.length} chutes reach capacity, ${p.groups.split} of ${p.groups.total} consolidation groups split.` +
+      (b.current ? ` The plan in force, same manifest: ${fmt.num(b.current.overflow_events)} overflow events, ` +
+        `${b.current.full_chutes.length} chutes reach capacity, ${b.current.groups.split} groups split.` : ""));
+    const now = b.current ? b.current.peak_fill : {};
     HMIChart.draw($("plan-preview-chart").querySelector(".plot"), {
       x: p.series.hours, xKind: "hours", yMin: 0, limit: 100,
       series: p.series.lines.map((l) => ({ name: `${l.id} ${l.name}`, values: l.values })),
     });
     $("plan-preview-chutes").replaceChildren(...p.chutes.map((c) => el("tr", { class: c.peak_fill >= c.capacity ? "pl-refused" : "" },
       el("td", { text: `${c.id} ${c.name}` }), el("td", { text: c.kind }), el("td", { class: "num", text: fmt.num(c.parcels) }),
-      el("td", { class: "num", text: `${fmt.num(c.peak_fill)} (${c.peak_pct} %)` }), el("td", { class: "num", text: c.capacity }))));
+      el("td", { class: "num", text: `${fmt.num(c.peak_fill)} (${c.peak_pct} %)` }),
+      el("td", { class: "num", text: now[c.id] === undefined ? "-" : fmt.num(now[c.id]) }), el("td", { class: "num", text: c.capacity }))));
     $("plan-preview-reasons").replaceChildren(...Object.entries(p.reasons).map(([k, v]) => el("tr", {},
       el("td", { text: k.toLowerCase() }), el("td", { class: "num", text: fmt.num(v) }))));
   }

@@ -180,6 +180,9 @@ async def test_good_plan_previews_then_activates(hmi: Hmi) -> None:
     p = body["preview"]
     assert p["parcels"] > 1000 and len(p["chutes"]) == 29
     assert p["series"]["lines"] and len(p["series"]["hours"]) == len(p["series"]["lines"][0]["values"])
+    # and the same replay with the plan in force, to compare against
+    cur = body["current"]
+    assert isinstance(cur["overflow_events"], int) and set(cur["peak_fill"]) == {str(c["id"]) for c in p["chutes"]}
     r = await hmi.client.post("/api/plan/activate", data=form(), headers={"X-CSRF-Token": csrf})
     assert r.status == 202
     name, user, args = commands_in(hmi.db)[-1]
