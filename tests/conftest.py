@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WATCHED = frozenset({"event-store"})  # daemon threads of ours that a test must still close
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-screenshots", action="store_true", default=False,
+                     help="the browser tests also save each HMI page as docs/img/hmi-<page>.png")
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     before = set(threading.enumerate())
