@@ -92,7 +92,7 @@ class UserFile:
         self.path = path
         self.hasher = hasher or PasswordHasher()
         self._users: dict[str, User] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._dummy = ""
 
     # -- reading ----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class UserFile:
         except FileNotFoundError:
             self._users, self._stamp = {}, None
             return self._users
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # every save is a new file: a new inode
         if stamp == self._stamp:
             return self._users
         try:

@@ -306,7 +306,7 @@ async def test_stream_pushes_a_store_write(hmi: Hmi) -> None:
             topic, data = await asyncio.wait_for(next_event(), 5)
             if topic == "alarms" and "diverter_down" in {a["name"] for a in data["alarms"]}:
                 break
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 3.0
     finally:
         resp.close()
 
@@ -335,7 +335,6 @@ async def test_no_store_yet_is_shown_and_commands_refused(tmp_path: Path) -> Non
 async def test_password_change_ends_the_session(hmi: Hmi) -> None:
     await hmi.login("otto")
     assert (await hmi.client.get("/api/me")).status == 200
-    await asyncio.sleep(0.01)  # a new mtime for the users file
     hmi.users.passwd("otto", "a-new-password-2")
     assert (await hmi.client.get("/api/me")).status == 401
 
