@@ -405,9 +405,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 continue
             if message is None:
                 break
-            topic, payload = message
-            data = json.dumps(payload, separators=(",", ":"), default=str)
-            await resp.write(f"event: {topic}\ndata: {data}\n\n".encode())
+            await resp.write(message)
     except (ConnectionResetError, ConnectionError):
         pass
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,11 +19,11 @@ from typing import Any
 from hmi.view import TOPICS, StoreView
 from hmi.workers import Pool, Workers
 
-__all__ = ["Hub", "Subscriber"]
+__all__ = ["Hub", "Subscriber", "encode"]
 
 log = logging.getLogger(__name__)
 
-Message = tuple[str, Any] | None  # None: the stream must end (dropped, or the HMI stops)
+Message = bytes | None  # one SSE event, encoded once for every viewer; None: the stream must end
 
 
 @dataclass(eq=False, slots=True)
@@ -44,6 +45,7 @@ class Hub:
         self.workers = workers
         self.interval_s = interval_s
         self.latest: dict[str, Any] = {}
+        self._encoded: dict[str, bytes] = {}
         self.polls = 0
         self._subs: set[Subscriber] = set()
         self._wake = asyncio.Event()
@@ -76,8 +78,8 @@ class Hub:
         wanted = frozenset(t for t in topics if t in TOPICS) or frozenset(TOPICS)
         sub = Subscriber(wanted)
         for topic in TOPICS:
-            if topic in wanted and topic in self.latest:
-                sub.offer((topic, self.latest[topic]))
+            if topic in wanted and topic in self._encoded:
+                sub.offer(self._encoded[topic])
         self._subs.add(sub)
         return sub
 
@@ -92,9 +94,11 @@ class Hub:
 
     def publish(self, changed: dict[str, Any]) -> None:
         self.latest.update(changed)
+        encoded = {topic: encode(topic, payload) for topic, payload in changed.items()}
+        self._encoded.update(encoded)
         for sub in list(self._subs):
-            for topic, payload in changed.items():
-                if topic in sub.topics and not sub.offer((topic, payload)):
+            for topic, event in encoded.items():
+                if topic in sub.topics and not sub.offer(event):
                     # too slow: end its stream (the browser reconnects and gets a fresh snapshot)
                     self._subs.discard(sub)
                     while not sub.queue.empty():
@@ -116,3 +120,9 @@ class Hub:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
+
+
+def encode(topic: str, payload: Any) -> bytes:
+    """One server-sent event: ``event: <topic>`` and the payload as one line of JSON."""
+    data = json.dumps(payload, separators=(",", ":"), default=str)
+    return f"event: {topic}\ndata: {data}\n\n".encode()
