@@ -3,8 +3,8 @@ from the service's health records, chute fill from samples of ``meta.chutes``.
 
 Health history comes from the store's ``health`` table (one record every 10 s) when the service
 writes one; otherwise from the samples this HMI took of ``meta.health`` while it ran. Chute fill
-history is always the HMI's own samples (one a minute, bounded), since the service keeps only
-the current fill.
+history likewise: from the health records' ``chute_fill`` when they carry it, else the HMI's own
+samples of ``meta.chutes`` (one a minute, bounded, lost when the HMI restarts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from hmi.histogram import Hist, quantile_between
 from hmi.tally import FINISHED_KINDS, Tally
 
-__all__ = ["FillSample", "HealthSample", "health_series", "parcel_series", "sample_of"]
+__all__ = ["FillSample", "HealthSample", "fill_of", "health_series", "parcel_series", "sample_of"]
 
 HIST_KEYS = {"decision_ms": "decision_p99_ms", "cycle_lag_ms": "cycle_lag_p99_ms", "commit_ms": "commit_p99_ms"}
 
@@ -42,6 +42,20 @@ def _num(v: Any) -> float | None:
         return float(v) if v is not None and not isinstance(v, bool) else None
     except (TypeError, ValueError):
         return None
+
+
+def fill_of(record: Mapping[str, Any]) -> FillSample | None:
+    """The chute fill a health record carries (services from schema 2 on), if it has one."""
+    t = _num(record.get("t"))
+    raw = record.get("chute_fill")
+    if t is None or not isinstance(raw, dict) or not raw:
+        return None
+    fill: dict[int, float] = {}
+    for k, v in raw.items():
+        n = _num(v)
+        if n is not None and str(k).isdigit():
+            fill[int(k)] = n
+    return FillSample(t, fill)
 
 
 def sample_of(record: Mapping[str, Any]) -> HealthSample | None:

@@ -28,6 +28,7 @@ from hmi.tally import FINISHED_KINDS, Bucket, Tally, rates
 from hmi.trends import (
     FillSample,
     HealthSample,
+    fill_of,
     fill_series,
     health_series,
     parcel_series,
@@ -339,6 +340,7 @@ class StoreView:
             records = queries.health_records(db, start - HEALTH_SAMPLE_S)
             files = Files.resolve(queries.meta_json(db, "files"), self.cfg.site)
         table = [s for s in (sample_of(r) for r in records) if s is not None]
+        fills = [f for f in (fill_of(r) for r in records) if f is not None]
         samples = table or list(self.health_samples)
         site, _err = self.sites.get(files.site)
         capacity = {c.id: c.capacity for c in site.chutes} if site else {}
@@ -348,7 +350,9 @@ class StoreView:
             "parcels": parcel_series(self.tally, start, now),
             "health": health_series(samples, start),
             "health_source": "table" if table else ("hmi" if samples else "none"),
-            "chute_fill": fill_series(self.fill_samples, start, capacity, names),
+            # the service's own fill counts every 10 s (they survive an HMI restart); else this HMI's samples
+            "chute_fill": fill_series(deque(fills) if fills else self.fill_samples, start, capacity, names),
+            "fill_source": "table" if fills else ("hmi" if self.fill_samples else "none"),
             "tally_complete_since": now - KEEP_S,
         }
 

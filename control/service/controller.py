@@ -125,6 +125,7 @@ class Controller:
         )
         self.desk = Desk(site, self.parcels, self.unit, router, wall)
         self._chutes_meta = ""
+        self._fill: dict[str, int] = {}
         self._mode_stored = ""
         self.files: dict[str, str] = {}  # the files the service was started with (for the HMI)
         self._host_hb = 0
@@ -310,6 +311,7 @@ class Controller:
             in_flight=len(self.table), faults=self.faults.names(),
             links={"conveyor": self.conveyor.connected, "diverter": self.diverter.connected, "camera": camera},
             speed_mps=round(self.parcels.speed_mps, 3), plan_version=self.router.plan_version,
+            chute_fill=self._fill,  # the PLC's last fill counts, chute id -> parcels (trends of fill)
         )
 
     async def _read_chutes(self, *, fill: bool) -> None:
@@ -328,7 +330,9 @@ class Controller:
         self.parcels.check_destinations(self._pending_batch)
         if levels is not None:
             self.router.chute_fill(levels)
-            snapshot = self.desk.chutes_meta([int(x) for x in levels])
+            counts = [int(x) for x in levels]
+            self._fill = {str(c): counts[c] for c in self.desk.chutes if c < len(counts)}
+            snapshot = self.desk.chutes_meta(counts)
             if snapshot != self._chutes_meta:  # the HMI's chute grid: stored when something changed
                 self._pending_batch.meta["chutes"] = self._chutes_meta = snapshot
 

@@ -122,7 +122,7 @@ def fill_store(path: Path, now: float, parcels: int = 300, seed: int = 1) -> dic
             t = now - 1800.0 + 10.0 * k
             b.health.append((t, json.dumps(health(t, hist={
                 "decision_ms": decision_hist(k), "cycle_lag_ms": service_hist(10_000 * (k + 1), (0.9, 0.09, 0.01)),
-            }))))
+            }, chute_fill={"7": min(k, 60), "5": k % 10}))))  # chute 7 fills up over the half hour
         b.meta["files"] = json.dumps({"site": str(SITE), "plan": str(PLAN), "manifest": str(CONFIG / "manifest.csv"),
                                       "routing": str(CONFIG / "routing.yaml")})
         b.meta["chutes"] = json.dumps([

@@ -364,5 +364,10 @@ async def test_trends_from_parcel_events_and_the_health_table(hmi: Hmi) -> None:
     assert slow is not None and 5.0 < slow <= 10.0  # the burst interval
     assert all(v is not None and v <= 2.0 for i, v in enumerate(p99) if i not in (0, 100))
     assert all(v is not None and v <= 2.0 for v in h["cycle_lag_p99_ms"][1:])
+    # chute fill over time from the service's own counts in the health table
+    assert d["fill_source"] == "table"
+    seven = next(line for line in d["chute_fill"]["lines"] if line["id"] == 7)
+    pct = [v for v in seven["values"] if v is not None]
+    assert len(pct) >= 170 and pct[0] < pct[-1]
     html = await (await hmi.client.get("/trends")).text()
     assert 'id="chart-decision"' in html
