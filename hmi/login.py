@@ -72,18 +72,18 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     password = str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "")) or None)
     if not same_token(str(form.get("csrf_token", "")) or None, request.cookies.get(LOGIN_COOKIE, "")):
-        return _refuse(request, 403, "the login form expired or came from elsewhere; try again", name)
+        return _refuse(request, 403, "the login form expired or came from elsewhere; try again", name, target)
     keys = [f"user:{name.lower()}", f"addr:{request.remote or '?'}"]
     wait = rt.limiter.retry_after(keys)
     if wait > 0:
-        limited = _refuse(request, 429, f"too many failed logins: try again in {int(wait) + 1} s", name)
+        limited = _refuse(request, 429, f"too many failed logins: try again in {int(wait) + 1} s", name, target)
         limited.headers["Retry-After"] = str(int(wait) + 1)
         return limited
     user = rt.users.get(name) if name else None
     ok = await rt.workers.run(Pool.AUTH, lambda: rt.users.password_matches(user, password))
     if not ok or user is None:
         rt.limiter.failed(keys)
-        return _refuse(request, 401, "wrong user name or password", name)
+        return _refuse(request, 401, "wrong user name or password", name, target)
     rt.limiter.succeeded(keys[0])
     old = request.cookies.get(SESSION_COOKIE)
     rt.sessions.drop(old)  # a fresh token at every login (no session fixation)
@@ -98,13 +98,13 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _refuse(request: web.Request, status: int, message: str, name: str) -> web.StreamResponse:
+def _refuse(request: web.Request, status: int, message: str, name: str, target: str = "/overview") -> web.StreamResponse:
     if _wants_json(request):
         return web.json_response({"ok": False, "error": message}, status=status)
     # the page again, with a new login token (the old one is single use in spirit)
     token = secrets.token_urlsafe(24)
     resp = render(request, "login.html", status=status, login_csrf=token, error=message, user_name=name,
-                  next="/overview")
+                  next=target)
     _set_cookie(request, resp, LOGIN_COOKIE, token, max_age=3600)
     return resp
 

@@ -61,11 +61,12 @@ CONVEYOR_SCALARS = (
 DIVERTER_SCALARS = (
     "plc_heartbeat", "boot_id", "encoder_count", "faults", "arm.ack", "arm.head", "arm_result.head", "confirm.head",
 )
-HEALTH_EVERY = 1000  # cycles between rows of the health table (10 s at 10 ms); p99s over as many
+HEALTH_EVERY = 1000  # the health record's p99s are over this many latest cycles (10 s at 10 ms)
 STORE_GRACE_S = 0.25  # commits failing this long (or this many in a row) raise the store fault
 STORE_GRACE_CYCLES = 10
 STALE_ALARM_GRACE_S = 10.0  # after a start, alarms of the last run not raised again by then are cleared
-LIVE_EVERY = 100  # cycles between refreshes of meta.health (1 s: the HMI's live view)
+LIVE_S = 1.0  # seconds between refreshes of meta.health (the HMI's live view; it reads 5 s without one as stale)
+HEALTH_TABLE_S = 10.0  # seconds between rows of the health table (trends)
 
 
 class Controller:
@@ -126,6 +127,8 @@ class Controller:
         self.desk = Desk(site, self.parcels, self.unit, router, wall)
         self._chutes_meta = ""
         self._fill: dict[str, int] = {}
+        self._live_at = float("-inf")
+        self._table_at = float("-inf")
         self._mode_stored = ""
         self.files: dict[str, str] = {}  # the files the service was started with (for the HMI)
         self._host_hb = 0
@@ -280,10 +283,13 @@ class Controller:
         self.desk.poll(self._pending_batch)
         if self._stale_alarms and self.clock() - self._started_at >= STALE_ALARM_GRACE_S:
             self._close_stale_alarms()
-        if cycles % LIVE_EVERY == 0:
+        now = self.clock()
+        if now - self._live_at >= LIVE_S:  # by time, not cycles: late cycles must not make it look dead
+            self._live_at = now
             rec = json.dumps(self.health(), separators=(",", ":"))
             self._pending_batch.meta["health"] = rec
-            if cycles % HEALTH_EVERY == 0:
+            if now - self._table_at >= HEALTH_TABLE_S:
+                self._table_at = now
                 self._pending_batch.health.append((self.wall(), rec))
         mode = self.unit.mode.name
         if self._mode_stored != mode:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -324,7 +325,7 @@ class Desk:
         if old is not None:
             state = "rolled_back" if w.rollback_of else "replaced"
             self._record(PlanRow(old.version, old.t, old.user, old.source, old.plan_csv, old.settings_yaml, state,
-                                 f"{state.replace('_', ' ')} by {c.user or '-'} at {t:.0f}"), batch)
+                                 f"{state.replace('_', ' ')} by {c.user or '-'} at {_clock(t)}"), batch)
         if w.rollback_of:
             prev = self.plans.rows[w.version]
             self._record(PlanRow(prev.version, prev.t, prev.user, prev.source, prev.plan_csv, prev.settings_yaml,
@@ -380,7 +381,7 @@ class Desk:
 
     def chutes_meta(self, fill: list[int] | None = None) -> str:
         """The chutes as the HMI shows them: status bits, fill, and who took which out."""
-        st = self.parcels.chute_status
+        st = self.parcels.plc_chute_status  # the PLC's own flags; "out" says what an operator did
         out = []
         for cid, ch in sorted(self.chutes.items()):
             who = self.out.get(cid, {})
@@ -390,6 +391,10 @@ class Desk:
                 "out": cid in self.out, "out_by": who.get("by", ""), "out_reason": who.get("reason", ""),
             })
         return json.dumps(out, separators=(",", ":"))
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,11 @@
       else if (!a.cleared_t) acts.append(el("button", { type: "button", class: "small", id: `alarm-${a.id}-shelve`, "data-testid": `alarm-${a.id}-shelve`, "data-action": "shelve", "data-alarm": a.id, "data-name": a.name, text: "Shelve" }));
     }
     return el("tr", { id: `alarm-${a.id}`, "data-testid": `alarm-${a.id}`, class: `al-${a.state}` },
-      el("td", { class: "num", text: a.id }), el("td", { class: "al-state", text: a.state.replace(/_/g, " ") }),
+      el("td", { class: "num", text: a.id }), el("td", { class: "al-state", "data-testid": `alarm-${a.id}-state`, text: a.state.replace(/_/g, " ") }),
       el("td", { text: a.name }), el("td", { text: a.severity }), el("td", { text: a.detail }),
       el("td", { text: fmt.clock(a.raised_t, true) }), el("td", { text: fmt.clock(a.cleared_t) }),
-      el("td", { text: a.acked_t ? `${fmt.clock(a.acked_t)} ${a.acked_by}` : "-" }),
-      el("td", { text: a.state === "shelved" ? `until ${fmt.clock(a.shelved_until)} by ${a.shelved_by}: ${a.shelve_reason}` : "-" }),
+      el("td", { "data-testid": `alarm-${a.id}-acked`, text: a.acked_t ? `${fmt.clock(a.acked_t)} ${a.acked_by}` : "-" }),
+      el("td", { "data-testid": `alarm-${a.id}-shelved`, text: a.state === "shelved" ? `until ${fmt.clock(a.shelved_until)} by ${a.shelved_by}: ${a.shelve_reason}` : "-" }),
       acts);
   }
 

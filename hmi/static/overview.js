@@ -51,7 +51,7 @@
     if (!data.store || !data.store.ok) return;
     $("commands-body").replaceChildren(...data.commands.slice(0, 8).map((c) => {
       const cls = !c.done ? "pending" : (String(c.result).startsWith("refused") ? "refused" : "accepted");
-      return el("tr", { id: "cmdrow-" + c.id },
+      return el("tr", { id: "cmdrow-" + c.id, "data-testid": "cmdrow-" + c.id },
         el("td", { class: "num", text: c.id }), el("td", { text: fmt.clock(c.t) }), el("td", { text: c.command }),
         el("td", { text: c.user }), el("td", { class: "args", text: JSON.stringify(c.args) }),
         el("td", { class: cls, text: c.done ? c.result : "waiting for the service" }));

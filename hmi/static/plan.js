@@ -57,7 +57,10 @@
     if (!validated) return;
     const name = validated.get("plan") && validated.get("plan").name;
     HMI.confirmThen("Activate sort plan", `Send ${name || "this plan"} to the service? It takes effect for the next routing decisions.`, async () => {
-      const r = await HMI.postForm("/api/plan/activate", validated);
+      const sent = validated;
+      validated = null;  // one plan, one activation: the button waits for the next validation
+      $("plan-activate").disabled = true;
+      const r = await HMI.postForm("/api/plan/activate", sent);
       HMI.afterSend(r, `PLAN_ACTIVATE ${name || ""}`);
     });
   }
@@ -68,7 +71,7 @@
     setText("plan-active-version", a.version + (a.from_file ? " (file loaded at start)" : ""));
     setText("plan-active-source", a.source);
     setText("plan-active-rules", a.rules === null ? "-" : a.rules);
-    $("plans-body").replaceChildren(...data.history.map((p) => el("tr", { id: `plan-row-${p.version}`, class: `pl-${p.state}` },
+    $("plans-body").replaceChildren(...data.history.map((p) => el("tr", { id: `plan-row-${p.version}`, "data-testid": `plan-row-${p.version}`, class: `pl-${p.state}` },
       el("td", { class: "num", text: p.version }), el("td", { text: fmt.clock(p.t, true) }), el("td", { text: p.user }),
       el("td", { text: p.source }), el("td", { text: p.state }), el("td", { text: p.detail }),
       el("td", {}, el("button", { type: "button", class: "small", id: `plan-view-${p.version}`, "data-testid": `plan-view-${p.version}`, "data-version": p.version, text: "View" })))));
