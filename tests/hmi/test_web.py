@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -54,6 +55,16 @@ async def test_wrong_password_is_refused(hmi: Hmi) -> None:
     await hmi.login("otto", "not-the-password", expect=401)
     await hmi.login("nobody", "whatever-it-is", expect=401)
     assert (await hmi.client.get("/api/me")).status == 401
+
+
+async def test_a_refused_login_keeps_the_page_it_was_going_to(hmi: Hmi) -> None:
+    page = await (await hmi.client.get("/login", params={"next": "/chutes"})).text()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    r = await hmi.client.post("/login", data={"csrf_token": token.group(1), "user": "otto", "password": "wrong-one",
+                                              "next": "/chutes"})
+    assert r.status == 401
+    assert 'name="next" value="/chutes"' in await r.text()
 
 
 async def test_login_without_its_form_token_is_refused(hmi: Hmi) -> None:
