@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("control.manifest_cli", "add pre-advice rows to the running service"),
     "hmi": ("hmi.cli", "the operator HMI: web pages, live updates, Prometheus metrics"),
     "users": ("hmi.users_cli", "manage HMI users: add, passwd, remove, list"),
+    "relay": ("host.relay_cli", "publish the event store to the host over MQTT; take the host's requests"),
+    "certs": ("control.certs_cli", "OPC UA certificates: create, trust, list"),
     "sim": ("plc_sim.cli", "run the PLC simulator (OPC UA + Modbus TCP + camera)"),
     "bench": ("benchmarks.cli", "run a benchmark and print its figures"),
 }
