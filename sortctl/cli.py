@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "users": ("hmi.users_cli", "manage HMI users: add, passwd, remove, list"),
     "relay": ("host.relay_cli", "publish the event store to the host over MQTT; take the host's requests"),
     "certs": ("control.certs_cli", "OPC UA certificates: create, trust, list"),
+    "store": ("control.store_cli", "event store size, and retention: archive old rows to Parquet"),
     "sim": ("plc_sim.cli", "run the PLC simulator (OPC UA + Modbus TCP + camera)"),
     "bench": ("benchmarks.cli", "run a benchmark and print its figures"),
 }
