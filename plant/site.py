@@ -17,9 +17,11 @@ from plant.yamlfile import load_yaml_model
 
 
 class Strict(BaseModel):
-    """Base for config models: unknown keys are errors (a typo must not be silently ignored)."""
+    """Base for config models: unknown keys are errors (a typo must not be silently ignored).
+    ``.inf`` and ``.nan`` are refused too: they pass ``gt=0`` and would make a belt of
+    infinite length or a timer that never fires."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ChuteKind(StrEnum):

@@ -18,19 +18,56 @@ M = TypeVar("M", bound=BaseModel)
 PathKey = tuple[str | int, ...]
 
 
+MAX_DEPTH = 32  # nesting of mappings and lists: our files use at most 6
+MAX_NODES = 200_000  # values after aliases are expanded: a small file must not expand to gigabytes
+
+
 def _build(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
+    """Plain data of ``node``, recording each path's line. Anything PyYAML would raise while
+    building a value (an unknown tag, ``2001-02-30``, a list as a key, an alias cycle or an
+    alias bomb) becomes a ConfigError at that node's line, so no input gives a traceback."""
+    line = node.start_mark.line + 1
+    lines[path] = line
+    if len(path) > MAX_DEPTH:
+        raise ConfigError("", line, _dotted(path[:4]) + "...", f"nested more than {MAX_DEPTH} levels deep (or an alias refers to itself)")
+    if len(lines) > MAX_NODES:
+        raise ConfigError("", line, _dotted(path), f"more than {MAX_NODES} values (aliases expand too far)")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError("", key_node.start_mark.line + 1, _dotted(path), "a key must be a plain value, not a list or mapping")
+            key = _scalar(key_node, path) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
             if key in out:
                 raise ConfigError("", key_node.start_mark.line + 1, _dotted((*path, key)), "duplicate key")
             out[key] = _build(value_node, (*path, key), lines)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, (*path, i), lines) for i, v in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    return _scalar(node, path)
+
+
+def _scalar(node: yaml.Node, path: PathKey) -> Any:
+    """One scalar as the safe loader reads it; a value it cannot construct is a ConfigError."""
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
+        raise ConfigError("", node.start_mark.line + 1, _dotted(path), f"not a valid value: {problem}") from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before composing: PyYAML's composer recurses once per level, so
+    ``[[[[...`` a few hundred deep would end in RecursionError instead of a message."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                raise ConfigError("", line, "", f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def _dotted(path: PathKey) -> str:
@@ -60,10 +97,18 @@ def read_yaml(path: Path) -> tuple[Any, dict[PathKey, int]]:
 def parse_yaml(text: str, path: Path | str) -> tuple[Any, dict[PathKey, int]]:
     """Parse YAML text (from ``path``, named in errors)."""
     try:
+        _check_depth(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except ConfigError as exc:
+        raise ConfigError(path, exc.line, exc.field, exc.message) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ConfigError(path, line, "", f"not valid YAML: {exc.problem}") from exc
+    except yaml.reader.ReaderError as exc:  # a control character (NUL, ESC...) in otherwise UTF-8 text
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(path, line, "", f"not valid YAML: character U+{exc.character:04X} is not allowed") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, "", f"not valid YAML: {exc}") from None
     lines: dict[PathKey, int] = {}
     if node is None:
         return {}, lines
