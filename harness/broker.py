@@ -1,0 +1,159 @@
+"""Debian's Mosquitto for tests, benchmarks and the demo: a broker on a free loopback port with
+a temporary configuration (persistence on, so a restart keeps QoS 1 sessions and queues), and
+a subscriber that records what it receives across broker restarts.
+
+Stop with SIGTERM (Mosquitto then saves its persistence file); ``kill()`` is the crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+
+__all__ = ["Broker", "Received", "Watcher", "mosquitto_path"]
+
+
+def mosquitto_path() -> str | None:
+    """The broker executable, or None when Mosquitto is not installed (`./dev setup` installs it)."""
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """``start()``, ``stop()``, ``start()`` again: same port, same persistence directory."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        exe = mosquitto_path()
+        if exe is None:
+            raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto, or ./dev setup)")
+        self.exe = exe
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="sortcentre-mqtt-")
+        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.port = port or _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / "mosquitto.log"
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            "autosave_interval 1\n"       # a killed broker loses at most the last second
+            "max_queued_messages 0\n"     # no limit: a subscriber away for long still gets everything
+            "max_inflight_messages 100\n"
+            "message_size_limit 0\n"
+            f"log_dest file {self.log}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, wait_s: float = 10.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {wait_s:.0f} s")
+
+    def stop(self) -> None:
+        """A clean stop: the broker saves its sessions and queues."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    t: float  # time.time() when it arrived
+    retain: bool
+
+
+@dataclass(slots=True)
+class Watcher:
+    """A host stand-in: subscribes (QoS 1, persistent session) and records every message, and
+    reconnects after a broker restart so the broker's queue for it is delivered."""
+
+    port: int
+    topic: str
+    identifier: str = "sortcentre-watcher"
+    got: list[Received] = field(default_factory=list)
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    connects: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier, clean_session=False,
+                                          keepalive=5) as client:
+                    self.connects += 1
+                    await client.subscribe(self.topic, qos=1)
+                    self.subscribed.set()
+                    reader = asyncio.ensure_future(self._read(client))
+                    waiter = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in (reader, waiter):
+                            task.cancel()
+                        await asyncio.gather(reader, waiter, return_exceptions=True)
+                    if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                        raise reader.exception()  # type: ignore[misc]
+            except (aiomqtt.MqttError, OSError):
+                self.subscribed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload or "").encode()
+            self.got.append(Received(m.topic.value, payload, time.time(), bool(m.retain)))
+
+    def on(self, suffix: str) -> list[Received]:
+        return [r for r in self.got if r.topic.endswith(suffix)]
