@@ -43,6 +43,7 @@ class Broker:
         self.exe = exe
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="sortcentre-mqtt-")
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
