@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from control.routing.engine import RoutingEngine
 from control.routing.manifest import load_manifest
-from control.routing.plan import load_plan, parse_plan
+from control.routing.plan import load_plan, parse_plan, read_plan_text
 from control.routing.replay import SPLIT_CAUSES, ReplayResult, replay
-from control.routing.settings import RoutingSettings, load_settings
+from control.routing.settings import RoutingSettings, load_settings, settings_from_text
 from control.send import add_common, send
 from control.store import EventStore
 from plant.errors import ConfigError
@@ -55,10 +57,13 @@ def run(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan, site)
         manifest = load_manifest(args.manifest)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print(f"sortctl plan: {exc}", file=sys.stderr)
         return 2
+    if len(manifest) == 0:
+        print(f"sortctl plan: manifest {manifest.source} holds no parcels: every parcel would route as unknown; "
+              "the replay has nothing to route", file=sys.stderr)
     for issue in manifest.issues(limit=20):
-        console.print(f"[yellow]skipped[/] {issue.format(manifest.source)}")
+        console.print(Text("skipped ", style="yellow") + Text(issue.format(manifest.source)))
     if len(manifest.bad_line) > 20:
         console.print(f"[yellow]... {len(manifest.bad_line) - 20} more bad rows skipped[/]")
     engine = RoutingEngine(site, plan, manifest, settings)
@@ -82,18 +87,20 @@ def _live(args: argparse.Namespace) -> int:
     if args.action == "versions":
         return _versions(args)
     try:  # checked here too, so a typo is caught before it reaches the service
-        text = read_text(args.file)
+        text = read_plan_text(args.file)
         parse_plan(text, str(args.file))
         settings = read_text(args.routing) if args.routing else ""
+        if settings:
+            settings_from_text(settings, str(args.routing))
     except ConfigError as exc:
-        print(f"sortctl plan activate: {exc}")
+        print(f"sortctl plan activate: {exc}", file=sys.stderr)
         return 2
     return send(args, "PLAN_ACTIVATE", {"plan_csv": text, "settings_yaml": settings, "source": args.file.name})
 
 
 def _versions(args: argparse.Namespace) -> int:
     if not args.db.exists():
-        print(f"sortctl plan versions: no event store at {args.db}")
+        print(f"sortctl plan versions: no event store at {args.db}", file=sys.stderr)
         return 2
     store = EventStore(args.db, readonly=True)
     try:

@@ -38,6 +38,7 @@ from control.routing.postal import postal_key
 from control.routing.reasons import Reason
 from control.routing.settings import RoutingSettings
 from control.routing.tables import PlanTables, SiteTables, compile_plan
+from plant.errors import ConfigError
 from plant.site import Site
 
 I32 = npt.NDArray[np.int32]
@@ -192,7 +193,8 @@ class RoutingEngine:
             row_rule = np.where(by_dest >= 0, by_dest, row_rule).astype(np.int32)
         cand = np.concatenate([self.st.chain, t.cand]).astype(np.int16)
         if len(cand) > OFF_MASK:
-            raise ValueError(f"sort plan too large: {len(cand)} candidate entries (at most {OFF_MASK})")
+            raise ConfigError(plan.source, None, "chutes",
+                              f"sort plan too large: {len(cand)} candidate chutes in all (at most {OFF_MASK})")
         table, base = self._row_routes(t, row_rule, len(self.st.chain), row_group)
         table[:, 0] = _route(table[:, 0], cand[table[:, 0]])
         pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)

@@ -21,11 +21,17 @@ from pathlib import Path
 from control.routing.postal import MAX_POSTAL, country_index, normalise_postal
 from plant.errors import ConfigError
 from plant.site import ChuteKind, Site
+from plant.yamlfile import read_text
 
 COLUMNS = ("destination_id", "country", "postal_prefix", "chutes", "priority_chute", "description")
 REQUIRED = COLUMNS[:5]
 MAX_DESTINATION = 32
 ROUTABLE_KINDS = (ChuteKind.NORMAL, ChuteKind.PRIORITY)
+# Refused before parsing: the engine packs at most 2 M candidate chutes (3-byte rows are the
+# shortest possible), and a national plan of every 5-digit postcode is about 3 MB. A 50 MB
+# file is a mistake (the manifest picked instead of the plan), not a plan to spend a minute on.
+MAX_PLAN_BYTES = 16 << 20
+MAX_CHUTE_ID = 999  # as in the site file
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +78,17 @@ class SortPlan:
 
 def _chute_list(text: str, src: str, line: int, field: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split("|")]
-    if not text.strip() or any(not p.isdigit() for p in parts):
-        raise ConfigError(src, line, field, f"expected chute ids like 3 or 3|4, got {text!r}")
+    if not text.strip() or any(not _is_chute_id(p) for p in parts):
+        raise ConfigError(src, line, field, f"expected chute ids (1..{MAX_CHUTE_ID}) like 3 or 3|4, got {text!r}")
     ids = tuple(int(p) for p in parts)
     if len(set(ids)) != len(ids):
         raise ConfigError(src, line, field, f"chute listed twice in {text!r}")
     return ids
+
+
+def _is_chute_id(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes "²" and "٣", which ``int`` then refuses)."""
+    return len(text) <= 4 and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_CHUTE_ID
 
 
 def _parse_row(row: dict[str, str], src: str, line: int) -> Rule:
@@ -88,8 +99,8 @@ def _parse_row(row: dict[str, str], src: str, line: int) -> Rule:
     prio_text = row["priority_chute"].strip()
     prio: int | None = None
     if prio_text:
-        if not prio_text.isdigit():
-            raise ConfigError(src, line, "priority_chute", f"expected one chute id, got {prio_text!r}")
+        if not _is_chute_id(prio_text):
+            raise ConfigError(src, line, "priority_chute", f"expected one chute id (1..{MAX_CHUTE_ID}), got {prio_text!r}")
         prio = int(prio_text)
     desc = (row.get("description") or "").strip()
     if dest:
@@ -112,13 +123,18 @@ def _parse_row(row: dict[str, str], src: str, line: int) -> Rule:
 
 def parse_plan(text: str, source: str = "<plan>") -> SortPlan:
     """Parse plan CSV text; raises ConfigError naming source, line and column."""
-    lines = text.splitlines()
+    if len(text) > MAX_PLAN_BYTES:
+        raise ConfigError(source, None, "", _too_large(len(text)))
+    # A BOM (Excel's "CSV UTF-8") may come before a comment line as well as before the header.
+    # Lines are split on line ends only (not on form feeds or U+2028, as splitlines does), so
+    # line numbers are the ones an editor shows.
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     # Keep physical line numbers while skipping comments and blank lines.
     numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")]
     if not numbered:
         raise ConfigError(source, None, "", "empty sort plan (no header)")
     header_line, header = numbered[0]
-    cols = [c.strip().lstrip("\ufeff") for c in next(csv.reader([header]))]
+    cols = [c.strip() for c in _fields(header, source, header_line)]
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         raise ConfigError(source, header_line, missing[0], "missing column in header")
@@ -128,7 +144,7 @@ def parse_plan(text: str, source: str = "<plan>") -> SortPlan:
     rules: list[Rule] = []
     seen: dict[tuple[str, str, str], int] = {}
     for line, text_line in numbered[1:]:
-        values = next(csv.reader(io.StringIO(text_line)))
+        values = _fields(text_line, source, line)
         if len(values) != len(cols):
             raise ConfigError(source, line, "", f"expected {len(cols)} fields, found {len(values)}")
         rule = _parse_row(dict(zip(cols, values, strict=True)), source, line)
@@ -141,6 +157,31 @@ def parse_plan(text: str, source: str = "<plan>") -> SortPlan:
     if not rules:
         raise ConfigError(source, header_line, "", "sort plan has no rules")
     return SortPlan(tuple(rules), source)
+
+
+def _fields(text_line: str, source: str, line: int) -> list[str]:
+    """One CSV line's fields; the csv module's own complaints (a NUL byte) name the line."""
+    try:
+        return next(csv.reader([text_line]))
+    except csv.Error as exc:
+        raise ConfigError(source, line, "", f"not CSV: {exc}") from None
+
+
+def _too_large(size: int) -> str:
+    return f"{size / 1e6:.1f} MB is more than a sort plan can be ({MAX_PLAN_BYTES / 1e6:.0f} MB); is it the right file?"
+
+
+def read_plan_text(path: str | Path) -> str:
+    """A plan file's text, refused by its size before it is read (see ``MAX_PLAN_BYTES``);
+    unreadable or not UTF-8 is a ConfigError naming the file (and line)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ConfigError(p, None, "", f"cannot read: {exc.strerror or exc}") from exc
+    if size > MAX_PLAN_BYTES:
+        raise ConfigError(p, None, "", _too_large(size))
+    return read_text(p)
 
 
 def check_against_site(plan: SortPlan, site: Site) -> None:
@@ -160,11 +201,7 @@ def check_against_site(plan: SortPlan, site: Site) -> None:
 def load_plan(path: str | Path, site: Site | None = None) -> SortPlan:
     """Read, parse and (given a site) check a plan file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(p, None, "", f"cannot read: {exc}") from exc
-    plan = parse_plan(text, str(p))
+    plan = parse_plan(read_plan_text(p), str(p))
     if site is not None:
         check_against_site(plan, site)
     return plan

@@ -75,8 +75,10 @@ def replay(
     arrival = m.arrival.copy()
     if np.isnan(arrival).all():
         arrival[:] = 0.0
-    # Rows without an arrival time come last, at the last known time.
-    arrival = np.where(np.isnan(arrival), np.nanmax(arrival), arrival)
+    # Rows without an arrival time come last, at the last known time. (An empty manifest has
+    # no last time: nanmax of nothing raises, so it is skipped; the replay routes nothing.)
+    if len(arrival):
+        arrival = np.where(np.isnan(arrival), np.nanmax(arrival), arrival)
     order = np.argsort(arrival, kind="stable")
     t_sorted = arrival[order]
     size = engine.st.size

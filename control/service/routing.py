@@ -14,12 +14,11 @@ import numpy.typing as npt
 from control.lifecycle import ScanStatus
 from control.routing.engine import PreparedPlan, RoutingEngine
 from control.routing.manifest import Manifest, load_manifest
-from control.routing.plan import check_against_site, parse_plan
+from control.routing.plan import check_against_site, parse_plan, read_plan_text
 from control.routing.reasons import ReadStatus, Reason
 from control.routing.settings import load_settings, settings_from_text
 from control.service.feeds import RouteRequest
 from plant.codes import ChuteStatus
-from plant.errors import ConfigError
 from plant.site import Site
 from plant.yamlfile import read_text
 
@@ -97,10 +96,13 @@ class EngineRouter:
         manifest_time: bool = False,
     ) -> EngineRouter:
         """``manifest_time``: judge deadlines in manifest time whatever the settings say."""
-        plan_text = read_text(plan_path)
+        plan_text = read_plan_text(plan_path)
         plan = parse_plan(plan_text, str(plan_path))
         check_against_site(plan, site)
         manifest = load_manifest(manifest_path)
+        if len(manifest) == 0:  # legal (pre-advice may come later), but never silent
+            log.warning("manifest %s holds no parcels: every parcel routes as unknown (reject chute) "
+                        "until pre-advice arrives", manifest_path)
         settings_text = read_text(settings_path) if settings_path is not None else ""
         settings = load_settings(settings_path) if settings_path is not None else None
         source = PlanSource(plan_text, settings_text, str(Path(plan_path).resolve()))
@@ -116,10 +118,7 @@ class EngineRouter:
             settings_from_text(new.settings_yaml, f"{new.source} (routing settings)")
             if new.settings_yaml.strip() else self.engine.settings
         )
-        try:
-            return self.engine.prepare_plan(plan, settings)
-        except ValueError as exc:  # a plan too large for the tables
-            raise ConfigError(new.source, None, "", str(exc)) from exc
+        return self.engine.prepare_plan(plan, settings)  # a plan too large for the tables: ConfigError
 
     def swap(self, prepared: PreparedPlan, source: PlanSource, version: int) -> None:
         """Take a prepared plan between two cycles: every decision from now on uses it."""
