@@ -8,7 +8,8 @@ never touches a Python string on its batch path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,8 +265,17 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     missing = [c for c in HEADER if c not in table.column_names]
     if missing:
         raise ConfigError(source, 1, missing[0], "missing column in manifest header")
+    twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1} & set(HEADER))
+    if twice:
+        raise ConfigError(source, 1, twice[0], "column given twice")
     n = table.num_rows
-    col = {name: _strings(table.column(name)) for name in HEADER}
+    col: dict[str, pa.Array] = {}
+    for name in HEADER:
+        try:
+            col[name] = _strings(table.column(name))
+        except pa.ArrowException as exc:  # a Parquet column of lists, structs, non-UTF-8 bytes...
+            raise ConfigError(source, None, name, f"a {table.schema.field(name).type} column cannot be read as "
+                              f"text: {exc}") from None
     problem = np.full(n, 127, np.int8)
 
     def flag(code: int, mask: npt.NDArray[np.bool_]) -> None:
@@ -345,8 +355,15 @@ def load_manifest(path: str | Path) -> Manifest:
             )
     except FileNotFoundError as exc:
         raise ConfigError(p, None, "", "no such file") from exc
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ConfigError(p, _arrow_line(str(exc)), "", f"cannot read: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            raise ConfigError(p, None, "", f"not a readable Parquet file: {exc}") from None
+        try:
+            with p.open("rb") as f:
+                found = csv_problem(iter(lambda: f.readline(MAX_LINE), b""), str(p))
+        except OSError:
+            found = None
+        raise found or ConfigError(p, _arrow_line(str(exc)), "", f"cannot read: {exc}") from None
     if p.suffix.lower() not in (".parquet", ".pq"):
         header = table.column_names
         if tuple(header) != HEADER:
@@ -367,18 +384,72 @@ def _arrow_line(msg: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+MAX_LINE = 1 << 20  # a manifest line is ~120 bytes; a megabyte without a line end is not CSV
+
+
+def csv_problem(lines: Iterator[bytes], source: str) -> ConfigError | None:
+    """The first line Arrow could not read and why, found again line by line.
+
+    Arrow's CSV reader says "Expected 11 columns, got 12" or "invalid UTF8 data" without a
+    line number (and quotes the raw bytes); this pass, run only after Arrow failed, finds the
+    line and the column and says what to do. None when it finds nothing (Arrow's own message
+    is used then). Values may not span lines (Arrow's ``newlines_in_values`` is off), so a
+    line with an odd number of quotes has an unterminated one.
+    """
+    header: list[str] = []
+    for n, raw in enumerate(lines, start=1):
+        if n == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return ConfigError(source, 1, "", "UTF-16 text: save the manifest as UTF-8 (\"CSV UTF-8\")")
+        if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
+            return ConfigError(source, n, "", f"a line longer than {MAX_LINE >> 20} MB: not a manifest CSV")
+        if b"\x00" in raw:
+            at = raw.index(b"\x00")
+            return ConfigError(source, n, _column(header, raw[:at].count(b",")), f"binary data (NUL byte at byte {at + 1} of the line)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return ConfigError(source, n, _column(header, raw[: exc.start].count(b",")),
+                               f"not UTF-8 text (byte {exc.start + 1} of the line): save the manifest as UTF-8")
+        body = text.removeprefix("\ufeff") if n == 1 else text
+        body = body.rstrip("\r\n")
+        if not body:
+            continue
+        if body.count('"') % 2:
+            return ConfigError(source, n, _column(header, body[: body.index('"')].count(",")),
+                               "unterminated quote (a value cannot span lines)")
+        fields = next(csv.reader([body]))
+        if not header:
+            header = [c.strip() for c in fields]
+            continue
+        if len(fields) != len(header):
+            more = len(fields) > len(header)
+            return ConfigError(source, n, _column(header, len(header) if more else len(fields)),
+                               f"{len(fields)} values where the header has {len(header)} columns")
+    return None
+
+
+def _column(header: list[str], index: int) -> str:
+    """The name of column ``index`` (0-based) for messages; past the header, its number."""
+    return header[index] if index < len(header) else f"column {index + 1}"
+
+
 def manifest_from_csv_text(text: str, source: str) -> Manifest:
     """Pre-advice rows that came as text (a host message, an upload): the same header and the
     same row checks as a manifest file."""
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+        line = text[: exc.start].count("\n") + 1
+        raise ConfigError(source, line, "", f"not text: lone surrogate U+{ord(text[exc.start]):04X}") from None
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string()),
                                                  strings_can_be_null=False),
         )
-    except pa.ArrowInvalid as exc:
-        raise ConfigError(source, _arrow_line(str(exc)), "", f"cannot read: {exc}") from exc
+    except pa.ArrowException as exc:
+        found = csv_problem(iter(data.splitlines(keepends=True)), source)
+        raise found or ConfigError(source, _arrow_line(str(exc)), "", f"cannot read: {exc}") from None
     if tuple(table.column_names) != HEADER:
         extra = [c for c in table.column_names if c not in HEADER]
         raise ConfigError(source, 1, (extra or [c for c in HEADER if c not in table.column_names] or [""])[0],
