@@ -17,6 +17,7 @@ import numpy.typing as npt
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator.simcore import SimCore
 
 from plant.tagmap import DiverterMap
 from plc_sim.servers.faults import ResponseDelay, shut, shut_listener
@@ -26,6 +27,43 @@ from plc_sim.servers.memory import DiverterMemory, DiverterRing
 __all__ = ["CommandProblem", "DiverterPlcServer", "DiverterRing"]
 
 log = logging.getLogger(__name__)
+
+
+class _OwnDeviceOnly(SimCore):
+    """pymodbus's SimCore, answering a request for any other device id with exception 0x0B.
+
+    SimCore falls back to a device 0 that we do not have, so such a request raised KeyError
+    inside pymodbus, which logged a traceback per request. The Modbus TCP implementation guide
+    gives 0x0B (gateway target device failed to respond) for a unit id no device answers to;
+    the first such request is logged, the rest are only counted (``unknown``).
+    """
+
+    def __init__(self, device: SimDevice) -> None:
+        super().__init__(device)
+        self.unknown: dict[int, int] = {}  # device id -> requests refused
+
+    def _known(self, device_id: int) -> bool:
+        if device_id in self.devices:
+            return True
+        if not self.unknown:
+            log.warning("diverter PLC: request for device id %d, which is not this PLC's (%s): answered "
+                        "with exception 0x0B; further ones are counted, not logged", device_id, sorted(self.devices))
+        self.unknown[device_id] = self.unknown.get(device_id, 0) + 1
+        return False
+
+    async def async_getValues(
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        if not self._known(device_id):
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        return await super().async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(
+        self, device_id: int, func_code: int, address: int, values: list[int] | list[bool]
+    ) -> ExcCodes | None:
+        if not self._known(device_id):
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        return await super().async_setValues(device_id, func_code, address, values)
 
 
 class DiverterPlcServer:
@@ -99,6 +137,12 @@ class DiverterPlcServer:
         """Cold start of the PLC memory: every register zero, every ring empty from seq 1."""
         self.memory.reset()
 
+    @property
+    def unknown_device_requests(self) -> dict[int, int]:
+        """Requests refused with 0x0B because they named another device id, by id (this start)."""
+        ctx = self._server.context if self._server is not None else None
+        return dict(ctx.unknown) if isinstance(ctx, _OwnDeviceOnly) else {}
+
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -113,6 +157,7 @@ class DiverterPlcServer:
         if self._server is not None:
             return
         server = ModbusTcpServer(self._device, address=(self.host, self._port))
+        server.context = _OwnDeviceOnly(self._device)
         await server.serve_forever(background=True)
         listener = server.transport
         sockets = getattr(listener, "sockets", None)
