@@ -94,12 +94,18 @@ def health_series(samples: Iterable[HealthSample], start: float) -> dict[str, li
 
 def parcel_series(tally: Tally, start: float, end: float) -> dict[str, list[float | None]]:
     """Per complete minute: finished parcels per hour, read rate, recirculations, inducted,
-    rejected. The minute in progress is left out (its rate would read low until it ends)."""
+    rejected. The minute in progress is left out (its rate would read low until it ends), and
+    the minutes before the store's first event are gaps, not zeros."""
     out: dict[str, list[float | None]] = {"t": [], "per_hour": [], "read_rate": [], "recirculated": [],
                                           "inducted": [], "rejected": []}
+    first = min(tally.minutes, default=None)  # minutes before the store's first event: no data, not 0
     for t, b in tally.series(start, end - 60.0):
         routed = b.kinds["routed"]
         out["t"].append(float(t))
+        if first is None or t // 60 < first:
+            for k in ("per_hour", "read_rate", "recirculated", "inducted", "rejected"):
+                out[k].append(None)
+            continue
         out["per_hour"].append(float(sum(b.kinds[k] for k in FINISHED_KINDS) * 60))
         out["read_rate"].append(round((routed - b.routed_read_failed) / routed, 4) if routed else None)
         out["recirculated"].append(float(b.kinds["recirculated"]))

@@ -367,6 +367,10 @@ async def test_trends_from_parcel_events_and_the_health_table(hmi: Hmi) -> None:
     assert len(p["t"]) in (59, 60, 61) and all(t % 60 == 0 for t in p["t"])
     # every minute but the one in progress (left out: its rate would read low)
     assert hmi.counts["rejected"] - 2 <= sum(v or 0 for v in p["rejected"]) <= hmi.counts["rejected"]
+    # the store begins half an hour ago: the half hour before is no data, not zero parcels
+    before = [v for t, v in zip(p["t"], p["per_hour"], strict=True) if t < d["end"] - 1860]
+    after = [v for t, v in zip(p["t"], p["per_hour"], strict=True) if t > d["end"] - 1740]
+    assert before and all(v is None for v in before) and all(v is not None for v in after)
     assert d["health_source"] == "table"
     h = d["health"]
     assert len(h["t"]) == 180
