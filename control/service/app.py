@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from control.packtags.wiring import PackTagsProcess
 from control.plc import open_link
 from control.service.camera import CameraFeed
 from control.service.controller import Controller
@@ -77,6 +78,7 @@ class Service:
                                      deadline_s=self.settings.decode_deadline_s * 0.8)
         self.controller = Controller(site, tags, conveyor, diverter, router, self.camera, str(db), self.settings)
         self._stop = asyncio.Event()
+        self.packtags: PackTagsProcess | None = None  # the SCADA server, when settings.packtags.enabled
 
     @classmethod
     def from_files(
@@ -105,6 +107,9 @@ class Service:
                 log.error("decode workers did not start: %s", exc)
         if self.camera is not None:
             self.camera.start()
+        if self.settings.packtags.enabled:  # its own process: it builds while the controller starts
+            self.packtags = PackTagsProcess(self.controller, self.settings.packtags, self.settings.opcua_security)
+            self.packtags.start()
         await self.controller.start()
         return self
 
@@ -122,6 +127,8 @@ class Service:
         if self.camera is not None:
             await self.camera.close()
         await self.controller.kill()
+        if self.packtags is not None:
+            await self.packtags.kill()
         if self.decoder is not None:
             with contextlib.suppress(Exception):
                 await self.decoder.close()
@@ -129,6 +136,8 @@ class Service:
     async def close(self) -> None:
         if self.camera is not None:
             await self.camera.close()
+        if self.packtags is not None:  # before the store closes: a command in flight still lands
+            await self.packtags.close()
         await self.controller.close()
         if self.decoder is not None:
             with contextlib.suppress(Exception):

@@ -12,6 +12,38 @@ from plant.site import Strict
 from plant.yamlfile import load_yaml_model
 
 
+class PackTagsSettings(Strict):
+    """The controller's own OPC UA server for SCADA (PackML / OPC 30050 PackTags); docs/packtags.md."""
+
+    enabled: bool = Field(default=False, description="serve PackTags over OPC UA")
+    host: str = Field(default="127.0.0.1", description="bind address (loopback unless a site opens it)")
+    port: int = Field(default=4841, ge=0, le=65535, description="0 = any free port (tests)")
+    path: str = Field(default="/sortcentre/packtags", description="endpoint path")
+    rate_hz: float = Field(default=4.0, gt=0, le=20.0, description="how often the tags are refreshed")
+    commands_enabled: bool = Field(
+        default=False, description="accept CntrlCmd/UnitMode writes (queued as an operator's command, user 'scada')"
+    )
+    tag_id: str = Field(default="sorter", description="PackML TagID of the unit")
+    users_file: str | None = Field(
+        default=None, description="'name:password' lines; when set, anonymous sessions are refused"
+    )
+
+
+class OpcuaSecuritySettings(Strict):
+    """OPC UA security for the conveyor PLC client and the PackTags server; docs/opcua-security.md."""
+
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(default="None", description="message security mode")
+    policy: Literal["Basic256Sha256", "Aes256_Sha256_RsaPss"] = Field(
+        default="Basic256Sha256", description="security policy when mode is not None"
+    )
+    pki_dir: str = Field(default="var/pki", description="own/, trusted/, rejected/ (sortctl certs create)")
+    application_uri: str = Field(
+        default="urn:sortcentre:controller", description="must match the URI in the application certificate"
+    )
+    user: str | None = Field(default=None, description="user name for the PLC session (anonymous when unset)")
+    password_file: str | None = Field(default=None, description="file holding the PLC user's password (one line)")
+
+
 class ServiceSettings(Strict):
     """Knobs of the controller that are not part of the site's physical description."""
 
@@ -62,6 +94,10 @@ class ServiceSettings(Strict):
         default="process", description="process: decoding never holds the control loop's GIL"
     )
     decode_workers: int = Field(default=1, ge=1, le=16, description="decode worker processes (or threads)")
+    packtags: PackTagsSettings = Field(default_factory=PackTagsSettings, description="PackTags OPC UA server")
+    opcua_security: OpcuaSecuritySettings = Field(
+        default_factory=OpcuaSecuritySettings, description="OPC UA certificates, trust list, user login"
+    )
 
 
 def load_service_settings(path: str | Path) -> ServiceSettings:
