@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.hmiproc import HmiProcess
-from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
+from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult, check_inputs
+from plant.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +50,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parcels <= 0 or args.rate <= 0:
-        print("sortctl demo: --parcels and --rate must be positive")
+        print("sortctl demo: --parcels and --rate must be positive", file=sys.stderr)
         return 2
     cfg = SessionConfig(parcels=args.parcels, rate_per_hour=args.rate, site=args.site, scenario=args.scenario,
                         db=args.db, sim_process=not args.in_process, seed=args.seed)
+    try:  # every file checked before a process starts: the error names the file, not a dead child
+        check_inputs(cfg)
+    except ConfigError as exc:
+        print(f"sortctl demo: {exc}", file=sys.stderr)
+        return 2
     console = Console(stderr=args.json)
     session = Session(cfg)
     hmi: HmiProcess | None = None
@@ -71,7 +78,16 @@ def run(args: argparse.Namespace) -> int:
             def show(p: Progress) -> None:
                 live.update(_progress_line(p, cfg.parcels))
 
-            result = asyncio.run(session.run(show))
+            try:
+                result = asyncio.run(session.run(show))
+            except ConfigError as exc:
+                live.stop()
+                print(f"sortctl demo: {exc}", file=sys.stderr)
+                return 2
+            except RuntimeError as exc:  # the simulator child died early: its stderr is in the message
+                live.stop()
+                print(f"sortctl demo: {exc}", file=sys.stderr)
+                return 1
         if args.json:
             print(json.dumps(summary(result), indent=2))
         else:

@@ -23,13 +23,20 @@ from typing import Any
 
 import yaml
 
+from control.routing.manifest import load_manifest
+from control.routing.plan import load_plan
+from control.routing.settings import load_settings
 from control.service.app import Endpoints, Files, Service
 from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.store import EventStore
 from harness.audit import Audit, Truth, audit
+from plant.errors import ConfigError, printable
 from plant.site import load_site
 from plant.tagmap import load_tag_map
+from plant.yamlfile import PathKey, read_yaml, validate
+from plc_sim.parcels import read_manifest
+from plc_sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +91,29 @@ class SessionResult:
 
 def scenario_data(cfg: SessionConfig) -> dict[str, Any]:
     """The scenario the run uses, as YAML data (with an absolute manifest path)."""
+    return _scenario_source(cfg)[0]
+
+
+def _scenario_source(cfg: SessionConfig) -> tuple[dict[str, Any], dict[PathKey, int], Path]:
+    """The run's scenario data, the line of each of its values in the file, and the file.
+
+    Read with the config loader (not ``yaml.safe_load``), so that a binary or malformed file
+    is a ConfigError with a line; the lines let the merged data be validated against the
+    user's file rather than the temporary copy the simulator gets.
+    """
     path = cfg.scenario or CONFIG / "scenarios" / "demo.yaml"
-    if path.exists():
-        data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    lines: dict[PathKey, int] = {}
+    if cfg.scenario is not None or path.exists():
+        raw, lines = read_yaml(path)
+        if not isinstance(raw, dict):
+            raise ConfigError(path, 1, "", "a scenario is a mapping (name:, arrivals:, faults: ...)")
+        data: dict[str, Any] = raw
         base = path.parent
     else:
         data = {"name": "demo", "manifest": "manifest.csv", "arrivals": {}}
         base = CONFIG
+    if "manifest" not in data:  # the model's default is relative to the scenario's folder too
+        data["manifest"] = Scenario.model_fields["manifest"].default
     if data.get("manifest"):
         data["manifest"] = str((base / str(data["manifest"])).resolve())
     arrivals = dict(data.get("arrivals") or {})
@@ -105,7 +128,26 @@ def scenario_data(cfg: SessionConfig) -> dict[str, Any]:
         data["faults"] = cfg.faults
         # a run's faults meet a sorting belt, however long the controller took to start
         data["faults_from_first_run"] = True
-    return data
+    return data, lines, path
+
+
+def check_inputs(cfg: SessionConfig) -> None:
+    """Validate every input file of a run before anything starts.
+
+    A bad file is then a ConfigError naming file, line and field, instead of a simulator child
+    that dies before printing its endpoints with the reason lost in its stderr.
+    """
+    site = load_site(cfg.site)
+    load_tag_map(cfg.site.parent / site.plc.conveyor.tag_map)
+    files = Files.beside(cfg.site)
+    load_plan(files.plan, site)
+    load_manifest(files.manifest)
+    if files.routing is not None:
+        load_settings(files.routing)
+    data, lines, path = _scenario_source(cfg)
+    scenario = validate(Scenario, data, path, lines)
+    if scenario.manifest is not None:
+        read_manifest(scenario.manifest)
 
 
 class Session:
@@ -247,6 +289,16 @@ class _LocalSim:
         return truth, stats
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a child's stderr, made printable (it may hold a traceback, or worse)."""
+    try:
+        text = path.read_bytes()[-8000:].decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(no stderr: {exc.strerror})"
+    tail = [printable(ln, 300) for ln in text.splitlines()[-lines:]]
+    return "\n".join(tail) or "(nothing on stderr)"
+
+
 @dataclass(slots=True)
 class _Args:
     site: Path
@@ -258,6 +310,7 @@ class _ChildSim:
     """`sortctl sim` in a child process: its own interpreter, its own core."""
 
     def __init__(self, site: Path, scenario: Path, truth: Path, camera: bool) -> None:
+        self.stderr = truth.with_name("sim-stderr.log")  # kept beside the run's other files
         self.args = [
             sys.executable, "-m", "sortctl", "sim", "--site", str(site), "--scenario", str(scenario),
             "--port-base", "0", "--ground-truth", str(truth), "--json",
@@ -270,14 +323,28 @@ class _ChildSim:
     async def start(self) -> Endpoints:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT), env=env
-        )
+        # stderr to a file, not a pipe: nobody reads a pipe during the run, and a full one would
+        # block the simulator; the file's end says why a child died early.
+        with self.stderr.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.args, stdout=asyncio.subprocess.PIPE, stderr=err, cwd=str(ROOT), env=env
+            )
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 60.0)
-        if not line:
-            raise RuntimeError("sortctl sim exited before printing its endpoints")
-        ep = json.loads(line)["endpoints"]
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), 60.0)
+        except TimeoutError:
+            line = b""
+        try:
+            ep = json.loads(line)["endpoints"] if line else None
+        except (ValueError, KeyError, TypeError):
+            ep = None
+        if ep is None:  # no endpoints: the child is of no use; never leave it running
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            code = await asyncio.wait_for(self.proc.wait(), 10.0)
+            raise RuntimeError(f"sortctl sim exited (code {code}) before printing its endpoints; its last "
+                               f"output:\n{_tail(self.stderr)}")
         return Endpoints(ep["conveyor"]["port"], ep["diverter"]["port"], ep.get("camera", {}).get("port"))
 
     async def stop(self) -> tuple[Truth, dict[str, Any]]:
