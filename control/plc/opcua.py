@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from asyncua import ua
@@ -40,6 +40,9 @@ from control.plc.rings import collect
 from plant.site import OpcuaEndpoint
 from plant.tagmap import ConveyorMap
 from plant.uatypes import VARIANT, string_node
+
+if TYPE_CHECKING:
+    from control.service.settings import OpcuaSecuritySettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,6 +101,9 @@ class OpcuaLink:
         self.timeout_s = timeout_s
         self.cert_dir = cert_dir
         self._client: Client | None = None
+        # the service's opcua_security section; when its mode is not None it replaces the
+        # site file's security_policy (trust list, own certificate, user from a password file)
+        self.security: OpcuaSecuritySettings | None = None
         self._nodes: dict[str, Node] = {}
         self._types: dict[str, str] = {}
         self._rings: dict[str, tuple[Node, list[Node], list[str], int]] = {}
@@ -264,6 +270,11 @@ class OpcuaLink:
         return PlcConnectionError(f"{self.name}: {what} failed: {type(exc).__name__}: {exc}")
 
     async def _set_security(self, client: Client) -> None:
+        if self.security is not None and self.security.mode != "None":
+            from control.plc.security import secure_client
+
+            await secure_client(client, self.security, f"{self.name} PLC")
+            return
         policy = self.endpoint.security_policy
         if policy == "None":
             return

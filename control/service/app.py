@@ -66,6 +66,13 @@ class Service:
         host = endpoints.host
         conveyor = open_link(site, tags, "conveyor", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
                              host=host, port=endpoints.conveyor_port)
+        if self.settings.opcua_security.mode != "None":  # the conveyor link's own certificate and trust list
+            # asyncua loads with the link, not with the service
+            from control.plc.opcua import OpcuaLink
+
+            inner = conveyor.inner
+            if isinstance(inner, OpcuaLink):
+                inner.security = self.settings.opcua_security
         diverter = open_link(site, tags, "diverter", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
                              host=host, port=endpoints.diverter_port)
         self.decoder: ParcelDecoder | None = None
