@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "ack":
         return send(args, "ALARM_ACK", {"alarm": args.alarm or 0})
     if args.alarm is None:
-        print(f"sortctl alarm {args.action}: which alarm? (its id, from `sortctl alarm list`)")
+        print(f"sortctl alarm: {args.action} which alarm? (its id, from `sortctl alarm list`)")
         return 2
     if args.action == "unshelve":
         return send(args, "ALARM_UNSHELVE", {"alarm": args.alarm})

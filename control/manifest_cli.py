@@ -5,6 +5,7 @@ rejected and the first bad lines, and which parcels were already pre-advised."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from control.send import add_common, send
@@ -22,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = read_text(args.file)
     except ConfigError as exc:
-        print(f"sortctl manifest: {exc}")
+        print(f"sortctl manifest: {exc}", file=sys.stderr)
         return 2
     return send(args, "MANIFEST_ADD", {"csv": text, "source": args.file.name})

@@ -35,18 +35,23 @@ def who(user: str | None) -> str:
         return "unknown"
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The subcommand for messages (``sortctl plan: ...``); ``sortctl`` sets ``args.command``."""
+    return str(getattr(args, "command", "") or "").strip() or "command"
+
+
 def send(args: argparse.Namespace, command: str, cmd_args: dict[str, object] | None = None) -> int:
     """Queue ``command``; exit code 0 when accepted, 1 when refused or not answered, 2 when
     there is no store."""
     name = command.lower()
     if not args.db.exists():
-        print(f"sortctl: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
+        print(f"sortctl {_command(args)}: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
         return 2
     user = who(args.user)
     try:
         store = EventStore(args.db)
     except sqlite3.Error as exc:
-        print(f"sortctl: cannot open {args.db}: {exc}")
+        print(f"sortctl {_command(args)}: cannot open {args.db}: {exc}")
         return 2
     try:
         cid = store.add_command(command, time.time(), user=user, args=cmd_args)

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         site, scenario, manifest = load_inputs(args)
         tags = load_tag_map(Path(args.site).parent / site.plc.conveyor.tag_map)
     except ConfigError as exc:
-        err.print(f"[red]sortctl sim: {exc}[/]")
+        err.print(f"sortctl sim: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     if args.duration is not None and args.duration <= 0:
         err.print("[red]sortctl sim: --duration must be positive[/]")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = asyncio.run(_serve(sim, args.duration))
     except OSError as exc:
-        err.print(f"[red]sortctl sim: cannot listen: {exc}[/]")
+        err.print(f"sortctl sim: cannot listen: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 1
     stats["boot_seed"] = scenario.plc.boot_seed
     if args.ground_truth:

@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from plant.errors import ConfigError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,25 +35,40 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error form every command uses: ``sortctl <command>: <message>``
+    on stderr, exit 2 (argparse's own is ``sortctl <command>: error: <message>``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Build only the chosen subcommand's arguments: cheap start-up, isolated failures.
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sortctl", description="sortcentre: parcel sorter control, simulation and planning."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = args_list[0] if args_list else None
+    subparsers: dict[str, argparse.ArgumentParser] = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = subparsers[name] = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module_name)
         if name == chosen:
             importlib.import_module(module_name).add_arguments(sp)
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    if extra:  # said by the command's parser, so the message starts "sortctl <command>:"
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args))
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a command that let one through still names the file, never a traceback
+        print(f"sortctl {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
