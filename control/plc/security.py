@@ -222,6 +222,7 @@ def server_configurator(sec: OpcuaSecuritySettings, users_file: str | None) -> C
 
         pki = Pki(Path(sec.pki_dir))
         require_own(pki)
+        await server.set_application_uri(sec.application_uri)  # the URI in our certificate
         await server.load_certificate(str(pki.cert))
         await server.load_private_key(str(pki.key))
         server.set_security_policy([_server_policy(sec.policy, sec.mode)])  # type: ignore[list-item]
