@@ -166,6 +166,7 @@ class Relay:
     # ------------------------------------------------------------------ store -> host
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            _checkpoint()
             try:
                 batch = self.tail.fetch(self._cursors, self.cfg.batch)
             except Exception as exc:  # a locked or missing store: keep trying, the cursor is safe
@@ -203,6 +204,7 @@ class Relay:
 
     async def _counters_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            _checkpoint()
             since, totals = self.state.totals()
             kinds = ("sorted", "rejected", "lost", "missorted", "recirculated")
             payload = counters(
@@ -210,11 +212,13 @@ class Relay:
                 _group(totals, "reason:"), _group(totals, "chute:"), self.tail.health(),
             )
             await client.publish(self.topics.counters, encode(payload), qos=1, retain=True)
+            _checkpoint()
             await asyncio.sleep(self.cfg.counters_s)
 
     # ------------------------------------------------------------------ host -> controller
     async def _intake(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
+            _checkpoint()
             await self._take(client, msg)
             client._client.ack(msg.mid, msg.qos)  # recorded (or answered): the broker may forget it
 
@@ -265,6 +269,7 @@ class Relay:
         for the controller's answer (one at a time: the controller prepares one plan or
         pre-advice batch at a time and refuses a second meanwhile)."""
         while True:
+            _checkpoint()
             for rid, resp in self.state.unsent():
                 await client.publish(self.topics.response(rid), encode(resp), qos=1)
                 self.state.sent(rid)
@@ -295,6 +300,16 @@ class Relay:
 
     def _queue(self, p: PendingRequest) -> int:
         return self.handover.find(p.command, p.request_id) or self.handover.queue(p.command, p.args)
+
+
+def _checkpoint() -> None:
+    """Honour a cancellation that was swallowed: on Python 3.11 ``asyncio.wait_for`` (which
+    aiomqtt's publish uses) can eat the CancelledError when its inner future completes at the
+    moment of the cancel, and the task then loops on as if nothing happened - a task group
+    waiting for it never ends. Every loop calls this once a round."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _raise_when(stop: asyncio.Event) -> None:

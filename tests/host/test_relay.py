@@ -3,11 +3,21 @@ event id), through a broker outage and across relay restarts; birth and death ar
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
-from harness.broker import Broker
+from harness.broker import Broker, Watcher
 from plant.site import Site
-from tests.host.conftest import TOPICS, conforms, payloads, running, until, write_parcels, write_unit
+from tests.host.conftest import (
+    TOPICS,
+    conforms,
+    payloads,
+    running,
+    until,
+    write_parcels,
+    write_unit,
+)
 
 
 async def test_every_final_parcel_event_reaches_the_host_once_with_a_schema_valid_payload(
@@ -46,3 +56,47 @@ async def test_every_final_parcel_event_reaches_the_host_once_with_a_schema_vali
         write_parcels(db, 1000, 50)
         await until(lambda: len(w.on("/parcel/confirmation")) >= 355)
     assert TOPICS.root == "plant1/hall2/sorter3"
+
+
+async def test_a_broker_outage_loses_nothing_and_duplicates_only_by_event_id(
+    tmp_path: Path, broker: Broker, site: Site
+) -> None:
+    db = tmp_path / "events.sqlite"
+    write_parcels(db, 1, 100)
+    async with running(db, broker, site) as r:
+        w = r.watcher
+        await until(lambda: len(w.on("/parcel/confirmation")) >= 100)
+        broker.stop()  # clean stop: the broker keeps the host's session and queue
+        for i in range(10):  # the controller keeps writing while the broker is away
+            write_parcels(db, 200 + i * 20, 20)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        broker.start()
+        await until(lambda: len({p["event_id"] for p in payloads(w, "/parcel/confirmation")}) >= 300, 20.0,
+                    "300 distinct confirmations after the outage")
+        got = payloads(w, "/parcel/confirmation")
+        assert {p["parcel_id"] for p in got} == {f"P{i}" for i in [*range(1, 101), *range(200, 400)]}
+        by_id: dict[str, dict[str, object]] = {}
+        for p in got:  # a copy is the same message: same event id, same content
+            assert by_id.setdefault(p["event_id"], p) == p
+        assert r.relay.stats.connects >= 2
+
+
+async def test_birth_is_retained_online_and_a_clean_stop_leaves_offline(
+    tmp_path: Path, broker: Broker, site: Site
+) -> None:
+    db = tmp_path / "events.sqlite"
+    write_parcels(db, 1, 1)
+    async with running(db, broker, site):
+        pass
+    # a host that connects later still learns the sorter's link state from the retained message
+    late = Watcher(broker.port, TOPICS.status, identifier="late-host")
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(late.run(stop))
+    try:
+        await until(lambda: late.got)
+    finally:
+        stop.set()
+        await task
+    last = json.loads(late.got[-1].payload)
+    assert late.got[-1].retain and last["state"] == "offline" and last["reason"] == "relay stopped"
