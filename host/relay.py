@@ -49,7 +49,8 @@ class RelayConfig:
     broker_port: int = 1883
     state_file: Path | None = None  # default: beside the store, <db>.relay-<sorter>.sqlite
     poll_s: float = 0.02  # how often the store is read for new rows when idle
-    batch: int = 1000  # rows per stream per read; published concurrently, then one cursor write
+    batch: int = 200  # rows per stream per read, published concurrently, then one cursor write (aiomqtt and
+    # paho scan their in-flight lists on every publish: far bigger batches get slower, not faster)
     counters_s: float = 10.0
     keepalive_s: int = 10
     publish_timeout_s: float = 10.0
@@ -128,7 +129,7 @@ class Relay:
         client = aiomqtt.Client(
             self.cfg.broker_host, self.cfg.broker_port, identifier=self.cfg.identifier, clean_session=False,
             will=will, keepalive=self.cfg.keepalive_s, timeout=self.cfg.publish_timeout_s,
-            max_inflight_messages=200,
+            max_inflight_messages=50,
         )
         client.pending_calls_threshold = 1 << 30  # thousands of publishes in flight is our normal
         # a request is acknowledged to the broker only once it is recorded (see _take): paho's
