@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from control.faults import FAULTS, Fault, Severity
@@ -50,7 +50,8 @@ class Snapshot:
     acc_time_since_reset: int
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Shallow (``dataclasses.asdict`` deep-copies every tuple: ~5x slower on the control loop)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Snapshot:
