@@ -71,7 +71,7 @@ async def tag_nodes(client: Client) -> dict[str, ua.NodeId]:
     """The tags' NodeIds by browse path from Objects, namespaces looked up by URI."""
     pns = await client.get_namespace_index(PACKML_URI)
     ns = await client.get_namespace_index(OUR_URI)
-    base = [f"0:Objects", f"{pns}:PackMLObjects", f"{ns}:Sorter"]
+    base = ["0:Objects", f"{pns}:PackMLObjects", f"{ns}:Sorter"]
     paths = {
         "StateCurrent": [f"{pns}:Status", f"{ns}:StateCurrent"],
         "UnitModeCurrent": [f"{pns}:Status", f"{pns}:UnitModeCurrent"],

@@ -50,12 +50,11 @@ async def test_scada_sees_the_unit_and_commands_reach_the_supervisor(tmp_path: P
 
 
 async def test_commands_are_refused_on_the_wire_when_not_enabled(tmp_path: Path) -> None:
-    async with floor(tmp_path) as f:
-        async with Client(f.url, timeout=5) as client:
-            nodes = await tag_nodes(client)
-            await wait_state(client, nodes["StateCurrent"], EXECUTE)
-            with pytest.raises(UaStatusCodeError) as err:
-                await _command(client, nodes, HOLD)
-            assert err.value.code in (ua.StatusCodes.BadNotWritable, ua.StatusCodes.BadUserAccessDenied)
-            assert f.service.packtags is not None and f.service.packtags.commands_queued == 0
-            assert int(await client.get_node(nodes["StateCurrent"]).read_value()) == EXECUTE
+    async with floor(tmp_path) as f, Client(f.url, timeout=5) as client:
+        nodes = await tag_nodes(client)
+        await wait_state(client, nodes["StateCurrent"], EXECUTE)
+        with pytest.raises(UaStatusCodeError) as err:
+            await _command(client, nodes, HOLD)
+        assert err.value.code in (ua.StatusCodes.BadNotWritable, ua.StatusCodes.BadUserAccessDenied)
+        assert f.service.packtags is not None and f.service.packtags.commands_queued == 0
+        assert int(await client.get_node(nodes["StateCurrent"]).read_value()) == EXECUTE
