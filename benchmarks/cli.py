@@ -15,7 +15,7 @@ from rich.console import Console
 
 from benchmarks.records import Record, print_table, write_json
 
-BENCHMARKS = ("routing", "vision", "sim", "e2e", "soak", "hmi")
+BENCHMARKS = ("routing", "vision", "sim", "e2e", "soak", "hmi", "relay")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
