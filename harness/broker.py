@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiomqtt
 
-__all__ = ["Broker", "Received", "Watcher", "mosquitto_path"]
+__all__ = ["Broker", "DemoLink", "Received", "Watcher", "mosquitto_path"]
 
 
 def mosquitto_path() -> str | None:
@@ -158,3 +158,41 @@ class Watcher:
 
     def on(self, suffix: str) -> list[Received]:
         return [r for r in self.got if r.topic.endswith(suffix)]
+
+
+class DemoLink:
+    """The demo's host link: a broker on a free loopback port and `sortctl relay` publishing the
+    demo's store under ``site/area/sorter``; ``watch`` is the command that shows it."""
+
+    def __init__(self, db: Path, site_file: Path, workdir: Path) -> None:
+        self.broker = Broker(workdir / "mqtt")
+        self.db, self.site_file, self.workdir = db, site_file, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.root = "site/area/sorter"
+
+    @property
+    def watch(self) -> str:
+        return f"mosquitto_sub -h 127.0.0.1 -p {self.broker.port} -t '{self.root}/#' -v"
+
+    def start(self) -> None:
+        import sys
+
+        self.broker.start()
+        site, area, sorter = self.root.split("/")
+        with open(self.workdir / "relay.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sortctl.cli", "relay", "--db", str(self.db), "--broker", self.broker.url,
+                 "--site", site, "--area", area, "--sorter", sorter, "--site-file", str(self.site_file)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.broker.close()

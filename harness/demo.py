@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from harness.broker import DemoLink, mosquitto_path
 from harness.hmiproc import HmiProcess
 from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult, check_inputs
 from plant.errors import ConfigError
@@ -62,7 +63,17 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     session = Session(cfg)
     hmi: HmiProcess | None = None
+    link: DemoLink | None = None
     try:
+        if mosquitto_path() is not None:  # the host link: a broker and `sortctl relay` on the demo's store
+            link = DemoLink(session.db, args.site, session.tmp)
+            try:
+                link.start()
+            except (RuntimeError, OSError) as exc:
+                console.print(f"[yellow]MQTT host link not started:[/] {exc}")
+                link = None
+            else:
+                console.print(f"host link (MQTT): one confirmation per parcel - watch with [bold]{link.watch}[/]")
         if not args.no_hmi:
             hmi = HmiProcess(session.db, session.tmp, port=args.hmi_port)
             try:
@@ -100,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if hmi is not None:
             hmi.stop()
+        if link is not None:
+            link.stop()
         session.close()
     a = result.audit
     return 1 if a.missorts or a.lost or a.misrecorded else 0
