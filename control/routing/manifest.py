@@ -262,7 +262,11 @@ def _codes(arr: pa.Array, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.i
 
 def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
     """Validate a table with the manifest columns (any types) into a :class:`Manifest`."""
-    missing = [c for c in HEADER if c not in table.column_names]
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise ConfigError(source, None, "", "column names are not UTF-8 text") from None
+    missing = [c for c in HEADER if c not in names]
     if missing:
         raise ConfigError(source, 1, missing[0], "missing column in manifest header")
     twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1} & set(HEADER))
@@ -365,14 +369,46 @@ def load_manifest(path: str | Path) -> Manifest:
             found = None
         raise found or ConfigError(p, _arrow_line(str(exc)), "", f"cannot read: {exc}") from None
     if p.suffix.lower() not in (".parquet", ".pq"):
-        header = table.column_names
-        if tuple(header) != HEADER:
-            extra = [c for c in header if c not in HEADER]
-            raise ConfigError(
-                p, 1, (extra or [c for c in HEADER if c not in header] or [""])[0],
-                f"manifest header must be exactly {','.join(HEADER)}",
-            )
+        _check_csv_table(table, str(p))
     return manifest_from_table(table, str(p))
+
+
+def _has_line_end(col: pa.ChunkedArray) -> bool:
+    """Whether any byte of a string column's data is CR or LF (may say True for bytes outside
+    the column's slice: only a pre-filter for the exact, slower check)."""
+    for chunk in col.chunks:
+        bufs = chunk.buffers()
+        if len(bufs) > 2 and bufs[2] is not None and bufs[2].size:
+            data = np.frombuffer(bufs[2], np.uint8)
+            if bool((data == 10).any()) or bool((data == 13).any()):
+                return True
+    return False
+
+
+def _check_csv_table(table: pa.Table, source: str) -> None:
+    """What Arrow lets through a CSV that is still wrong: a header that is not UTF-8 or not the
+    manifest's, and a value that runs over line ends (a stray quote: Arrow then swallows the
+    following rows into one value, ``newlines_in_values`` notwithstanding, and every later
+    line number would be off). The first row with a line end in a value is where it began."""
+    try:
+        header = table.column_names
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, 1, "", f"the header is not UTF-8 text (byte {exc.start + 1})") from None
+    if tuple(header) != HEADER:
+        extra = [c for c in header if c not in HEADER]
+        raise ConfigError(source, 1, (extra or [c for c in HEADER if c not in header] or [""])[0],
+                          f"manifest header must be exactly {','.join(HEADER)}")
+    first: tuple[int, str] | None = None
+    for name in HEADER:
+        if not _has_line_end(table.column(name)):  # a scan of the bytes: 10 M rows in well under a second
+            continue
+        hits = pc.match_substring_regex(table.column(name), r"[\r\n]")
+        if pc.any(hits).as_py():
+            row = int(pc.index(hits, True).as_py())
+            if first is None or row < first[0]:
+                first = (row, name)
+    if first is not None:
+        raise ConfigError(source, first[0] + 2, first[1], "unterminated quote: the value runs on over the next lines")
 
 
 def _arrow_line(msg: str) -> int | None:
@@ -425,6 +461,10 @@ def csv_problem(lines: Iterator[bytes], source: str) -> ConfigError | None:
             more = len(fields) > len(header)
             return ConfigError(source, n, _column(header, len(header) if more else len(fields)),
                                f"{len(fields)} values where the header has {len(header)} columns")
+    if tuple(header) != HEADER:  # nothing else wrong: Arrow could not even take the header
+        extra = [c for c in header if c not in HEADER]
+        return ConfigError(source, 1, (extra or [c for c in HEADER if c not in header] or [""])[0],
+                           f"manifest header must be exactly {','.join(HEADER)}")
     return None
 
 
@@ -450,10 +490,7 @@ def manifest_from_csv_text(text: str, source: str) -> Manifest:
     except pa.ArrowException as exc:
         found = csv_problem(iter(data.splitlines(keepends=True)), source)
         raise found or ConfigError(source, _arrow_line(str(exc)), "", f"cannot read: {exc}") from None
-    if tuple(table.column_names) != HEADER:
-        extra = [c for c in table.column_names if c not in HEADER]
-        raise ConfigError(source, 1, (extra or [c for c in HEADER if c not in table.column_names] or [""])[0],
-                          f"manifest header must be exactly {','.join(HEADER)}")
+    _check_csv_table(table, source)
     return manifest_from_table(table, source)
 
 

@@ -8,6 +8,7 @@ never a hang (every test has a timeout, every example a deadline).
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -20,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 
 # Few examples, a generous per-example deadline (two cores, other suites running): the point
-# is a wide net over many parsers in under a minute, not depth on one.
+# is a wide net over many parsers in under a minute, not depth on one. A deeper run:
+# SORTCENTRE_FUZZ_EXAMPLES=2000 (and a longer --timeout), e.g. nightly.
+EXAMPLES = int(os.environ.get("SORTCENTRE_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
-    max_examples=60, deadline=5000, derandomize=True, database=None,
+    max_examples=EXAMPLES, deadline=5000, derandomize=EXAMPLES <= 60, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-FEW = settings(FUZZ, max_examples=25)
+FEW = settings(FUZZ, max_examples=max(EXAMPLES // 3, 10))
 
 # Text a user's file could hold: printable, control characters, separators, a BOM, non-ASCII.
 ANY_TEXT = st.text(
