@@ -5,7 +5,9 @@ At 40,000 parcels/h the store grows by about 7 M rows a day; a floor keeps a few
 HMI's trace and trends, the relay's backlog) and archives the rest. What is never deleted: a
 parcel without its final outcome (and its events), an alarm still open, sort plan versions,
 commands not yet answered, the meta table, and the newest ring event of every PLC stream (the
-controller resumes each stream from the highest stored seq).
+controller resumes each stream from the highest stored seq), nor the newest row of any table
+(SQLite gives a new row the highest id + 1: an emptied table would hand out ids again that the
+relay, which tails by id, has already passed).
 
 Each delete is one short transaction of at most ``chunk`` rows with a pause after it, so the
 controller's commits (which wait at most 50 ms for a lock) are never refused for long.
@@ -65,6 +67,8 @@ def archive(
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(cutoff))
         for table, (tcol, keep) in _TABLES.items():
             where = f"{tcol} < :cutoff AND ({keep})"
+            if table not in _KEYS:  # the newest row stays: ids must never start again (the relay's cursor)
+                where += f" AND rowid < (SELECT MAX(rowid) FROM {table})"
             key = _KEYS.get(table, ("rowid",))
             ids = [tuple(r) for r in con.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {where}"
                                                   f" ORDER BY {', '.join(key)}", {"cutoff": cutoff})]

@@ -51,6 +51,8 @@ def test_old_rows_are_archived_and_what_the_controller_needs_stays(tmp_path: Pat
     res = archive(db, CUTOFF, tmp_path / "archive", pause_s=0.0, chunk=37)
     assert res.rows["parcels"] == 100 and res.rows["parcel_events"] == 200
     assert res.rows["ring_events"] == 49 and res.rows["alarms"] == 1 and res.rows["commands"] == 1
+    # every unit event and health row is old, but the newest of each stays: ids never start again
+    assert res.rows["unit_events"] == 0 and res.rows["health"] == 0
     store = EventStore(db, readonly=True)
     try:
         assert sorted(r.tracking_id for r in store.parcels()) == [101, 200]
