@@ -28,7 +28,7 @@ from plant.site import Site, load_site
 from plant.tagmap import load_tag_map
 from plc_sim.clock import RealClock, VirtualClock
 from plc_sim.parcels import Manifest, read_manifest
-from plc_sim.scenario import Scenario, load_scenario
+from plc_sim.scenario import PlcSecurity, Scenario, load_scenario
 from plc_sim.simulator import Ports, Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--boot-seed", type=int, metavar="N",
         help="seed of the PLCs' boot ids (default: the scenario's plc.boot_seed, else a new one per run)",
     )  # fmt: skip
+    # the conveyor PLC's OPC UA security; each overrides the scenario's plc.opcua_security
+    parser.add_argument("--opcua-mode", choices=("None", "Sign", "SignAndEncrypt"),
+                        help="conveyor PLC message security (default: the scenario's, else None)")
+    parser.add_argument("--opcua-policy", choices=("Basic256Sha256", "Aes256_Sha256_RsaPss"),
+                        help="conveyor PLC security policy (default Basic256Sha256)")
+    parser.add_argument("--pki-dir", type=Path, metavar="DIR",
+                        help="conveyor PLC's own/, trusted/, rejected/ (sortctl certs create --dir DIR)")
+    parser.add_argument("--plc-users", type=Path, metavar="FILE",
+                        help="'name:password' lines: only these users get a conveyor PLC session")
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Site, Scenario, Manifest | None]:
@@ -61,6 +70,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Site, Scenario, Manifest | No
     scenario = load_scenario(args.scenario)
     if getattr(args, "auto_start", False):
         scenario = scenario.model_copy(update={"auto_start": True})
+    scenario = with_security(scenario, args)
     manifest = None
     if scenario.manifest is not None:
         path = (Path(args.scenario).parent / scenario.manifest).resolve()
@@ -83,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         err.print("[red]sortctl sim: --boot-seed must be >= 0[/]")
         return 2
     scenario = with_boot_seed(scenario, args.boot_seed)
+    problem = security_problem(scenario)
+    if problem is not None:
+        err.print(f"sortctl sim: {problem}", style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
     sim = Simulator(
         site,
         tags,
@@ -106,6 +120,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(stats, Console(stderr=False))
     return 0
+
+
+def with_security(scenario: Scenario, args: argparse.Namespace) -> Scenario:
+    """The scenario with the conveyor PLC's OPC UA security as the command line overrides it."""
+    update = {k: str(v) for k, v in (("mode", getattr(args, "opcua_mode", None)),
+                                     ("policy", getattr(args, "opcua_policy", None)),
+                                     ("pki_dir", getattr(args, "pki_dir", None)),
+                                     ("users_file", getattr(args, "plc_users", None))) if v is not None}
+    if not update:
+        return scenario
+    sec = PlcSecurity.model_validate({**scenario.plc.opcua_security.model_dump(), **update})
+    return scenario.model_copy(update={"plc": scenario.plc.model_copy(update={"opcua_security": sec})})
+
+
+def security_problem(scenario: Scenario) -> str | None:
+    """Why the conveyor PLC cannot serve securely (no certificate, no users file), before any port opens."""
+    sec = scenario.plc.opcua_security
+    if sec.mode == "None":
+        return None
+    own = Path(sec.pki_dir) / "own"
+    if not ((own / "cert.der").exists() and (own / "key.pem").exists()):
+        return (f"no conveyor PLC certificate in {own} (create one: sortctl certs create "
+                f"--uri urn:sortcentre:conveyor-plc:server --dir {sec.pki_dir})")
+    if sec.users_file is not None and not Path(sec.users_file).is_file():
+        return f"conveyor PLC users file {sec.users_file} not found"
+    return None
 
 
 def with_boot_seed(scenario: Scenario, boot_seed: int | None) -> Scenario:

@@ -123,6 +123,23 @@ class FaultSpec(Strict):
         return self
 
 
+class PlcSecurity(Strict):
+    """OPC UA security of the simulated conveyor PLC's server (docs/opcua-security.md, "The
+    simulator"). Default: none, as before. With a mode, the server offers only that policy and
+    mode, with its own certificate from ``pki_dir/own`` (``sortctl certs create --uri
+    urn:sortcentre:conveyor-plc:server --dir ...``), and refuses clients whose certificate is not in
+    ``pki_dir/trusted`` (saved to ``pki_dir/rejected``) - as a real PLC set up securely does."""
+
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(default="None", description="message security mode")
+    policy: Literal["Basic256Sha256", "Aes256_Sha256_RsaPss"] = Field(
+        default="Basic256Sha256", description="security policy when mode is not None"
+    )
+    pki_dir: str = Field(default="var/sim-pki", description="the PLC's own/, trusted/, rejected/")
+    users_file: str | None = Field(
+        default=None, description="'name:password' lines; when set, only these users get a session (no anonymous)"
+    )
+
+
 class PlcBehaviour(Strict):
     """How the simulated conveyor PLC follows PackML (docs/simulator.md, "The belt")."""
 
@@ -140,6 +157,9 @@ class PlcBehaviour(Strict):
         description="seed of both PLCs' boot ids; default the scenario seed (`sortctl sim` draws a new "
         "one per process unless --boot-seed: a new process is a PLC power-up)",
     )  # fmt: skip
+    opcua_security: PlcSecurity = Field(
+        default_factory=PlcSecurity, description="the conveyor PLC's OPC UA security (default none)"
+    )
 
 
 class Scenario(Strict):

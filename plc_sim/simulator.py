@@ -108,7 +108,9 @@ class Simulator:
 
             cport = p.conveyor.port if ports.conveyor is None else ports.conveyor
             dport = p.diverter.port if ports.diverter is None else ports.diverter
-            self._conveyor_server = ConveyorPlcServer(tags.conveyor, p.conveyor.host, cport, p.conveyor.path)
+            self._conveyor_server = ConveyorPlcServer(
+                tags.conveyor, p.conveyor.host, cport, p.conveyor.path, security=scenario.plc.opcua_security
+            )
             self._diverter_server = DiverterPlcServer(tags.diverter, p.diverter.host, dport, p.diverter.device_id)
             self.conveyor_plc, self.diverter_plc = self._conveyor_server, self._diverter_server
             if camera:

@@ -263,11 +263,37 @@ class OpcuaLink:
             raise err from exc
 
     def _translate(self, exc: Exception, what: str) -> PlcError:
+        trust = self._trust_problem(exc)
+        if trust is not None:  # still a link fault: the trust list is re-read on every attempt
+            return PlcConnectionError(f"{self.name}: {what} refused: {trust}")
         if isinstance(exc, TimeoutError):
             return PlcConnectionError(f"{self.name}: {what} timed out after {self.timeout_s} s")
         if isinstance(exc, UaStatusCodeError) and exc.code in _REFUSALS:
             return PlcRefused(f"{self.name}: {what} refused: {exc}")
         return PlcConnectionError(f"{self.name}: {what} failed: {type(exc).__name__}: {exc}")
+
+    def _trust_problem(self, exc: BaseException) -> str | None:
+        """What an engineer must do when certificates are the reason, else None.
+
+        asyncua wraps our validator's refusal in a status code error, so the text naming the
+        PLC's certificate and the command that trusts it (control/plc/security.py) is found in
+        the exception chain; a refusal by the PLC itself names our certificate to hand over.
+        """
+        from control.plc.security import UntrustedCertificate
+
+        seen: BaseException | None = exc
+        for _ in range(8):
+            if seen is None:
+                break
+            if isinstance(seen, UntrustedCertificate):
+                return str(seen)
+            seen = seen.__cause__ or seen.__context__
+        sec = self.security
+        if (sec is not None and sec.mode != "None" and isinstance(exc, UaStatusCodeError)
+                and exc.code in (StatusCodes.BadCertificateUntrusted, StatusCodes.BadSecurityChecksFailed)):
+            return (f"the PLC does not trust our certificate ({type(exc).__name__}): "
+                    f"it must trust {Path(sec.pki_dir) / 'own' / 'cert.der'}")
+        return None
 
     async def _set_security(self, client: Client) -> None:
         if self.security is not None and self.security.mode != "None":

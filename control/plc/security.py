@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,8 +39,11 @@ __all__ = [
     "UntrustedCertificate",
     "create_certificate",
     "load_any_certificate",
+    "application_uri_of",
+    "load_users",
     "read_password",
     "secure_client",
+    "secure_server",
     "server_configurator",
     "thumbprint",
 ]
@@ -210,35 +213,61 @@ def require_own(pki: Pki) -> None:
             f"no application certificate in {pki.root}/own (create one: sortctl certs create --dir {pki.root})")
 
 
+def application_uri_of(cert: x509.Certificate) -> str | None:
+    """The application URI in a certificate's subjectAltName (what a peer checks it against)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+async def secure_server(server: Server, pki_dir: str | Path, policy: str, mode: str, *,
+                        application_uri: str | None = None, users: Mapping[str, str] | None = None,
+                        who: str = "client") -> None:
+    """Security for any asyncua server of ours (the PackTags server, the simulated conveyor PLC).
+
+    Only ``policy``/``mode`` is offered (no unsecured endpoint: a client cannot pick a weaker
+    one), client certificates are checked against ``pki_dir``'s trust list at CreateSession
+    (refused ones land in rejected/), and with ``users`` only those names and passwords get a
+    session (anonymous refused). ``application_uri`` defaults to the URI in our certificate,
+    which clients such as node-opcua compare with the endpoint's.
+    """
+    from asyncua import ua
+    from asyncua.crypto.permission_rules import User, UserRole
+    from asyncua.server.user_managers import UserManager
+
+    pki = Pki(Path(pki_dir))
+    require_own(pki)
+    uri = application_uri or application_uri_of(load_any_certificate(pki.cert))
+    if uri is not None:
+        await server.set_application_uri(uri)
+    await server.load_certificate(str(pki.cert))
+    await server.load_private_key(str(pki.key))
+    server.set_security_policy([_server_policy(policy, mode)])  # type: ignore[list-item]
+    server.set_certificate_validator(validator(TrustList(pki), who))
+    if users:
+        known = dict(users)
+
+        class Users(UserManager):
+            def get_user(self, iserver: object, username: str | None = None, password: str | None = None,
+                         certificate: object = None) -> User | None:
+                if username is not None and known.get(username) == password:
+                    return User(role=UserRole.User, name=username)
+                return None
+
+        server.iserver.user_manager = Users()
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+
+
 def server_configurator(sec: OpcuaSecuritySettings, users_file: str | None) -> Callable[[Server], Awaitable[None]]:
-    """Security for an asyncua server: only the configured policy and mode are offered, client
-    certificates are checked against the trust list, and with a users file anonymous sessions
-    are refused."""
+    """Security for the PackTags server from the service's ``opcua_security`` section (see
+    ``secure_server``), with the SCADA users from ``users_file``."""
 
     async def configure(server: Server) -> None:
-        from asyncua import ua
-        from asyncua.crypto.permission_rules import User, UserRole
-        from asyncua.server.user_managers import UserManager
-
-        pki = Pki(Path(sec.pki_dir))
-        require_own(pki)
-        await server.set_application_uri(sec.application_uri)  # the URI in our certificate
-        await server.load_certificate(str(pki.cert))
-        await server.load_private_key(str(pki.key))
-        server.set_security_policy([_server_policy(sec.policy, sec.mode)])  # type: ignore[list-item]
-        server.set_certificate_validator(validator(TrustList(pki), "client"))
-        users = load_users(users_file)
-        if users:
-
-            class Users(UserManager):
-                def get_user(self, iserver: object, username: str | None = None, password: str | None = None,
-                             certificate: object = None) -> User | None:
-                    if username is not None and users.get(username) == password:
-                        return User(role=UserRole.User, name=username)
-                    return None
-
-            server.iserver.user_manager = Users()
-            server.set_identity_tokens([ua.UserNameIdentityToken])
+        await secure_server(server, sec.pki_dir, sec.policy, sec.mode, application_uri=sec.application_uri,
+                            users=load_users(users_file))
 
     return configure
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ from plant.tagmap import ConveyorMap
 from plant.uatypes import VARIANT, string_node
 from plc_sim.servers.faults import ResponseDelay, shut_connections, shut_listener
 from plc_sim.servers.image import RANGES, ZERO, ConveyorBase, ConveyorRing, Value, coerce
+
+if TYPE_CHECKING:
+    from plc_sim.scenario import PlcSecurity
 
 __all__ = ["APPLICATION_URI", "RANGES", "ConveyorPlcServer", "ConveyorRing", "coerce"]
 
@@ -69,6 +72,7 @@ class ConveyorPlcServer(ConveyorBase):
         users: Mapping[str, str] | None = None,
         certificate: str | None = None,
         private_key: str | None = None,
+        security: PlcSecurity | None = None,
     ) -> None:
         super().__init__(tags)
         self.host = host
@@ -78,6 +82,9 @@ class ConveyorPlcServer(ConveyorBase):
         self._users = users
         self._cert = certificate
         self._key = private_key
+        # the scenario's plc.opcua_security: when its mode is not None it replaces the
+        # certificate/private_key pair above (which also keeps the unsecured endpoint)
+        self.security = security if security is not None and security.mode != "None" else None
         self._server: Server | None = None
         self._running = False
         self._ns = 0
@@ -172,20 +179,34 @@ class ConveyorPlcServer(ConveyorBase):
         server.disable_clock(True)  # its 1 s time loop would make stop() take a second
         server.set_server_name("sortcentre conveyor PLC (simulated)")
         await server.set_application_uri(APPLICATION_URI)
-        policies = [ua.SecurityPolicyType.NoSecurity]
-        if self._cert and self._key:
-            await server.load_certificate(self._cert)
-            await server.load_private_key(self._key)
-            policies += [
-                ua.SecurityPolicyType.Basic256Sha256_Sign,
-                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-            ]
-        server.set_security_policy(policies)
+        if self.security is not None:
+            await self._secure(server)
+        else:
+            policies = [ua.SecurityPolicyType.NoSecurity]
+            if self._cert and self._key:
+                await server.load_certificate(self._cert)
+                await server.load_private_key(self._key)
+                policies += [
+                    ua.SecurityPolicyType.Basic256Sha256_Sign,
+                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ]
+            server.set_security_policy(policies)
         self._ns = await server.register_namespace(self.tags.namespace_uri)
         self._server = server
         await self._build_nodes(server)
         server.subscribe_server_callback(CallbackType.PreRead, self._delay_hook)
         server.subscribe_server_callback(CallbackType.PreWrite, self._delay_hook)
+
+    async def _secure(self, server: Server) -> None:
+        """The same set-up as the controller's own servers (control/plc/security.py): one policy
+        and mode offered, client certificates checked against the trust list (refused ones saved
+        to rejected/), users from the users file besides any given to the constructor."""
+        from control.plc.security import load_users, secure_server
+
+        sec = self.security
+        assert sec is not None
+        users = {**(self._users or {}), **load_users(sec.users_file)}
+        await secure_server(server, sec.pki_dir, sec.policy, sec.mode, users=users, who="conveyor PLC client")
 
     async def _delay_hook(self, event: Any, dispatcher: Any) -> None:
         await self.delay.wait()
