@@ -453,7 +453,12 @@ def csv_problem(lines: Iterator[bytes], source: str) -> ConfigError | None:
         if body.count('"') % 2:
             return ConfigError(source, n, _column(header, body[: body.index('"')].count(",")),
                                "unterminated quote (a value cannot span lines)")
-        fields = next(csv.reader([body]))
+        if "\r" in body:  # Arrow ends lines there too; our line count would be off from here
+            return ConfigError(source, n, "", "a carriage return inside the line: save the file with LF or CRLF line ends")
+        try:
+            fields = next(csv.reader([body]))
+        except csv.Error as exc:
+            return ConfigError(source, n, "", f"not CSV: {exc}")
         if not header:
             header = [c.strip() for c in fields]
             continue
