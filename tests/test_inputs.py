@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -238,7 +237,6 @@ def test_every_command_says_sortctl_command_colon(tmp_path: Path, capsys: pytest
         assert code == 2, (command, text)
         assert text.startswith(f"sortctl {command}: "), (command, text)
         assert "error:" not in text
-    shutil.rmtree(tmp_path / "var", ignore_errors=True)
     with pytest.raises(SystemExit) as exit_:
         main(["plan", "--no-such-option"])
     assert exit_.value.code == 2
