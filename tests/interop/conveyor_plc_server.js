@@ -17,8 +17,13 @@
 //   SPEC.json: {"namespace_uri", "root", "tags": {name: {node, type, access, unit, doc}},
 //               "rings": {name: {size, head, ack, fields: {field: node}}}, "path"} (the tag
 //               map's conveyor section as JSON, plus the endpoint path of config/site.yaml).
+//               Optional "security": {"policies": [...], "modes": [...], "allow_anonymous": bool}
+//               makes it a securely set-up PLC: only those policies/modes, anonymous as said,
+//               and client certificates accepted only when in PKI_DIR/server/trusted/certs
+//               (refused ones go to PKI_DIR/server/rejected) - without it, any is accepted.
 //   PORT: 0 or absent = any free port; it listens on 127.0.0.1 only.
-// Prints one JSON line {"ready": true, "url", "port", "namespace_index"} when listening, then
+// Prints one JSON line {"ready": true, "url", "port", "namespace_index", "certificate"} when
+// listening ("certificate": the server's own certificate file, PEM), then
 // answers one JSON line per request line on stdin (the PLC program's side of the memory):
 //   {"id", "op": "set", "values": {name: value}}       the PLC writes scalars (any access)
 //   {"id", "op": "get", "names": [name]}               -> {"values": {name: {"type", "value"}}}
@@ -60,9 +65,10 @@ async function main() {
         throw new Error("usage: conveyor_plc_server.js SPEC.json PKI_DIR [PORT]");
     }
     const spec = JSON.parse(fs.readFileSync(specPath, "utf8"));
+    const security = spec.security || null;
     const certificateManager = new OPCUACertificateManager({
         rootFolder: path.join(pkiDir, "server"),
-        automaticallyAcceptUnknownCertificate: true,
+        automaticallyAcceptUnknownCertificate: !security,
     });
     const server = new OPCUAServer({
         host: "127.0.0.1",
@@ -71,9 +77,13 @@ async function main() {
         resourcePath: spec.path || "/sortcentre/conveyor",
         serverCertificateManager: certificateManager,
         userCertificateManager: new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "user") }),
-        securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
-        securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
-        allowAnonymous: true,
+        securityPolicies: security
+            ? security.policies.map((p) => SecurityPolicy[p])
+            : [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
+        securityModes: security
+            ? security.modes.map((m) => MessageSecurityMode[m])
+            : [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
+        allowAnonymous: security ? Boolean(security.allow_anonymous) : true,
         // user names and passwords, besides anonymous, when the spec has "users"
         userManager: { isValidUser: (user, password) => Boolean(spec.users) && spec.users[user] === password },
         serverInfo: { applicationUri: "urn:sortcentre:interop:node-opcua-plc", productUri: "sortcentre-interop" },
@@ -176,7 +186,9 @@ async function main() {
     await server.start();
     const port = server.endpoints[0].port;
     const url = `opc.tcp://127.0.0.1:${port}${spec.path || "/sortcentre/conveyor"}`;
-    process.stdout.write(JSON.stringify({ ready: true, url, port, namespace_index: nsIndex }) + "\n");
+    process.stdout.write(JSON.stringify({
+        ready: true, url, port, namespace_index: nsIndex, certificate: server.certificateFile,
+    }) + "\n");
 
     function lookup(name) {
         const v = vars.get(name);
