@@ -23,9 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue a PackML command for the running service (e.g. reset after a jam is cleared)",
     )
     parser.add_argument("--user", default=None, help="who sends it (default: your login name)")
+    parser.add_argument("--site", metavar="ROOT", help="the whole site from the MQTT broker: every sorter under "
+                        "ROOT (<site>/<area>), as the relays publish them")
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="with --site: the site's broker")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="with --site: watch this long (default: until Ctrl-C; 3 s with --json)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.site:
+        from host.site_cli import run_site  # the site view needs the broker client only here
+
+        return run_site(args)
     if not args.db.exists():
         print(f"sortctl status: no event store at {args.db} (start the controller with `sortctl run --db ...`)")
         return 2

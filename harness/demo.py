@@ -44,14 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hmi-port", type=int, default=None, help="HMI port on 127.0.0.1 (default 8080 if free)")
     parser.add_argument("--keep-open", action="store_true",
                         help="after the run, keep the HMI up (and the store) until Ctrl-C")
+    parser.add_argument("--sorters", type=int, default=1,
+                        help="a site of this many sorters (each its own simulator, controller, store and relay) on "
+                             "one MQTT broker, and the site view from the broker (needs mosquitto)")
+    parser.add_argument("--no-link", action="store_true", help="do not start the MQTT broker and relay alongside")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.parcels <= 0 or args.rate <= 0:
-        print("sortctl demo: --parcels and --rate must be positive", file=sys.stderr)
+    if args.parcels <= 0 or args.rate <= 0 or args.sorters <= 0:
+        print("sortctl demo: --parcels, --rate and --sorters must be positive", file=sys.stderr)
         return 2
     cfg = SessionConfig(parcels=args.parcels, rate_per_hour=args.rate, site=args.site, scenario=args.scenario,
                         db=args.db, sim_process=not args.in_process, seed=args.seed)
@@ -60,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sortctl demo: {exc}", file=sys.stderr)
         return 2
+    if args.sorters > 1:
+        from harness.sitedemo import run_site_demo
+
+        return run_site_demo(args)
     console = Console(stderr=args.json)
     session = Session(cfg)
     hmi: HmiProcess | None = None
     link: DemoLink | None = None
     try:
-        if mosquitto_path() is not None:  # the host link: a broker and `sortctl relay` on the demo's store
+        if mosquitto_path() is not None and not args.no_link:  # the host link: a broker and `sortctl relay` on the demo's store
             link = DemoLink(session.db, args.site, session.tmp)
             try:
                 link.start()

@@ -10,13 +10,12 @@ The service still validates a plan itself when it activates it: this is advice, 
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from control.routing.engine import RoutingEngine
-from control.routing.manifest import Manifest, load_manifest
+from control.routing.manifest import Manifest, load_manifest, manifest_from_csv_text
 from control.routing.plan import SortPlan, check_against_site, parse_plan
 from control.routing.replay import SPLIT_CAUSES, ReplayResult, replay
 from control.routing.settings import RoutingSettings, load_settings
@@ -155,12 +154,6 @@ def _series(r: ReplayResult, site: Site) -> dict[str, object]:
 def validate_manifest(csv_text: str, source: str) -> dict[str, object]:
     """Load uploaded manifest rows as the service will: good rows, bad rows and the first
     problems (file, line, field). ConfigError when the file is unusable (header, encoding)."""
-    with tempfile.TemporaryDirectory(prefix="hmi-manifest-") as tmp:
-        path = Path(tmp) / "upload.csv"
-        path.write_text(csv_text, encoding="utf-8")
-        try:
-            m = load_manifest(path)
-        except ConfigError as exc:
-            raise ConfigError(source, exc.line, exc.field, exc.message) from None
+    m = manifest_from_csv_text(csv_text, source)  # what the service runs on MANIFEST_ADD, no temp file
     return {"rows": len(m), "bad_rows": len(m.bad_line),
             "issues": [i.format(source) for i in m.issues(limit=20)]}

@@ -170,13 +170,14 @@ class Relay:
             _checkpoint()
             try:
                 batch = self.tail.fetch(self._cursors, self.cfg.batch)
-            except Exception as exc:  # a locked or missing store: keep trying, the cursor is safe
+                if not batch:
+                    self._check_not_behind()
+            except Exception as exc:  # a locked, missing or half-created store: keep trying, the cursor is safe
                 log.warning("reading %s: %s", self.cfg.db, exc)
                 self.tail.close()
                 await asyncio.sleep(1.0)
                 continue
             if not batch:
-                self._check_not_behind()
                 await asyncio.sleep(self.cfg.poll_s)
                 continue
             await self._publish(client, batch)
