@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="archive: write the rows to Parquet files here first (default: var/archive beside the store)")
     parser.add_argument("--no-export", action="store_true", help="archive: delete without exporting")
     parser.add_argument("--dry-run", action="store_true", help="archive: count what would go, change nothing")
+    parser.add_argument("--ignore-relays", action="store_true",
+                        help="archive: also rows the relays beside the store have not published yet")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -41,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     out = None if args.no_export else (args.to or args.db.parent / "archive")
     cutoff = time.time() - args.keep_days * 86400.0
     try:
-        res = archive(args.db, cutoff, out, dry_run=args.dry_run)
+        res = archive(args.db, cutoff, out, dry_run=args.dry_run, respect_relays=not args.ignore_relays)
     except sqlite3.Error as exc:
         print(f"sortctl store: {args.db}: {exc}")
         return 1
-    report = {"cutoff": cutoff, "rows": res.rows, "files": [str(p) for p in res.files],
+    report = {"cutoff": cutoff, "rows": res.rows, "files": [str(p) for p in res.files], "relay_limits": res.relay_limits,
               "seconds": round(res.seconds, 2), "dry_run": args.dry_run}
     if args.json:
         print(json.dumps(report, indent=2))

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ArchiveResult", "archive"]
+__all__ = ["ArchiveResult", "archive", "relay_cursors"]
 
 # table -> (time column, extra condition that keeps a row live). Rows are selected by rowid.
 _TABLES: dict[str, tuple[str, str]] = {
@@ -51,16 +51,40 @@ class ArchiveResult:
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows archived and deleted
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    relay_limits: dict[str, int] = field(default_factory=dict)  # table -> highest id every relay published
+
+
+# the tables a relay tails by id (host/outbox.py): their rows stay until every relay has published them
+RELAYED = ("parcel_events", "unit_events")
+
+
+def relay_cursors(db_path: Path) -> dict[str, int]:
+    """The lowest row id every relay of this store has published, per relayed table (the relays'
+    state files lie beside the store as ``<store>.relay-<sorter>.sqlite``); no relay: no limit."""
+    out: dict[str, int] = {}
+    for f in sorted(db_path.parent.glob(db_path.name + ".relay-*.sqlite")):
+        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            got = dict(con.execute("SELECT stream, last_id FROM cursor").fetchall())
+        except sqlite3.Error:
+            got = {}
+        finally:
+            con.close()
+        for table in RELAYED:
+            out[table] = min(out.get(table, 2**62), int(got.get(table, 0)))
+    return out
 
 
 def archive(
     db_path: Path, cutoff: float, out_dir: Path | None, *, chunk: int = 5000, pause_s: float = 0.02,
-    dry_run: bool = False, progress: Callable[[str, int], None] | None = None,
+    dry_run: bool = False, progress: Callable[[str, int], None] | None = None, respect_relays: bool = True,
 ) -> ArchiveResult:
     """Export rows older than ``cutoff`` (epoch seconds) to ``out_dir`` (one Parquet file per
-    table; ``None``: delete without exporting) and delete them; ``dry_run`` only counts."""
+    table; ``None``: delete without exporting) and delete them; ``dry_run`` only counts. Rows a
+    relay beside the store has not published yet stay (``respect_relays``)."""
     t0 = time.monotonic()
     res = ArchiveResult(cutoff)
+    res.relay_limits = relay_cursors(db_path) if respect_relays else {}
     con = sqlite3.connect(db_path, isolation_level=None, timeout=5.0)
     try:
         con.execute("PRAGMA busy_timeout=200")
@@ -69,6 +93,8 @@ def archive(
             where = f"{tcol} < :cutoff AND ({keep})"
             if table not in _KEYS:  # the newest row stays: ids must never start again (the relay's cursor)
                 where += f" AND rowid < (SELECT MAX(rowid) FROM {table})"
+            if table in res.relay_limits:  # not yet published by every relay: stays
+                where += f" AND rowid <= {int(res.relay_limits[table])}"
             key = _KEYS.get(table, ("rowid",))
             ids = [tuple(r) for r in con.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {where}"
                                                   f" ORDER BY {', '.join(key)}", {"cutoff": cutoff})]

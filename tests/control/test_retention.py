@@ -3,6 +3,7 @@ to carry on stays; the controller's commits are not refused while it runs."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -109,3 +110,22 @@ def test_store_cli_info_and_archive(tmp_path: Path, capsys: object) -> None:
     assert main(["store", "info", "--db", str(db), "--json"]) == 0
     assert main(["store", "archive", "--db", str(db), "--keep-days", "1", "--dry-run", "--json"]) == 0
     assert main(["store", "archive", "--db", str(tmp_path / "none.sqlite")]) == 2
+
+
+def test_rows_a_relay_has_not_published_stay(tmp_path: Path) -> None:
+    db = tmp_path / "events.sqlite"
+    fill(db)
+    relay = sqlite3.connect(tmp_path / "events.sqlite.relay-s1.sqlite")  # the relay's state, as host/state.py keeps it
+    relay.executescript("CREATE TABLE cursor (stream TEXT PRIMARY KEY, last_id INTEGER NOT NULL);"
+                        "INSERT INTO cursor VALUES ('parcel_events', 50), ('unit_events', 0);")
+    relay.commit()
+    relay.close()
+    res = archive(db, CUTOFF, None, pause_s=0.0)
+    assert res.relay_limits == {"parcel_events": 50, "unit_events": 0}
+    assert res.rows["parcel_events"] == 50  # only what the relay has published
+    store = EventStore(db, readonly=True)
+    try:
+        left = [e for e in store.parcel_events() if e[0] == OLD]
+    finally:
+        store.close()
+    assert len(left) == 151  # 200 old final events + 1 open, less the 50 published
