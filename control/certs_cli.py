@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from control.plc.security import Pki, create_certificate, describe, load_any_certificate, thumbprint
+from plant.opcua_security import Pki, create_certificate, describe, load_any_certificate, thumbprint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

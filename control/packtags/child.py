@@ -23,7 +23,8 @@ from typing import Any
 
 from control.packtags.model import Snapshot
 from control.packtags.server import PackTagsServer
-from control.service.settings import OpcuaSecuritySettings, PackTagsSettings
+from control.service.settings import PackTagsSettings
+from plant.opcua_security import OpcuaSecuritySettings
 
 log = logging.getLogger("control.packtags")
 
@@ -48,7 +49,7 @@ async def _main() -> int:
     sec = OpcuaSecuritySettings.model_validate(first.get("security", {}))
     configure = None
     if sec.mode != "None":
-        from control.plc.security import server_configurator
+        from plant.opcua_security import server_configurator
 
         configure = server_configurator(sec, cfg.users_file)
     server = PackTagsServer(cfg, configure)

@@ -24,7 +24,8 @@ from control.packtags.model import Snapshotter, UnitView
 
 if TYPE_CHECKING:
     from control.service.controller import Controller
-    from control.service.settings import OpcuaSecuritySettings, PackTagsSettings
+    from control.service.settings import PackTagsSettings
+    from plant.opcua_security import OpcuaSecuritySettings
 
 __all__ = ["PackTagsProcess", "unit_view"]
 

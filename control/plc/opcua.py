@@ -42,7 +42,7 @@ from plant.tagmap import ConveyorMap
 from plant.uatypes import VARIANT, string_node
 
 if TYPE_CHECKING:
-    from control.service.settings import OpcuaSecuritySettings
+    from plant.opcua_security import OpcuaSecuritySettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -276,10 +276,10 @@ class OpcuaLink:
         """What an engineer must do when certificates are the reason, else None.
 
         asyncua wraps our validator's refusal in a status code error, so the text naming the
-        PLC's certificate and the command that trusts it (control/plc/security.py) is found in
+        PLC's certificate and the command that trusts it (plant/opcua_security.py) is found in
         the exception chain; a refusal by the PLC itself names our certificate to hand over.
         """
-        from control.plc.security import UntrustedCertificate
+        from plant.opcua_security import UntrustedCertificate
 
         seen: BaseException | None = exc
         for _ in range(8):
@@ -297,7 +297,7 @@ class OpcuaLink:
 
     async def _set_security(self, client: Client) -> None:
         if self.security is not None and self.security.mode != "None":
-            from control.plc.security import secure_client
+            from plant.opcua_security import secure_client
 
             await secure_client(client, self.security, f"{self.name} PLC")
             return

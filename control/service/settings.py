@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from control import tracking
+from plant.opcua_security import OpcuaSecuritySettings
 from plant.site import Strict
 from plant.yamlfile import load_yaml_model
 
@@ -27,21 +28,6 @@ class PackTagsSettings(Strict):
     users_file: str | None = Field(
         default=None, description="'name:password' lines; when set, anonymous sessions are refused"
     )
-
-
-class OpcuaSecuritySettings(Strict):
-    """OPC UA security for the conveyor PLC client and the PackTags server; docs/opcua-security.md."""
-
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(default="None", description="message security mode")
-    policy: Literal["Basic256Sha256", "Aes256_Sha256_RsaPss"] = Field(
-        default="Basic256Sha256", description="security policy when mode is not None"
-    )
-    pki_dir: str = Field(default="var/pki", description="own/, trusted/, rejected/ (sortctl certs create)")
-    application_uri: str = Field(
-        default="urn:sortcentre:controller", description="must match the URI in the application certificate"
-    )
-    user: str | None = Field(default=None, description="user name for the PLC session (anonymous when unset)")
-    password_file: str | None = Field(default=None, description="file holding the PLC user's password (one line)")
 
 
 class ServiceSettings(Strict):

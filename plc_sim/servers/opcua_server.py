@@ -198,10 +198,10 @@ class ConveyorPlcServer(ConveyorBase):
         server.subscribe_server_callback(CallbackType.PreWrite, self._delay_hook)
 
     async def _secure(self, server: Server) -> None:
-        """The same set-up as the controller's own servers (control/plc/security.py): one policy
+        """The same set-up as the controller's own servers (plant/opcua_security.py): one policy
         and mode offered, client certificates checked against the trust list (refused ones saved
         to rejected/), users from the users file besides any given to the constructor."""
-        from control.plc.security import load_users, secure_server
+        from plant.opcua_security import load_users, secure_server
 
         sec = self.security
         assert sec is not None

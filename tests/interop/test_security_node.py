@@ -1,7 +1,7 @@
 """OPC UA security against an independent stack, node-opcua, in both directions.
 
 1. A node-opcua client (``secure_read_check.js``) against our asyncua servers set up by
-   control/plc/security.py - the PackTags server and the simulator's conveyor PLC - with
+   plant/opcua_security.py - the PackTags server and the simulator's conveyor PLC - with
    SignAndEncrypt: refused while its certificate is untrusted (the certificate lands in our
    rejected/), let in once `sortctl certs trust` took it from there, with Basic256Sha256 and with
    Aes256_Sha256_RsaPss; it logs in with a user and reads StateCurrent / belt_state.
@@ -33,8 +33,14 @@ from control.packtags.server import PackTagsServer
 from control.packtags.space import OUR_URI
 from control.plc import PlcConnectionError, PlcRefused
 from control.plc.opcua import OpcuaLink
-from control.plc.security import Pki, load_any_certificate, server_configurator, thumbprint
-from control.service.settings import OpcuaSecuritySettings, PackTagsSettings
+from control.service.settings import PackTagsSettings
+from plant.opcua_security import (
+    OpcuaSecuritySettings,
+    Pki,
+    load_any_certificate,
+    server_configurator,
+    thumbprint,
+)
 from plant.site import Site, load_site
 from plant.tagmap import TagMap
 from plc_sim.scenario import PlcSecurity

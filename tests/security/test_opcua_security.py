@@ -1,5 +1,5 @@
 """OPC UA security between our own ends over 127.0.0.1: the PackTags server and an asyncua
-client set up by `control.plc.security`, SignAndEncrypt, certificates from `sortctl certs`."""
+client set up by `plant.opcua_security`, SignAndEncrypt, certificates from `sortctl certs`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from asyncua.client.client import Client
 
 from control.certs_cli import add_arguments, run
 from control.packtags.server import PackTagsServer
-from control.plc.security import (
+from control.service.settings import PackTagsSettings
+from plant.opcua_security import (
+    OpcuaSecuritySettings,
     Pki,
     TrustList,
     UntrustedCertificate,
@@ -23,7 +25,6 @@ from control.plc.security import (
     server_configurator,
     thumbprint,
 )
-from control.service.settings import OpcuaSecuritySettings, PackTagsSettings
 
 SCADA_URI = "urn:sortcentre:test-scada"
 

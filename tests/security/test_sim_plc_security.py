@@ -18,8 +18,7 @@ import pytest_asyncio
 from control.certs_cli import add_arguments, run
 from control.plc import PlcConnectionError, PlcRefused
 from control.plc.opcua import OpcuaLink
-from control.plc.security import Pki, load_any_certificate, thumbprint
-from control.service.settings import OpcuaSecuritySettings
+from plant.opcua_security import OpcuaSecuritySettings, Pki, load_any_certificate, thumbprint
 from plant.site import load_site
 from plant.tagmap import TagMap
 from plc_sim.scenario import PlcSecurity
