@@ -14,8 +14,14 @@ from tests.packtags.floor import floor, tag_nodes, wait_state
 
 HERE = Path(__file__).resolve().parent
 NODE = shutil.which("node")
-if NODE is None or not (HERE / "node_modules" / "node-opcua" / "package.json").exists():
-    pytest.skip("Node.js or node-opcua (npm ci --prefix tests/interop) not available", allow_module_level=True)
+if NODE is None:
+    pytest.skip("Node.js is not installed (node-opcua interop tests need node >= 20 and npm)", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _node_opcua(node_modules: Path) -> Path:
+    """node-opcua installed (``npm ci`` once per session, conftest.py) before any test here."""
+    return node_modules
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
