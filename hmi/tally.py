@@ -21,7 +21,7 @@ __all__ = ["FINAL_KINDS", "FINISHED_KINDS", "READ_FAILURES", "Bucket", "Tally", 
 
 FINAL_KINDS = ("sorted", "rejected", "lost", "missorted")  # as harness/soak.py counts them
 FINISHED_KINDS = ("sorted", "rejected")  # what PackML CurMachSpeed counts
-READ_FAILURES = frozenset({"no_read", "multi_read", "bad_read"})  # routing reasons of a failed read
+READ_FAILURES = frozenset({"no_read", "multi_read", "bad_read", "decode_late"})  # routing reasons of a failed read
 
 
 @dataclass(slots=True)

@@ -25,6 +25,9 @@ class Reason(IntEnum):
     BAD_READ = 10
     RECIRCULATION_LIMIT = 11
     BAD_DATA = 12
+    # Not decoded before its decision point (the decode ran late, not the label that failed):
+    # routed exactly as a no-read, named apart so that load-induced losses are counted as such.
+    DECODE_LATE = 13
 
     @property
     def is_exception(self) -> bool:
@@ -46,5 +49,6 @@ EXCEPTION_CHUTE_KIND: dict[Reason, str] = {
     Reason.NO_READ: "no_read",
     Reason.MULTI_READ: "no_read",
     Reason.BAD_READ: "no_read",
+    Reason.DECODE_LATE: "no_read",
     Reason.OVERSIZE: "oversize",
 }

@@ -144,6 +144,8 @@ class EngineRouter:
         for r, c, why, g in zip(requests, d.chute.tolist(), d.reason.tolist(), d.group.tolist(), strict=True):
             self._group[r.key] = g
             self._assigned[r.key] = c
+            if why == Reason.NO_READ and r.status == ScanStatus.TIMEOUT:
+                why = int(Reason.DECODE_LATE)  # the same chute as a no-read; the cause named apart
             out.append((c, why, Reason(why).name.lower()))
         return out
 

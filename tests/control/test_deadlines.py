@@ -56,3 +56,15 @@ def test_by_the_wall_clock_stale_deadlines_are_late_and_the_service_says_so(
     # late parcels do get priority (that is the rule): on stale data, every one with a priority chute
     assert priority_share(r) > 2 * priority_share(make(tmp_path, "manifest", 1_900_000_000.0))
     assert any("deadline_clock: manifest" in m for m in caplog.messages)
+
+
+def test_a_parcel_decoded_too_late_goes_where_a_no_read_goes_and_says_why(tmp_path: Path) -> None:
+    r = make(tmp_path, "manifest", 1_795_000_000.0)
+    m = r.manifest
+    late = RouteRequest(key=1, identity="", status=ScanStatus.TIMEOUT, length_mm=300.0, lap=0)
+    unread = RouteRequest(key=2, identity="", status=ScanStatus.NO_READ, length_mm=300.0, lap=0)
+    read = RouteRequest(key=3, identity=m.parcel_id(0), status=ScanStatus.READ, length_mm=300.0, lap=0)
+    (c_late, _, why_late), (c_unread, _, why_unread), (_, _, why_read) = r.route(
+        [late, unread, read], np.zeros(64, np.uint16))
+    assert (why_late, why_unread) == ("decode_late", "no_read")
+    assert c_late == c_unread and why_read not in ("decode_late", "no_read")

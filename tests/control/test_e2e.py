@@ -92,11 +92,11 @@ async def test_clean_stream_lands_in_planned_chutes(fast_site: Path) -> None:
     a = r.audit
     assert r.unit_state == "EXECUTE"
     # every parcel the plan can route is sorted to its planned chute; the rest are exceptions,
-    # or decodes a loaded machine did not finish by the routing deadline (no-read, counted)
+    # or decodes a loaded machine did not finish by the routing deadline (decode_late, counted)
     exceptions = ("no_rule", "unknown_parcel", "oversize", "bad_data")
     store = EventStore(r.db, readonly=True)
     try:
-        late = sum(1 for row in store.parcels() if row.reason == "no_read" and row.scan_status == "timeout")
+        late = sum(1 for row in store.parcels() if row.reason == "decode_late" and row.scan_status == "timeout")
     finally:
         store.close()
     routable_failed = sum(v for k, v in a.rejected_by_reason.items() if k not in exceptions)
@@ -239,7 +239,8 @@ async def test_camera_stall_sends_parcels_to_no_read_and_raises_the_scanner_alar
     assert_accounted(r)
     assert r.unit_state == "EXECUTE"
     assert r.metrics.decode_timeouts >= 5
-    assert r.audit.rejected_by_reason.get("no_read", 0) >= 5
+    by = r.audit.rejected_by_reason  # scans the stalled camera never answered in time: decode_late
+    assert by.get("decode_late", 0) >= 5, by
     events = [(k, n) for k, n, _ in alarm_events(r)]
     assert ("alarm", "scanner_timeout") in events
     assert events.index(("alarm_clear", "scanner_timeout")) > events.index(("alarm", "scanner_timeout"))
