@@ -20,18 +20,19 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pydantic import Field
 
-from plant.site import Strict
+from plant.opcua_settings import OpcuaSecuritySettings
 
 if TYPE_CHECKING:
     from asyncua.client.client import Client
     from asyncua.server.server import Server
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "POLICIES",
@@ -49,23 +50,6 @@ __all__ = [
     "server_configurator",
     "thumbprint",
 ]
-
-
-class OpcuaSecuritySettings(Strict):
-    """OPC UA security for the conveyor PLC client and the PackTags server; docs/opcua-security.md."""
-
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(default="None", description="message security mode")
-    policy: Literal["Basic256Sha256", "Aes256_Sha256_RsaPss"] = Field(
-        default="Basic256Sha256", description="security policy when mode is not None"
-    )
-    pki_dir: str = Field(default="var/pki", description="own/, trusted/, rejected/ (sortctl certs create)")
-    application_uri: str = Field(
-        default="urn:sortcentre:controller", description="must match the URI in the application certificate"
-    )
-    user: str | None = Field(default=None, description="user name for the PLC session (anonymous when unset)")
-    password_file: str | None = Field(default=None, description="file holding the PLC user's password (one line)")
-
-log = logging.getLogger(__name__)
 
 
 class UntrustedCertificate(Exception):

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from control import tracking
-from plant.opcua_security import OpcuaSecuritySettings
+from plant.opcua_settings import OpcuaSecuritySettings
 from plant.site import Strict
 from plant.yamlfile import load_yaml_model
 
