@@ -19,18 +19,14 @@ from pathlib import Path
 
 import aiomqtt
 
+from harness.procs import free_port, stop_process
+
 __all__ = ["Broker", "DemoLink", "Received", "Watcher", "mosquitto_path"]
 
 
 def mosquitto_path() -> str | None:
     """The broker executable, or None when Mosquitto is not installed (`./dev setup` installs it)."""
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:
@@ -44,7 +40,7 @@ class Broker:
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="sortcentre-mqtt-")
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
         self.conf = self.dir / "mosquitto.conf"
@@ -80,13 +76,7 @@ class Broker:
 
     def stop(self) -> None:
         """A clean stop: the broker saves its sessions and queues."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10.0)
         self.proc = None
 
     def kill(self) -> None:
@@ -187,12 +177,6 @@ class DemoLink:
             )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10.0)
         self.proc = None
         self.broker.close()

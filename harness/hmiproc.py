@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -13,19 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["HmiProcess", "free_port"]
+from harness.procs import free_port, stop_process
 
-
-def free_port(preferred: int = 8080) -> int:
-    """``preferred`` if nothing listens there on 127.0.0.1, else a port the kernel picks."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port on 127.0.0.1")
+__all__ = ["HmiProcess"]
 
 
 class HmiProcess:
@@ -33,7 +22,7 @@ class HmiProcess:
                  role: str = "engineer") -> None:
         self.db = db
         self.users = workdir / "hmi-users.json"
-        self.port = port if port is not None else free_port()
+        self.port = port if port is not None else free_port(8080)
         self.user = user
         self.role = role
         self.password = secrets.token_urlsafe(9)
@@ -68,11 +57,5 @@ class HmiProcess:
         raise RuntimeError(f"sortctl hmi did not answer on {self.url} within {wait_s:.0f} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5.0)
         self.proc = None

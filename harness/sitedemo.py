@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 
 from harness.broker import Broker, mosquitto_path
+from harness.procs import stop_process
 from host.site_cli import site_table
 from host.siteview import SiteView, watch_site
 
@@ -69,13 +69,7 @@ def run_site_demo(args: argparse.Namespace) -> int:
             asyncio.run(_settle(broker, view))
         finally:
             for p in [*demos.values(), *relays.values()]:
-                if p.poll() is None:
-                    p.terminate()
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        p.wait(15)
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+                stop_process(p, 15.0)
             broker.close()
         summaries = {n: _summary(work / n) for n in sorters}
     return _report(view, summaries, console, as_json=args.json)

@@ -246,11 +246,9 @@ class Desk:
         return self.router if isinstance(self.router, EngineRouter) else None
 
     def _activate(self, c: OperatorCommand, batch: Batch) -> str | None:
-        router = self._engine_router()
-        if router is None:
-            return "refused: this service's router takes no sort plans"
-        if self._busy():
-            return "refused: another sort plan or manifest update is being prepared; try again when it is done"
+        router = self._free_router("sort plans")
+        if isinstance(router, str):
+            return router
         plan_csv = str(c.args.get("plan_csv", ""))
         settings_yaml = str(c.args.get("settings_yaml", ""))
         if len(plan_csv) > MAX_TEXT or len(settings_yaml) > MAX_TEXT:
@@ -261,11 +259,9 @@ class Desk:
         return None
 
     def _rollback(self, c: OperatorCommand, batch: Batch) -> str | None:
-        router = self._engine_router()
-        if router is None:
-            return "refused: this service's router takes no sort plans"
-        if self._busy():
-            return "refused: another sort plan or manifest update is being prepared; try again when it is done"
+        router = self._free_router("sort plans")
+        if isinstance(router, str):
+            return router
         prev = self.plans.previous()
         if prev is None:
             return "refused: no earlier sort plan version to roll back to"
@@ -275,11 +271,9 @@ class Desk:
         return None
 
     def _manifest(self, c: OperatorCommand) -> str | None:
-        router = self._engine_router()
-        if router is None:
-            return "refused: this service's router takes no manifest"
-        if self._busy():
-            return "refused: another sort plan or manifest update is being prepared; try again when it is done"
+        router = self._free_router("manifest")
+        if isinstance(router, str):
+            return router
         text = str(c.args.get("csv", ""))
         if len(text) > MAX_TEXT:
             return f"refused: a pre-advice batch is at most {MAX_TEXT // 1_000_000} MB"
@@ -289,8 +283,15 @@ class Desk:
                                 "manifest"))
         return None
 
-    def _busy(self) -> bool:
-        return bool(self._work)
+    def _free_router(self, takes: str) -> EngineRouter | str:
+        """The router a plan or manifest command compiles for, or why the command cannot start:
+        a router that takes no plans, or another compile still running (one at a time)."""
+        router = self._engine_router()
+        if router is None:
+            return f"refused: this service's router takes no {takes}"
+        if self._work:
+            return "refused: another sort plan or manifest update is being prepared; try again when it is done"
+        return router
 
     def poll(self, batch: Batch) -> None:
         """Between two cycles: swap in what finished compiling and answer its command."""

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import yaml
 
 from control.store import EventStore
-from harness.hmiproc import HmiProcess, free_port
+from harness.hmiproc import HmiProcess
+from harness.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
