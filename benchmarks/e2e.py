@@ -50,10 +50,15 @@ class Steady:
     offered_per_h: float
     finished_per_h: float
     transit_s: float
+    start_t: float = float("nan")  # window start (wall clock): the first induct, or steady()'s start_t
+    end_t: float = float("nan")  # last induct
 
 
-def steady(db: Path) -> Steady:
-    """Offered and finished in the steady window, from the store (see the module docstring)."""
+def steady(db: Path, start_t: float | None = None) -> Steady:
+    """Offered and finished in the steady window, from the store (see the module docstring).
+
+    ``start_t`` (wall clock) starts the window later than the first induct, e.g. once the
+    induct has worked off the parcels that arrived while the controller was starting."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT inducted_t, updated_t, final, state FROM parcels WHERE inducted_t > 0").fetchall()
@@ -65,15 +70,17 @@ def steady(db: Path) -> Steady:
     done = np.array([r[2] == 1 and r[3] in ("sorted", "rejected") for r in rows])
     fin = np.array([r[1] for r in rows], dtype=np.float64)
     t0, t1 = float(ind.min()), float(ind.max())
+    if start_t is not None:
+        t0 = min(max(t0, start_t), t1)
     # finishes are steady once the slowest parcels of the first inducts are out: from t0 + the
     # 95th percentile of induct -> outcome, to the last induct
     transit = float(np.percentile(fin[done] - ind[done], 95)) if done.any() else 0.0
     span, inner = t1 - t0, t1 - (t0 + transit)
     if span <= 0 or inner <= 0:
-        return Steady(float("nan"), float("nan"), float("nan"), transit)
+        return Steady(float("nan"), float("nan"), float("nan"), transit, t0, t1)
     offered_per_h = float(((ind >= t0) & (ind <= t1)).sum()) * 3600.0 / span
     finished_per_h = float((done & (fin >= t0 + transit) & (fin <= t1)).sum()) * 3600.0 / inner
-    return Steady(finished_per_h / offered_per_h, offered_per_h, finished_per_h, transit)
+    return Steady(finished_per_h / offered_per_h, offered_per_h, finished_per_h, transit, t0, t1)
 
 
 def measure(parcels: int, *, settle_s: float, sim_process: bool = True) -> tuple[SessionResult, Steady]:
