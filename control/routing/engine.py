@@ -14,10 +14,12 @@ only that rule's groups, rules are independent, and the new groups are placed in
 first new group of every rule at once, then the second, ...), each an argmin per rule.
 
 Per-call overheads are kept out of the batch: every manifest row's static route is bound with
-the plan (:meth:`RoutingEngine.prepare_plan`) and packed into 16 bytes, so a batch starts with
-one ``take``; indices stay int16/int32 and are read with ``np.take`` (fancy indexing with
-narrow indices is several times slower); the slow lanes (a full first choice, a due deadline, a
-read failure) touch only the parcels concerned.
+the plan (:meth:`RoutingEngine.prepare_plan`) and packed into 8 bytes (first chute, reason, a
+coarse deadline bucket, consolidation group), so a batch starts with one ``take`` of one int64
+per parcel and reads the fields through views; candidate lists are looked up by rule only for
+the parcels whose first choice is full or down; indices stay int16/int32 and are read with
+``np.take`` (fancy indexing with narrow indices is several times slower); the slow lanes (a
+full first choice, a due deadline, a read failure) touch only the parcels concerned.
 
 Feedback keeps the counts true: routing adds a parcel to a chute's *pending* count; a
 confirmation moves it to *filled* (of the chute it really entered); a miss removes it; a drain
@@ -46,18 +48,30 @@ I64 = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
 
 _EMPTY = np.zeros(0, np.int64)
-OFF_BITS = 21  # a packed route: candidate offset in the low bits, the first candidate above
-OFF_MASK = (1 << OFF_BITS) - 1
-NEVER = np.iinfo(np.int32).max  # priority deadline of a row that never goes to a priority chute
 _BIG = np.iinfo(np.int64).max
+# A packed row route is one int64; little-endian, its bytes are: 0-1 the first chute (int16),
+# 2 the reason (uint8), 3 the deadline bucket (uint8, ``NEVER``: no priority chute), 4-7 the
+# consolidation group (int32, -1: none). The batch reads the fields through views.
+NEVER = 255
+N_EDGES = 255  # deadline buckets: at most this many edges, quantiles of the priority deadlines
+OFF_MASK = (1 << 21) - 1  # the most candidate chutes (all rules' lists together) a plan may have
 
 
-def _meta(reason: npt.ArrayLike, n_cand: npt.ArrayLike, primary: npt.ArrayLike) -> I32:
-    """Pack the reason (low byte, so that ``astype(uint8)`` reads it), the candidate count
-    (12 bits) and how many candidates are primary (11 bits) into one int32. Both counts are
-    below 1000: there are at most 999 chutes."""
-    r = np.asarray(reason, np.int64)
-    return (r | (np.asarray(n_cand, np.int64) << 8) | (np.asarray(primary, np.int64) << 20)).astype(np.int32)
+def _pack(chute: npt.ArrayLike, reason: npt.ArrayLike, bucket: npt.ArrayLike, group: npt.ArrayLike) -> I64:
+    c = np.asarray(chute, np.int64) & 0xFFFF
+    r = np.asarray(reason, np.int64) << 16
+    b = np.asarray(bucket, np.int64) << 24
+    g = np.asarray(group, np.int64) << 32  # the sign of -1 fills the high word
+    return np.asarray(c | r | b | g, np.int64)
+
+
+def _fields(packed: I64) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.uint8], I32]:
+    """Views of a packed route array: first chute, reason, deadline bucket, group."""
+    n = len(packed)
+    return (
+        packed.view(np.int16).reshape(n, 4)[:, 0], packed.view(np.uint8).reshape(n, 8)[:, 2],
+        packed.view(np.uint8).reshape(n, 8)[:, 3], packed.view(np.int32).reshape(n, 2)[:, 1],
+    )
 
 
 def _first_occurrence(keys: npt.NDArray[np.integer[Any]], order: I64, scratch: I64) -> npt.NDArray[np.bool_]:
@@ -70,20 +84,6 @@ def _first_occurrence(keys: npt.NDArray[np.integer[Any]], order: I64, scratch: I
     np.put(scratch, keys, _BIG)
     np.minimum.at(scratch, keys, order)
     return np.asarray(np.take(scratch, keys) == order)
-
-
-def _route(off: npt.ArrayLike, first: npt.ArrayLike) -> I32:
-    """Pack a candidate list offset and its first chute (< 1024) into one int32, so that the
-    batch reads every parcel's first choice with a shift instead of a gather."""
-    return (np.asarray(off, np.int64) | (np.asarray(first, np.int64) << OFF_BITS)).astype(np.int32)
-
-
-def _n_cand(meta: npt.NDArray[np.int32]) -> I64:
-    return (meta.astype(np.int64) >> 8) & 0xFFF
-
-
-def _primary(meta: npt.NDArray[np.int32]) -> I64:
-    return meta.astype(np.int64) >> 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +108,14 @@ class PreparedPlan:
     cand: npt.NDArray[np.int16]  # site chains followed by the plan's candidate lists
     cand_base: int  # where the plan's lists start in ``cand``
     # Per manifest row (plus a last "unknown parcel" row): the route it gets unless something
-    # at routing time (read, laps, deadline, chute state) says otherwise, packed into 16 bytes
-    # so that one gather per parcel fetches it. Columns: candidate offset in ``cand`` and first
-    # candidate (:func:`_route`); meta (:func:`_meta`); consolidation group (-1: none);
-    # priority deadline, whole seconds after
-    # ``prio_base`` rounded down (a pre-filter only, the exact test reads the manifest), NEVER
-    # when the row has no priority chute.
-    row_table: npt.NDArray[np.int32]
-    prio_base: float
+    # at routing time (read, laps, deadline, chute state) says otherwise, packed into 8 bytes
+    # (:func:`_pack`) so that one gather per parcel fetches it: first chute, reason, deadline
+    # bucket, consolidation group. The bucket is a pre-filter only (the exact test reads the
+    # manifest): row deadline d is in bucket ``searchsorted(prio_edges, d, "right") - 1``, and
+    # NEVER when the row has no priority chute.
+    row_table: I64
+    prio_edges: npt.NDArray[np.float64]
+    rule_ext: npt.NDArray[np.int32]  # ``row_rule`` and a last -1 for the "unknown parcel" row
     pool_ext: npt.NDArray[np.int16]  # the pool and a last 0: ``pool_ext[-1]`` is "no chute"
     pool_chutes: I64  # every chute of any pool
     settings: RoutingSettings  # swapped with the plan: a margin or a country change is a plan change
@@ -195,44 +195,41 @@ class RoutingEngine:
         if len(cand) > OFF_MASK:
             raise ConfigError(plan.source, None, "chutes",
                               f"sort plan too large: {len(cand)} candidate chutes in all (at most {OFF_MASK})")
-        table, base = self._row_routes(t, row_rule, len(self.st.chain), row_group)
-        table[:, 0] = _route(table[:, 0], cand[table[:, 0]])
+        table, edges = self._row_routes(t, row_rule, row_group)
         pool_ext = np.append(t.pool, np.int16(0)).astype(np.int16)
         return PreparedPlan(
-            t, row_rule, cand, len(self.st.chain), table, base, pool_ext, np.unique(t.pool).astype(np.int64),
-            settings, row_group,
+            t, row_rule, cand, len(self.st.chain), table, edges, np.append(row_rule, np.int32(-1)).astype(np.int32),
+            pool_ext, np.unique(t.pool).astype(np.int64), settings, row_group,
         )
 
-    def _row_routes(self, t: PlanTables, row_rule: I32, cand_base: int, row_group: I32) -> tuple[I32, float]:
-        """Each row's route when nothing at routing time (read, laps, deadline) overrides it."""
+    def _row_routes(self, t: PlanTables, row_rule: I32, row_group: I32) -> tuple[I64, npt.NDArray[np.float64]]:
+        """Each row's route when nothing at routing time (read, laps, deadline) overrides it,
+        packed (:func:`_pack`), and the deadline bucket edges."""
         st = self.st
         exc = self._row_exc.astype(np.int64)
         exc[(exc == 0) & (row_rule < 0)] = Reason.NO_RULE
         normal = exc == 0
         # Rule tables with a dummy last entry, read by rows without a rule.
         rc = np.where(row_rule >= 0, row_rule, t.n_rules)
-        cand_off = np.append(t.cand_off, 0) + cand_base
-        cand_len = np.append(t.cand_len, 1)
-        pool_len = np.append(t.pool_len, 1)
+        first = np.append(t.cand[t.cand_off] if t.n_rules else np.zeros(0, np.int16), 0)
         prio = np.append(t.prio, 0)
-        fixed = self._exc_chute[exc]
-        n = len(exc)
-        table = np.empty((n + 1, 4), np.int32)
-        table[:n, 0] = np.where(normal, cand_off[rc], st.chain_off[fixed])
+        chute = np.where(normal, first[rc], self._exc_chute[exc])
         # A parcel of a group routes as CONSOLIDATED; the batch finds group parcels by reason.
         cons = normal & (row_group >= 0)
         reason = np.where(normal, np.where(cons, Reason.CONSOLIDATED, Reason.SORTED_BY_RULE), exc)
-        table[:n, 1] = _meta(reason, np.where(normal, cand_len[rc], st.chain_len[fixed]), np.where(normal, pool_len[rc], 1))
-        table[:n, 2] = row_group
         dl = self.manifest.deadline
         has_prio = normal & (prio[rc] > 0) & np.isfinite(dl)
-        base = float(dl[has_prio].min()) if has_prio.any() else 0.0
-        with np.errstate(invalid="ignore"):
-            rel = np.clip(np.floor(dl - base), 0, NEVER - 1)
-        table[:n, 3] = np.where(has_prio, rel, NEVER)
-        r = st.reject
-        table[n] = (st.chain_off[r], _meta(Reason.UNKNOWN_PARCEL, st.chain_len[r], 1), -1, NEVER)
-        return table, base
+        # Equal-count buckets: a deadline cut-off lets through at most a bucket's worth of rows
+        # that are not due yet, however the deadlines are spread.
+        d = np.sort(dl[has_prio])
+        edges = np.unique(d[np.linspace(0, len(d) - 1, N_EDGES).astype(np.int64)]) if len(d) else np.zeros(0)
+        bucket = np.full(len(exc), NEVER, np.int64)
+        bucket[has_prio] = np.searchsorted(edges, dl[has_prio], side="right") - 1
+        n = len(exc)
+        table = np.empty(n + 1, np.int64)
+        table[:n] = _pack(chute, reason, bucket, row_group)
+        table[n] = _pack(st.reject, Reason.UNKNOWN_PARCEL, NEVER, -1)
+        return table, edges.astype(np.float64)
 
     def swap_plan(self, new: PreparedPlan | SortPlan) -> None:
         """Switch plans between two routing calls. Open groups keep their chute; their load is
@@ -436,75 +433,83 @@ class RoutingEngine:
             rr = np.where((rows >= 0) & (rows < size), rows, size)
         else:
             rr = rows
-        # One gather brings each parcel's static route. (``take`` moves whole 16-byte rows;
-        # fancy indexing ``table[rr]`` is many times slower.) The columns are views of it.
-        packed = np.take(pp.row_table, rr, axis=0)
-        off, meta, group = packed[:, 0], packed[:, 1], packed[:, 2]
-        due = self._due(pp, rr, packed[:, 3], now)
+        # One gather brings each parcel's static route, 8 bytes; the fields are views of it.
+        packed = np.take(pp.row_table, rr)
+        first_v, reason_v, bucket, group = _fields(packed)
+        first = first_v.copy()  # each parcel's first choice (int16), overrides included
+        out_reason = reason_v.copy()
+        rule: I32 | None = None  # per parcel, only when a label brings a rule its row lacks
+        due = self._due(pp, rr, bucket, now)
         if len(due):
-            pc = t.prio[pp.row_rule[rr[due]]].astype(np.int64)
-            off[due] = _route(st.chain_off[pc], pc)
-            meta[due] = _meta(Reason.PRIORITY, st.chain_len[pc], 1)
+            first[due] = np.take(t.prio, np.take(pp.row_rule, np.take(rr, due)))
+            out_reason[due] = Reason.PRIORITY
         if label_key is not None:
             lk = np.asarray(label_key, np.int64)
             lab = np.flatnonzero((rr == size) & (lk >= 0))
             if len(lab) and t.n_rules:
-                lr = t.rule_for_keys(lk[lab]).astype(np.int64)
+                lr = t.rule_for_keys(lk[lab])
                 hit = lr >= 0
-                lab, lr = lab[hit], lr[hit]
-                o = pp.cand_base + t.cand_off[lr]
-                off[lab] = _route(o, pp.cand[o])
-                meta[lab] = _meta(Reason.SORTED_BY_RULE, t.cand_len[lr], t.pool_len[lr])
-            rest = np.flatnonzero((rr == size) & (lk >= 0) & (meta.astype(np.uint8) == Reason.UNKNOWN_PARCEL))
-            if len(rest):
-                self._force(off, meta, rest, np.full(len(rest), Reason.NO_RULE, np.int64))
+                if hit.any():
+                    rule = np.take(pp.rule_ext, rr)
+                    rule[lab[hit]] = lr[hit]
+                    first[lab[hit]] = np.take(t.cand, np.take(t.cand_off, lr[hit]))
+                    out_reason[lab[hit]] = Reason.SORTED_BY_RULE
+                lab = lab[~hit]
+            if len(lab):
+                self._force(first, out_reason, lab, np.full(len(lab), Reason.NO_RULE, np.int64))
         if read is not None:
             rd = np.asarray(read, np.int64)
             bad = np.flatnonzero(rd > 0)
             if len(bad):
-                self._force(off, meta, bad, np.minimum(rd[bad], 3) + (Reason.NO_READ - 1))
+                self._force(first, out_reason, bad, np.minimum(rd[bad], 3) + (Reason.NO_READ - 1))
         if recirculations is not None:
             lap = np.flatnonzero(np.asarray(recirculations) > st.recirculation_limit)
             if len(lap):
-                self._force(off, meta, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
-        out_chute = np.empty(n, np.int16)
-        out_reason = meta.astype(np.uint8)  # the low byte
+                self._force(first, out_reason, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
+        out_chute = first.copy()  # the blocks write their decisions here
+        # Group parcels of the whole batch, found once (a block changes reasons only of the
+        # parcels it commits, and the next block starts after them).
+        gi = np.flatnonzero(out_reason == Reason.CONSOLIDATED)
+        gg = group[gi]  # (``take`` would copy the whole strided column first)
         p = 0
         block = self.settings.block
         while p < n:
             e = min(n, p + block)
-            p += self._route_block(pp, rr, p, e, off, meta, group, out_chute, out_reason)
-        return Decisions(out_chute, out_reason, group)  # a column view of ``packed``: no copy
+            a, b = np.searchsorted(gi, (p, e)).tolist()
+            p += self._route_block(pp, rr, rule, p, e, first, out_chute, out_reason, gi[a:b] - p, gg[a:b])
+        return Decisions(out_chute, out_reason, group)  # ``group``: a view of ``packed``, no copy
 
-    def _due(self, pp: PreparedPlan, rr: I64, rel: I32, now: float | ArrayLike) -> I64:
-        """Parcels within the priority margin of their deadline: a cheap integer pre-filter on
-        the packed table, then the exact test ``deadline - now < margin`` on the few left."""
+    def _due(self, pp: PreparedPlan, rr: I64, bucket: npt.NDArray[np.uint8], now: float | ArrayLike) -> I64:
+        """Parcels within the priority margin of their deadline: a cheap pre-filter on the
+        packed deadline buckets, then the exact test ``deadline - now < margin`` on the few left."""
         margin = self.settings.priority_margin_s
         t_now = np.asarray(now, np.float64)
         latest = float(np.nanmax(t_now)) if t_now.size and not np.isnan(t_now).all() else np.nan
-        if np.isnan(latest):
+        if np.isnan(latest) or len(pp.prio_edges) == 0:
             return _EMPTY
-        limit = latest + margin - pp.prio_base + 2.0  # +2 s: more than any rounding on either side
-        if not limit > 0:  # also -inf
+        # Every due row has deadline <= limit (the slack covers the rounding of
+        # ``deadline - now``), so its bucket is below the count of edges <= limit.
+        limit = latest + margin + 2.0 + 1e-9 * (abs(latest) + abs(margin))
+        cut = int(np.searchsorted(pp.prio_edges, limit, side="right"))  # NaN limit: cut 0
+        if cut == 0:
             return _EMPTY
-        cut = NEVER if limit >= NEVER else int(np.floor(limit))
-        maybe = np.flatnonzero(rel < cut)
+        maybe = np.flatnonzero(bucket.copy() < cut)  # (a strided compare is twice as slow)
         if len(maybe) == 0:
             return maybe
         now_m = t_now[maybe] if t_now.ndim else t_now
-        return maybe[(self.manifest.deadline[rr[maybe]] - now_m) < margin]
+        return maybe[(np.take(self.manifest.deadline, np.take(rr, maybe)) - now_m) < margin]
 
-    def _force(self, off: I32, meta: I32, idx: I64, reason: I64) -> None:
-        """Parcels ``idx`` become exceptions ``reason`` (read failures, too many laps)."""
-        c = self._exc_chute[reason]
-        off[idx] = _route(self.st.chain_off[c], c)
-        meta[idx] = _meta(reason, self.st.chain_len[c], 1)
+    def _force(self, first: npt.NDArray[np.int16], reason: npt.NDArray[np.uint8], idx: I64, why: I64) -> None:
+        """Parcels ``idx`` become exceptions ``why`` (read failures, too many laps, no rule)."""
+        first[idx] = self._exc_chute[why]
+        reason[idx] = why
 
     def _route_block(
-        self, pp: PreparedPlan, rr: I64, p: int, e: int, off_all: I32, meta_all: I32, group_all: I32,
-        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8],
+        self, pp: PreparedPlan, rr: I64, rule: I32 | None, p: int, e: int, first: npt.NDArray[np.int16],
+        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8], gi: I64, gg: I32,
     ) -> int:
-        """Route parcels p..e-1 speculatively; commit the exact prefix; return its length."""
+        """Route parcels p..e-1 speculatively; commit the exact prefix; return its length.
+        ``gi`` are the block's group parcels (positions in the block), ``gg`` their groups."""
         st, t = self.st, pp.tables
         cand = pp.cand
         reject = st.reject
@@ -512,47 +517,57 @@ class RoutingEngine:
         ok = self.available & (load0 < st.capacity)
         ok[reject] = True
         m = e - p
-        off = off_all[p:e]
+        chute = out_chute[p:e]  # a view: first choices, replaced below where needed
         # (Below, ``take`` with int16/int32 indices: several times faster than ``a[idx]``.)
-        chute = off >> OFF_BITS  # first candidate of every parcel; group members replaced below
-        gi = np.flatnonzero(out_reason[p:e] == Reason.CONSOLIDATED)
         opener_pos = opener_slot = _EMPTY
-        fol_i: I64 = _EMPTY  # group members following a group chute,
-        fol_c: npt.NDArray[np.int16] = np.zeros(0, np.int16)  # and that chute
+        opener_grp: I32 = np.zeros(0, np.int32)
+        gc: npt.NDArray[np.int16] | None = None
         if len(gi):
-            gg = np.take(group_all[p:e], gi)
             gc = np.take(self.group_chute, gg)
             new = np.flatnonzero(gc == 0)
             if len(new):
-                ni = gi[new]
-                ng = gg[new]
-                seen = self._seen
-                first = _first_occurrence(ng, ni, seen)
-                opener_pos = ni[first]
+                ni = np.take(gi, new)
+                ng = np.take(gg, new)
+                opens = np.flatnonzero(_first_occurrence(ng, ni, self._seen))
+                opener_pos, opener_grp = np.take(ni, opens), np.take(ng, opens)
                 opener_slot = self._water_fill(pp, ok, np.take(pp.row_rule, np.take(rr, p + opener_pos)))
-                np.put(seen, ng[first], np.take(pp.pool_ext, opener_slot))  # group -> chute (0: none)
-                gc[new] = np.take(seen, ng)
-            has = np.flatnonzero(gc > 0)
-            fol_i, fol_c = gi[has], gc[has]
-            chute[fol_i] = fol_c
+                # The new groups' chutes (0: no slot), tentatively: taken back below for the
+                # openers past the exact prefix.
+                np.put(self.group_chute, opener_grp, np.take(pp.pool_ext, opener_slot))
+                gc = np.take(self.group_chute, gg)
+            fol = gc > 0  # group members follow their group's chute
+            if fol.all():
+                np.put(chute, gi, gc)
+            else:
+                np.put(chute, gi[fol], gc[fol])
         okc = np.take(ok, chute)
         pos = None
         bad = _EMPTY
         if not okc.all():
-            # Slow lane: parcels whose first candidate is full or unavailable walk their list.
+            # Slow lane: parcels whose first candidate is full or unavailable walk their list:
+            # the chain of their group's chute, their rule's candidates, or the chain of their
+            # first chute (exceptions, priority).
             bad = np.flatnonzero(~okc)
-            pos = np.zeros(len(bad), np.int64)
-            b_off = off[bad].astype(np.int64) & OFF_MASK
-            b_ln = _n_cand(meta_all[p + bad])
-            fc = np.zeros(len(bad), np.int64)
-            if len(fol_i):
+            nb = len(bad)
+            fc = np.zeros(nb, np.int64)
+            if gc is not None:
                 follow = np.zeros(m, np.int16)
-                follow[fol_i] = fol_c
-                fc = follow[bad].astype(np.int64)
-                f = fc > 0
-                b_off = np.where(f, st.chain_off[fc], b_off)
-                b_ln = np.where(f, st.chain_len[fc], b_ln)
-            todo = np.arange(len(bad))
+                np.put(follow, gi, gc)
+                fc = np.take(follow, bad).astype(np.int64)
+            rsn = np.take(out_reason, p + bad)
+            chain_c = np.where(fc > 0, fc, np.take(first, p + bad))
+            b_off = st.chain_off[chain_c]
+            b_ln = st.chain_len[chain_c]
+            prim = np.ones(nb, np.int64)
+            rl = np.take(pp.rule_ext, np.take(rr, p + bad)) if rule is None else np.take(rule, p + bad)
+            by_rule = np.flatnonzero((fc == 0) & (rsn <= Reason.CONSOLIDATED) & (rl >= 0))
+            if len(by_rule):
+                rk = rl[by_rule]
+                b_off[by_rule] = pp.cand_base + np.take(t.cand_off, rk)
+                b_ln[by_rule] = np.take(t.cand_len, rk)
+                prim[by_rule] = np.take(t.pool_len, rk)
+            pos = np.zeros(nb, np.int64)
+            todo = np.arange(nb)
             k = 1
             while len(todo):
                 left = b_ln[todo] > k
@@ -579,27 +594,22 @@ class RoutingEngine:
         if pos is not None:
             # A normal parcel that got none of its primary chutes says why.
             keep = bad < q
-            bq, pq = bad[keep], pos[keep]
-            mb = meta_all[p + bq]
-            first_c = off[bq].astype(np.int64) >> OFF_BITS
-            prim = _primary(mb)
-            if len(fol_i):
-                fc = fc[keep]
-                first_c = np.where(fc > 0, fc, first_c)
-                prim = np.where(fc > 0, 1, prim)
-            fell = (pq >= prim) & (mb.astype(np.uint8) < Reason.NO_RULE)
+            fell = (pos[keep] >= prim[keep]) & (rsn[keep] < Reason.NO_RULE)
             if fell.any():
-                out_reason[p + bq[fell]] = np.where(
-                    self.available[first_c[fell]], Reason.FALLBACK_FULL, Reason.CHUTE_UNAVAILABLE
+                out_reason[p + bad[keep][fell]] = np.where(
+                    self.available[chain_c[keep][fell]], Reason.FALLBACK_FULL, Reason.CHUTE_UNAVAILABLE
                 )
-        out_chute[p : p + q] = chute[:q]
-        self.pending += cnt if q == m else np.bincount(chute[:q], minlength=st.size)[: st.size]
+        if q < m:
+            self.pending += np.bincount(chute[:q], minlength=st.size)[: st.size]
+            chute[q:] = first[p + q : e]  # the next block routes these again from their first choice
+        else:
+            self.pending += cnt
         if len(opener_pos):
-            keep = (opener_pos < q) & (opener_slot >= 0)
-            op, sl = opener_pos[keep], opener_slot[keep]
-            grp = group_all[p + op]
-            self.group_chute[grp] = t.pool[sl]
-            self.group_slot[grp] = sl
+            if q < m:
+                self.group_chute[opener_grp[opener_pos >= q]] = 0
+            kept = np.flatnonzero((opener_pos < q) & (opener_slot >= 0))
+            sl = np.take(opener_slot, kept)
+            self.group_slot[np.take(opener_grp, kept)] = sl
             np.add.at(self.slot_load, sl, 1)
         return q
 
