@@ -48,10 +48,18 @@ class Read:
 
 
 def zxing_read(
-    image: Image, symbologies: Iterable[str], *, upright: bool = False, region: Quad = ()
+    image: Image,
+    symbologies: Iterable[str],
+    *,
+    upright: bool = False,
+    region: Quad = (),
+    downscale: bool | None = None,
+    failed: list[str] | None = None,
 ) -> list[Read]:
     """zxing-cpp; `upright` says the image is deskewed so rotated scans can be skipped, and a
-    non-empty `region` that the image is a crop at full resolution (no downscaled passes)."""
+    non-empty `region` that the image is a crop at full resolution (no downscaled passes unless
+    `downscale` says so). With a `failed` list, the symbologies of symbols zxing detected but
+    could not decode are appended to it (evidence that a symbol is there)."""
     wanted = [_ZX_FORMAT[s] for s in symbologies if s in _ZX_FORMAT]
     if not wanted:
         return []
@@ -59,12 +67,17 @@ def zxing_read(
         image,
         formats=zxingcpp.BarcodeFormats(wanted),
         try_rotate=not upright,
-        try_downscale=not region,
+        try_downscale=not region if downscale is None else downscale,
         try_invert=False,
         text_mode=zxingcpp.TextMode.Plain,
+        return_errors=failed is not None,
     )
     out = []
     for bc in found:
+        if not bc.valid:
+            if failed is not None:
+                failed.append(_ZX_NAME.get(bc.format.name, bc.format.name.lower()))
+            continue
         aim = bc.symbology_identifier
         out.append(
             Read(

@@ -20,6 +20,7 @@ Image = npt.NDArray[np.uint8]
 LOCATE_WIDTH = 480  # frames wider than this are localised at half size
 _BLOCK = 4  # density cell, in half-size pixels
 _MIN_CELLS = 12  # smallest blob worth decoding, in density cells
+MIN_DENSITY = 8  # below this 99.5th-percentile edge density a frame has no symbol-like texture
 _K3 = np.ones((3, 3), np.uint8)
 
 
@@ -32,6 +33,8 @@ class Region:
     angle_deg: float  # gradient direction; rotating by it makes the bars vertical
     coherence: float  # 0..1; a 1-D code is near 1, a 2-D code or text much lower
     score: float  # gradient energy: how strongly this looks like a symbol
+    strength: float = 0.0  # mean edge density over the region (gray levels per pixel, half size)
+    axial: float = 0.0  # 0..1; gradients along two perpendicular axes only (bars, modules) near 1
 
     @property
     def linear(self) -> bool:
@@ -54,63 +57,86 @@ def gray_image(image: npt.NDArray[np.generic]) -> Image:
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def locate(gray: Image, max_regions: int = 6) -> list[Region]:
+def downscale(gray: Image) -> tuple[Image, float]:
+    """The copy localisation works on and its scale: half size for frames wider than
+    `LOCATE_WIDTH` (a 2x area resize is the cheapest OpenCV has), else the frame itself."""
+    if gray.shape[1] > LOCATE_WIDTH:
+        return np.asarray(cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), np.uint8), 0.5
+    return gray, 1.0
+
+
+def locate(gray: Image, max_regions: int = 6, small: tuple[Image, float] | None = None) -> list[Region]:
     """Candidate symbol regions, strongest first.
 
-    Works on a half-size copy: a morphological gradient marks edges, its block average is
-    an edge density that is high only where edges are packed (symbols, text), not along
-    single lines (label and box edges). Each dense blob then gets a structure tensor for its
-    bar direction and coherence.
+    Works on a half-size copy (`small`, from `downscale`, when the caller has it already): a
+    morphological gradient marks edges, its block average is an edge density that is high only
+    where edges are packed (symbols, text), not along single lines (label and box edges). Each
+    dense blob then gets a structure tensor for its bar direction and coherence.
     """
-    h, w = gray.shape
-    f = 0.5 if w > LOCATE_WIDTH else 1.0
-    half = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else gray
+    half, f = small if small is not None else downscale(gray)
     edge = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3)
     hh, hw = half.shape
-    dens = cv2.resize(edge, (max(1, hw // _BLOCK), max(1, hh // _BLOCK)), interpolation=cv2.INTER_AREA)
+    cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
+    if _BLOCK == 4 and hw >= 4 and hh >= 4:  # two 2x area resizes: much faster than one 4x
+        edge2 = cv2.resize(edge, (hw // 2, hh // 2), interpolation=cv2.INTER_AREA)
+        dens = cv2.resize(edge2, (cw, ch), interpolation=cv2.INTER_AREA)
+    else:
+        dens = cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA)
     dens = cv2.blur(dens, (3, 3))
-    ref = float(np.percentile(dens, 99.5))
-    if ref < 8:
+    hist = np.bincount(dens.ravel(), minlength=256)
+    ref = float(np.searchsorted(np.cumsum(hist), 0.995 * dens.size))  # the 99.5th percentile
+    if ref < MIN_DENSITY:
         return []
     mask = (dens > 0.45 * ref).astype(np.uint8)
     mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K3), dtype=np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
     scale = _BLOCK / f  # density cell -> frame pixels
-    order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    sums = np.bincount(labels.ravel(), weights=dens.ravel(), minlength=n)
+    strengths = sums / np.maximum(areas, 1.0)
+    ranked = strengths * np.sqrt(areas)
+    ranked[0] = -1.0  # the background
+    ranked[areas < _MIN_CELLS] = -1.0
+    order = [int(i) for i in np.argsort(-ranked)[:max_regions] if ranked[i] > 0]
     out: list[Region] = []
-    for i in order[: max_regions * 2]:
-        if stats[i, cv2.CC_STAT_AREA] < _MIN_CELLS:
-            break
+    for i in order:
         x, y, bw, bh = (int(v) for v in stats[i, :4])
-        sel = labels[y : y + bh, x : x + bw] == i
-        strength = float(dens[y : y + bh, x : x + bw][sel].mean())
+        ys, xs = np.nonzero(labels[y : y + bh, x : x + bw] == i)
+        strength = float(strengths[i])
         crop = half[y * _BLOCK : (y + bh) * _BLOCK, x * _BLOCK : (x + bw) * _BLOCK]
-        gx = cv2.Sobel(crop, cv2.CV_32F, 1, 0, ksize=3).ravel()
-        gy = cv2.Sobel(crop, cv2.CV_32F, 0, 1, ksize=3).ravel()
-        sxx, syy, sxy = float(gx @ gx), float(gy @ gy), float(gx @ gy)
-        tot = sxx + syy
+        dx, dy = cv2.spatialGradient(np.ascontiguousarray(crop))  # 3x3 Sobel, both at once
+        gx, gy = dx.ravel().astype(np.float32), dy.ravel().astype(np.float32)
+        gxx, gyy = gx * gx, gy * gy
+        a, b, mag = gxx - gyy, gx * gy, gxx + gyy  # m^2 cos 2t, m^2 sin 2t / 2, m^2
+        tot, cos2, sin2 = float(mag.sum()), float(a.sum()), 2.0 * float(b.sum())
         if tot <= 0:
             continue
-        coherence = math.hypot(sxx - syy, 2 * sxy) / tot
-        theta = 0.5 * math.degrees(math.atan2(2 * sxy, sxx - syy))  # gradient direction
-        ys, xs = np.nonzero(sel)
-        pts = (np.stack([xs + x, ys + y], axis=1).astype(np.float32) + 0.5) * scale
+        coherence = math.hypot(cos2, sin2) / tot
+        # Four-fold coherence: gradients along two perpendicular axes only (bars, matrix
+        # modules) score near 1, strokes at every angle (text) lower: |sum m^4 e^{4it}| / sum m^4.
+        axial = math.hypot(float(a @ a) - 4.0 * float(b @ b), 4.0 * float(a @ b)) / max(float(mag @ mag), 1e-9)
+        theta = 0.5 * math.degrees(math.atan2(sin2, cos2))  # gradient direction
         c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
-        u = pts @ np.array([c, s], np.float32)
-        v = pts @ np.array([-s, c], np.float32)
-        cu, cv_ = (float(u.min()) + float(u.max())) / 2, (float(v.min()) + float(v.max())) / 2
+        u = xs * c + ys * s  # cell indices along the gradient and along the bars
+        v = ys * c - xs * s
+        u0, u1, v0, v1 = float(u.min()), float(u.max()), float(v.min()), float(v.max())
+        cu = ((u0 + u1) / 2 + (x + 0.5) * c + (y + 0.5) * s) * scale
+        cv_ = ((v0 + v1) / 2 + (y + 0.5) * c - (x + 0.5) * s) * scale
         center = (cu * c - cv_ * s, cu * s + cv_ * c)
-        size = (float(u.max() - u.min()) + scale, float(v.max() - v.min()) + scale)
-        out.append(Region(center, size, theta, coherence, strength * math.sqrt(len(pts))))
+        size = ((u1 - u0) * scale + scale, (v1 - v0) * scale + scale)
+        out.append(Region(center, size, theta, coherence, strength * math.sqrt(len(xs)), strength, axial))
     out.sort(key=lambda r: -r.score)
     return out[:max_regions]
 
 
-def crop_deskewed(gray: Image, region: Region, margin: float = 0.15) -> Image:
-    """The region cut out of the full frame and rotated so a 1-D code's bars stand vertical."""
+def crop_deskewed(gray: Image, region: Region, margin: float = 0.15, band: float = 1.0) -> Image:
+    """The region cut out of the full frame and rotated so a 1-D code's bars stand vertical.
+
+    `band` < 1 keeps only that share of the bars' length, around the middle: enough rows for a
+    row-scanning decoder at a fraction of the pixels."""
     (cx, cy), (su, sv) = region.center, region.size
     pad = margin * max(su, sv) + 8
-    out_w, out_h = int(su + 2 * pad), int(sv + 2 * pad)
+    out_w, out_h = int(su + 2 * pad), int(sv + 2 * pad) if band >= 1.0 else max(8, int(sv * band))
     a = math.radians(region.angle_deg)
     c, s = math.cos(a), math.sin(a)
     # Map output (x, y) to frame: x runs along the gradient, y along the bars.
@@ -125,10 +151,11 @@ def crop_deskewed(gray: Image, region: Region, margin: float = 0.15) -> Image:
     return np.asarray(out, dtype=np.uint8)
 
 
-def crop_upright(gray: Image, region: Region, margin: float = 0.15) -> Image:
-    """The region's axis-aligned bounding box with a margin (2-D decoders handle rotation)."""
-    pts = np.array(region.quad(), np.float32)
-    pad = margin * max(region.size) + 8
+def crop_upright(gray: Image, region: Region, margin: float = 0.15, scale: float = 1.0) -> Image:
+    """The region's axis-aligned bounding box with a margin (2-D decoders handle rotation);
+    `scale` is the size of `gray` relative to the frame the region was located in."""
+    pts = np.array(region.quad(), np.float32) * scale
+    pad = (margin * max(region.size) + 8) * scale
     h, w = gray.shape
     x0, y0 = max(0, int(pts[:, 0].min() - pad)), max(0, int(pts[:, 1].min() - pad))
     x1, y1 = min(w, int(pts[:, 0].max() + pad)), min(h, int(pts[:, 1].max() + pad))

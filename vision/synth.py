@@ -46,7 +46,10 @@ class Degradation:
     factor on the print's ink-to-paper difference (faded print); `glare` 0..1 strength of a
     specular highlight over the label (1 saturates it); `damage` 0..1 share of the symbol
     destroyed (1.0 = unreadable); `scale` label size factor (1.0 = about 0.45 of frame width
-    for an S10 Code 128).
+    for an S10 Code 128); `glare_patch` 0..1 share of the symbol's area under a saturated
+    specular highlight (pure white core, soft rim), on top of `glare`; `tape` 0..1 share of the
+    symbol's width, from one end, under clear packing tape (ink washed out towards paper, a
+    sheen across it, a faint edge line where the tape ends).
     """
 
     rotation_deg: float = 0.0
@@ -57,6 +60,8 @@ class Degradation:
     glare: float = 0.0
     damage: float = 0.0
     scale: float = 1.0
+    glare_patch: float = 0.0
+    tape: float = 0.0
 
 
 # ------------------------------------------------------------------------- symbol content
@@ -171,6 +176,44 @@ def _damaged(label: _Label, damage: float, rng: np.random.Generator) -> Image:
     return canvas
 
 
+def _taped(label: _Label, canvas: Image, share: float, rng: np.random.Generator) -> Image:
+    """Clear tape across one end of the symbol (and the label's edge beyond it), running along
+    the bars: the ink under it washes out towards paper, a sheen brightens it unevenly, and its
+    inner edge leaves a faint line."""
+    x, _, w, _ = label.symbol_box
+    height, width = canvas.shape
+    covered = int(round(w * min(share, 1.0)))
+    if covered <= 0:
+        return canvas
+    if rng.random() < 0.5:
+        x0, x1, edge = 0, x + covered, x + covered  # the start end, out to the label's edge
+    else:
+        x0, x1, edge = x + w - covered, width, x + w - covered
+    out = canvas.astype(np.float32)
+    band = out[:, x0:x1]
+    t = np.linspace(0.0, math.pi, band.shape[1], dtype=np.float32)
+    sheen = 30.0 * np.sin(t + float(rng.uniform(0, 1))) ** 2  # brighter along the tape's crown
+    band[:] = PAPER - (PAPER - band) * 0.55 + sheen[None, :]
+    out[:, max(0, edge - 1) : edge + 1] -= 14.0
+    return _u8(np.clip(out, 0, 255))
+
+
+def _glare_patched(label: _Label, canvas: Image, share: float, rng: np.random.Generator) -> Image:
+    """A saturated specular highlight over `share` of the symbol's area: pure white in its core
+    (half the ellipse's area), fading out to its rim."""
+    x, y, w, h = label.symbol_box
+    aspect = float(rng.uniform(1.0, 2.0))
+    # Core area 0.5 * pi * a * b = share * w * h, with a = aspect * b.
+    b = math.sqrt(2.0 * share * w * h / (math.pi * aspect))
+    a = aspect * b
+    cx = x + w * float(rng.uniform(0.25, 0.75))
+    cy = y + h * float(rng.uniform(0.25, 0.75))
+    yy, xx = np.mgrid[0 : canvas.shape[0], 0 : canvas.shape[1]].astype(np.float32)
+    r2 = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2
+    spot = np.clip((1.0 - r2) * 2.0, 0.0, 1.0)
+    return _u8(np.clip(canvas.astype(np.float32) + 255.0 * spot, 0, 255))
+
+
 # ------------------------------------------------------------------------- frame
 
 
@@ -242,15 +285,74 @@ def _place(
     return quad
 
 
+CLUTTER = ("print", "tape", "label", "straps")
+_WORDS = ("FRAGILE", "THIS SIDE UP", "HANDLE WITH CARE", "KEEP DRY", "ACME LOGISTICS", "NO HOOKS", "25 KG")
+
+
+def _layer(frame: Image, draw: Image, alpha: Image, rng: np.random.Generator) -> None:
+    """Composite a drawing centred on a canvas (gray levels `draw`, opacity `alpha` 0..255)
+    onto `frame`, turned by a random angle and centred on a random point of the frame."""
+    h, w = frame.shape
+    ch, cw = draw.shape
+    m = cv2.getRotationMatrix2D((cw / 2, ch / 2), float(rng.uniform(0, 360)), 1.0)
+    m[:, 2] += (float(rng.uniform(0.25, 0.75) * w) - cw / 2, float(rng.uniform(0.25, 0.75) * h) - ch / 2)
+    d = cv2.warpAffine(draw, m, (w, h), flags=cv2.INTER_LINEAR)
+    a = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    frame[:] = _u8(frame * (1.0 - a) + d * a)
+
+
+def _clutter(frame: Image, kind: str, rng: np.random.Generator) -> None:
+    """What a parcel top carries besides its label: printed marks, tape, an address label with no
+    symbol, straps. Drawn centred, then turned and moved at random."""
+    h, w = frame.shape
+    h, w = 2 * h, 2 * w  # drawn on a canvas twice the frame's size, so tape and straps cross it
+    draw = np.zeros((h, w), np.uint8)
+    alpha = np.zeros((h, w), np.uint8)
+    cx, cy = w // 2, h // 2
+    if kind == "print":  # shipping marks printed on the board
+        for k in range(int(rng.integers(1, 4))):
+            word = str(rng.choice(_WORDS))
+            size = float(rng.uniform(1.5, 3.5))
+            cv2.putText(alpha, word, (cx - 330, cy - 100 + 120 * k), cv2.FONT_HERSHEY_DUPLEX, size, 255,
+                        int(rng.integers(3, 8)), cv2.LINE_AA)
+        draw[:] = int(rng.integers(20, 70))
+    elif kind == "tape":  # packing tape across the box, printed with a warning
+        tw = int(rng.integers(70, 110))
+        alpha[cy - tw // 2 : cy + tw // 2] = 150
+        draw[cy - tw // 2 : cy + tw // 2] = 205
+        word = str(rng.choice(_WORDS[:4]))
+        for x in range(-200, w + 200, 420):
+            cv2.putText(draw, word, (x, cy + 14), cv2.FONT_HERSHEY_SIMPLEX, 1.3, 60, 4, cv2.LINE_AA)
+            cv2.putText(alpha, word, (x, cy + 14), cv2.FONT_HERSHEY_SIMPLEX, 1.3, 255, 4, cv2.LINE_AA)
+    elif kind == "label":  # an address label that carries no symbol
+        lw, lh = int(rng.integers(380, 560)), int(rng.integers(260, 400))
+        alpha[cy - lh // 2 : cy + lh // 2, cx - lw // 2 : cx + lw // 2] = 255
+        draw[cy - lh // 2 : cy + lh // 2, cx - lw // 2 : cx + lw // 2] = PAPER
+        for k in range(int(rng.integers(4, 8))):
+            line = "".join(rng.choice(list("ABCDEFGHKLMNPRSTUVW 0123456789"), int(rng.integers(8, 20))))
+            cv2.putText(draw, line, (cx - lw // 2 + 20, cy - lh // 2 + 45 + 42 * k), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.9, INK, 2, cv2.LINE_AA)
+    elif kind == "straps":  # two plastic straps, each a band with a ridge down its middle
+        for off in (-int(rng.integers(120, 300)), int(rng.integers(120, 300))):
+            alpha[cy + off - 8 : cy + off + 8] = 255
+            draw[cy + off - 8 : cy + off + 8] = 90
+            draw[cy + off - 1 : cy + off + 1] = 130
+    else:
+        raise ValueError(f"unknown clutter {kind!r}; known: {', '.join(CLUTTER)}")
+    _layer(frame, draw, alpha, rng)
+
+
 def render_frame(
     labels: Sequence[LabelSpec],
     degradation: Degradation,
     rng: np.random.Generator,
     size: tuple[int, int] = (1280, 1024),
+    clutter: Sequence[str] = (),
 ) -> Image:
     """A (H, W) uint8 gray camera frame of a parcel top carrying `labels` ([] = label missing).
 
     `size` is (width, height). Two labels are put side by side (a double-labelled parcel).
+    `clutter` adds what else a parcel top shows, under the labels (kinds in `CLUTTER`).
     """
     width, height = size
     bg = _backgrounds(width, height)
@@ -260,6 +362,8 @@ def render_frame(
     cv2.line(frame, (ex, 0), (ex + int(rng.integers(-200, 200)), height), 70, 5)
     ty = int(rng.integers(0, height - 60))
     frame[ty : ty + 50] = np.minimum(frame[ty : ty + 50], 230) + 25
+    for kind in clutter:
+        _clutter(frame, kind, rng)
     deg = degradation
     n = len(labels)
     for i, spec in enumerate(labels):
@@ -268,6 +372,10 @@ def render_frame(
         if deg.contrast != 1.0:
             c = float(np.clip(deg.contrast, 0.0, 1.0))
             canvas = _u8(cv2.convertScaleAbs(canvas, alpha=c, beta=(1 - c) * PAPER))
+        if deg.tape > 0:
+            canvas = _taped(lab, canvas, deg.tape, rng)
+        if deg.glare_patch > 0:
+            canvas = _glare_patched(lab, canvas, deg.glare_patch, rng)
         region = (i * width // n, 0, (i + 1) * width // n, height)
         quad = _place(frame, canvas, deg, rng, region)
         if deg.glare > 0:
