@@ -135,6 +135,7 @@ class Figures:
     sim_cpu_ms: float
     cpu_cores: float
     machine_cores: float = math.nan  # every process on the machine, ours included
+    process_cores: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # controller, vision, sim
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -365,6 +366,7 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
     p99: dict[str, float] = dict.fromkeys(_SERIES, math.nan)
     cpu_ms = (math.nan, math.nan, math.nan)
     cores = machine = math.nan
+    process_cores = (math.nan, math.nan, math.nan)
     if win is not None:
         s0, s1 = win
         for k, name in enumerate(_SERIES):
@@ -377,6 +379,7 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
             cpu_ms = (d[0] / n * 1000.0, d[1] / n * 1000.0, d[2] / n * 1000.0)
         span = s1.wall - s0.wall
         cores, machine = sum(d[:3]) / span, d[3] / span
+        process_cores = (d[0] / span, d[1] / span, d[2] / span)
         notes["cpu"] = (f"{n} parcels inducted in {span:.0f} s of steady window; cores busy: "
                         f"controller {d[0] / span:.2f}, vision {d[1] / span:.2f}, sim {d[2] / span:.2f}")
         notes["machine"] = (f"every process, ours included, of {os.cpu_count()} cores; others "
@@ -404,6 +407,7 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
         sim_cpu_ms=cpu_ms[2],
         cpu_cores=cores,
         machine_cores=machine,
+        process_cores=process_cores,
         notes=notes,
     )
 
@@ -494,8 +498,8 @@ def plot(figs: Sequence[Figures], path: Path, title: str = "") -> None:
     a.plot(x, [f.read_rate for f in fs], "^-", label="read rate (readable labels)")
     a.axhline(CRITERIA.read_rate, color="grey", ls=":", lw=1)
     a.axhline(CRITERIA.sustained_ratio, color="grey", ls=":", lw=1)
-    a.set_ylim(min(0.9, *(v for f in fs for v in (f.sustained_ratio, f.induct_ratio, f.read_rate)
-                          if math.isfinite(v))) - 0.01, 1.02)
+    shown = [v for f in fs for v in (f.sustained_ratio, f.induct_ratio, f.read_rate) if math.isfinite(v)]
+    a.set_ylim(min(0.9, *shown) - 0.01, max(1.02, *shown) + 0.01)
     a.set_title("ratios (dotted: criteria)")
     a.legend(fontsize=8)
     a = ax[0, 1]
@@ -519,14 +523,13 @@ def plot(figs: Sequence[Figures], path: Path, title: str = "") -> None:
     a.set_title("CPU per parcel inducted")
     a.legend(fontsize=8)
     a = ax[1, 1]
-    a.plot(x, ctl * x / 3600.0, "o-", label="controller")  # ms/parcel x parcels/s = cores
-    a.plot(x, vis * x / 3600.0, "s-", label="vision")
-    a.plot(x, sim * x / 3600.0, "^-", label="simulator")
+    for k, (label, mark) in enumerate((("controller", "o-"), ("vision", "s-"), ("simulator", "^-"))):
+        a.plot(x, [f.process_cores[k] for f in fs], mark, label=label)
     a.plot(x, [f.cpu_cores for f in fs], "k.-", label="all three")
     a.plot(x, [f.machine_cores for f in fs], "x:", color="grey", label="whole machine (other work too)")
     a.axhline(os.cpu_count() or 2, color="red", ls=":", lw=1, label=f"{os.cpu_count()} cores")
     a.set_ylabel("cores busy")
-    a.set_title("CPU busy at the offered rate")
+    a.set_title("cores busy, steady window")
     a.legend(fontsize=8)
     for a in ax.flat:
         a.set_xlabel("offered rate (1,000 parcels/h)")
