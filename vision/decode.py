@@ -44,16 +44,18 @@ def _valid(reads: Sequence[Read]) -> bool:
     return any(isinstance(r.identity(), Identity) for r in reads)
 
 
-_MIN_AXIAL = 0.6  # text scores lower: strokes at every angle
+_MIN_AXIAL = 0.64  # text scores lower: strokes at every angle
 _MIN_WIDTH = 60.0  # frame pixels across a region: box edges and straps are thinner
 _MAX_WIDTH = 700.0  # a region wider than this both ways is background, not a label's symbol
+_MAX_LENGTH = 900.0  # nor one longer than this (two straps side by side look like two bars)
 _HALF_SIZE_FROM = 300.0  # 2-D regions at least this long are decoded from the half-size copy
 
 
 def _candidate(region: Region) -> bool:
     """A region that may be a symbol: gradients along two perpendicular axes (bars, modules),
     not a lone line."""
-    return region.axial >= _MIN_AXIAL and _MIN_WIDTH <= min(region.size) <= _MAX_WIDTH
+    short, long_ = sorted(region.size)
+    return region.axial >= _MIN_AXIAL and _MIN_WIDTH <= short <= _MAX_WIDTH and long_ <= _MAX_LENGTH
 
 
 
@@ -127,10 +129,8 @@ def decode_frame(
     reads: list[Read] = []
     worth: list[Region] = []  # regions worth the slower steps
     for region in regions:
-        # Once an identity is read, only regions that look like symbols can add one (a second
-        # label: a multi-read); text blocks are not worth a decoder call.
-        if reads and not _candidate(region) and _valid(reads):
-            continue
+        # Every region, even after an identity is read: a second label (a multi-read) must not
+        # go unseen, and a small symbol beside text can look as little like one as text does.
         failed: list[str] = []
         reads += _cheap_region(gray, small, f, region, syms, failed)
         if failed or _candidate(region):
