@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from control.service.routing import EngineRouter
 from control.service.settings import ServiceSettings
 from plant.site import Site, load_site
 from plant.tagmap import TagMap, load_tag_map
-from vision.parcel import ParcelDecoder
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +73,12 @@ class Service:
                 inner.security = self.settings.opcua_security
         diverter = open_link(site, tags, "diverter", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
                              host=host, port=endpoints.diverter_port)
-        self.decoder: ParcelDecoder | None = None
         self.camera: CameraFeed | None = None
-        if camera:
-            self.decoder = ParcelDecoder(workers=self.settings.decode_workers, executor=self.settings.decode_executor)
+        if camera:  # the frames go to the camera worker, never through this process
             cam = site.plc.camera
             port = cam.port if endpoints.camera_port is None else endpoints.camera_port
-            self.camera = CameraFeed(host or cam.host, port, self.decoder,
-                                     deadline_s=self.settings.decode_deadline_s * 0.8)
+            self.camera = CameraFeed(host or cam.host, port, deadline_s=self.settings.decode_deadline_s * 0.8,
+                                     workers=self.settings.decode_workers, executor=self.settings.decode_executor)
         self.controller = Controller(site, tags, conveyor, diverter, router, self.camera, str(db), self.settings)
         self._stop = asyncio.Event()
         self.packtags: PackTagsProcess | None = None  # the SCADA server, when settings.packtags.enabled
@@ -107,13 +103,11 @@ class Service:
         return service
 
     async def __aenter__(self) -> Service:
-        if self.decoder is not None:  # workers up before the first scan, not after it
+        if self.camera is not None:  # decoders loaded before the first scan, not after it
             try:
-                log.info("decode workers ready in %.2f s", await self.decoder.warm_up())
+                log.info("camera worker ready in %.2f s", await self.camera.warm_up())
             except Exception as exc:  # the cycle runs without it: scans time out, counted and alarmed
-                log.error("decode workers did not start: %s", exc)
-        if self.camera is not None:
-            self.camera.start()
+                log.error("the camera worker did not start: %s", exc)
         if self.settings.packtags.enabled:  # its own process: it builds while the controller starts
             self.packtags = PackTagsProcess(self.controller, self.settings.packtags, self.settings.opcua_security)
             self.packtags.start()
@@ -136,9 +130,6 @@ class Service:
         await self.controller.kill()
         if self.packtags is not None:
             await self.packtags.kill()
-        if self.decoder is not None:
-            with contextlib.suppress(Exception):
-                await self.decoder.close()
 
     async def close(self) -> None:
         if self.camera is not None:
@@ -146,6 +137,3 @@ class Service:
         if self.packtags is not None:  # before the store closes: a command in flight still lands
             await self.packtags.close()
         await self.controller.close()
-        if self.decoder is not None:
-            with contextlib.suppress(Exception):
-                await self.decoder.close()

@@ -1,15 +1,16 @@
-"""The camera in the loop: frames from the camera's TCP stream, decoded off the control loop.
+"""The camera in the loop: a worker that decodes the camera's frames, and its verdicts for the cycle.
 
-A task reads frames (``vision.camstream``; the wire format is in docs/plc-interface.md, "Camera
-stream"), hands each frame to the ParcelDecoder (a worker process) and queues the verdict for
-the control cycle, which joins it to the parcel by tracking id and trigger count. The cycle
-never waits on a decode: a parcel whose decode is not back by its routing deadline is routed as
-a timeout (no-read).
+The camera's frames never enter this process. A camera worker (`camworker`, a spawned process
+by default) connects to the camera's TCP stream itself (the wire format is in
+docs/plc-interface.md, "Camera stream"), decodes each frame within its budget and sends back
+one small verdict per scan trigger; this feed reads those off a pipe with the event loop's
+reader callback and queues them for the control cycle, which joins each to its parcel by
+tracking id and trigger count. The cycle never waits on a decode: a parcel whose verdict is not
+back by its routing deadline is routed as a timeout (reason ``decode_late``).
 
 The stream is the camera's to end, not ours: whatever ends it (a closed socket, a malformed
-frame, a decoder error on a bad image) is logged once, and the feed reconnects with the same
-capped backoff the PLC links use. TCP keepalive finds a peer that vanished without closing (a
-power cut, a pulled cable) in about 10 s, since the protocol has no heartbeat of its own.
+frame) is logged once, and the worker reconnects with capped backoff. A worker that dies (a
+decoder library crashing on an image) is started again, and the scans it had in hand time out.
 """
 
 from __future__ import annotations
@@ -17,20 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import socket
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable
-
-import numpy as np
-import numpy.typing as npt
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
 from control.lifecycle import ScanStatus
-from control.plc import Backoff
+from control.service.camworker import WorkerSpec, run_worker, worker_main
 from control.service.feeds import DecodeResult
 from control.service.metrics import Window
-from vision.camstream import CameraFrame, read_frame
-from vision.parcel import ParcelDecoder
+from vision.labels import SYMBOLOGIES
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +41,47 @@ _STATUS = {
     "multi_read": ScanStatus.MULTI_READ,
     "timeout": ScanStatus.TIMEOUT,
 }
+RESTART_DELAY_S = 0.5  # a worker that died is started again after this long
 
 
 class CameraFeed:
-    """Connects to a camera, decodes what it sends, and offers results through ``poll()``."""
+    """Starts the camera worker, and offers its verdicts through ``poll()``.
+
+    ``executor="process"`` (the service's default) decodes in a spawned process that dies with
+    this one; ``"thread"`` runs the same worker in threads of this process (tests: no process
+    start-up, same protocol)."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        decoder: ParcelDecoder,
         *,
         deadline_s: float = 0.4,
+        workers: int = 1,
+        executor: Literal["thread", "process"] = "process",
+        symbologies: tuple[str, ...] = SYMBOLOGIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.host, self.port = host, port
-        self.decoder = decoder
-        self.deadline_s = deadline_s
+        self.spec = WorkerSpec(host, port, deadline_s, workers, symbologies)
+        self.executor = executor
         self.clock = clock
         self._results: list[DecodeResult] = []
-        self._task: asyncio.Task[None] | None = None
-        self._decodes: set[asyncio.Task[None]] = set()
         self._connected = False
         self._down_since: float | None = clock()
-        self.backoff = Backoff(base_s=0.05, cap_s=2.0)
-        self._rng = random.Random()
-        self._failures = 0  # connections in a row that ended or failed (backoff), logged at the first
+        self._failures = 0  # connections in a row that ended or failed, logged at the first
+        self._worked = False  # frames came since the last connect: a later end is a new failure
+        self._conn: Connection | None = None
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_stop: threading.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._restart: asyncio.TimerHandle | None = None
+        self.ready_s = float("nan")
         self.frames = 0
         self.lost_frames = 0
+        self.restarts = 0
         self.decode_s = Window()  # seconds per decode, the last 65,536
 
     @property
@@ -83,107 +97,137 @@ class CameraFeed:
         return out
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="camera-feed")
+        """Start the worker (call from the event loop that will read its verdicts)."""
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+
+    async def warm_up(self, timeout_s: float = 30.0) -> float:
+        """Wait until the worker has loaded its decoders (~0.5 s for a process: it imports
+        OpenCV and both engines), so a service starting under a running belt does not route its
+        first scans as timeouts. Returns the seconds it took."""
+        if self._loop is None:
+            self.start()
+        t0 = time.monotonic()
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return time.monotonic() - t0
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for t in list(self._decodes):
-            t.cancel()
-        if self._decodes:
-            await asyncio.gather(*self._decodes, return_exceptions=True)
+        self._closed = True
+        if self._restart is not None:
+            self._restart.cancel()
+        await self._stop_worker()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError as exc:
-                self._ended(f"cannot connect: {exc}")
-                await asyncio.sleep(self.backoff.delay(self._failures - 1, self._rng))
-                continue
-            _keepalive(writer)
-            self._connected = True
-            if self._down_since is not None:
-                log.info("camera %s:%d connected", self.host, self.port)
-            self._down_since = None
-            frames_before = self.frames
-            try:
-                await self._read(reader)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # anything that ends the stream (a decoder error too): reconnect
-                if self.frames > frames_before:
-                    self._failures = 0  # it worked for a while: not the same failure again
-                self._ended(f"stream ended: {type(exc).__name__}: {exc}")
-            finally:
-                self._connected = False
-                self._down_since = self.clock()
-                writer.close()
+    # ---------------------------------------------------------------- the worker
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        mine, theirs = multiprocessing.Pipe(duplex=True)
+        if self.executor == "process":
+            # spawn, not fork: a forked child would inherit the controller's PLC sockets and threads
+            ctx = multiprocessing.get_context("spawn")
+            spec = replace(self.spec, parent_pid=os.getpid())
+            proc = ctx.Process(target=worker_main, args=(spec, theirs), name="camera-worker", daemon=True)
+            proc.start()
+            theirs.close()
+            self._proc = proc
+        else:
+            stop = threading.Event()
+            t = threading.Thread(target=run_worker, args=(self.spec, theirs, stop), name="camera-worker", daemon=True)
+            t.start()
+            self._thread, self._thread_stop = t, stop
+        self._conn = mine
+        self._loop.add_reader(mine.fileno(), self._on_readable)
+
+    async def _stop_worker(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._loop is not None:
                 with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-            await asyncio.sleep(self.backoff.delay(self._failures - 1, self._rng))
+                    self._loop.remove_reader(conn.fileno())
+            with contextlib.suppress(OSError, EOFError):
+                conn.send(("stop",))
+            conn.close()
+        if self._thread_stop is not None:
+            self._thread_stop.set()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await asyncio.to_thread(proc.join, 5.0)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5.0)
+        t, self._thread = self._thread, None
+        if t is not None:
+            await asyncio.to_thread(t.join, 5.0)
+        self._connected_now(False)
 
-    def _ended(self, why: str) -> None:
+    def _on_readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
+                self._handle(conn.recv())
+        except (EOFError, OSError):
+            self._worker_died()
+
+    def _worker_died(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(conn.fileno())
+            conn.close()
+        if self._closed:
+            return
+        self.restarts += 1
+        code = self._proc.exitcode if self._proc is not None else None
+        log.error("the camera worker died (exit code %s); starting a new one (restart %d); "
+                  "scans it had in hand are routed as late decodes", code, self.restarts)
+        self._proc = None
+        self._connected_now(False)
+        assert self._loop is not None
+        self._restart = self._loop.call_later(RESTART_DELAY_S, self._respawn)
+
+    def _respawn(self) -> None:
+        self._restart = None
+        if not self._closed:
+            self._spawn()
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "frame":
+            _, tid, count, status, ident, postal, country, decode_s, detail = msg
+            self.frames += 1
+            self._worked = True
+            if decode_s > 0:
+                self.decode_s.add(decode_s)
+            self._results.append(DecodeResult(
+                tracking_id=int(tid), trigger_count=int(count), status=_STATUS.get(status, ScanStatus.NO_READ),
+                identity=str(ident), done_at=self.clock(), postal_code=postal, country=country, detail=str(detail),
+            ))
+        elif kind == "lost":
+            self.lost_frames += int(msg[1])
+        elif kind == "up":
+            self._connected_now(True)
+        elif kind == "down":
+            self._connected_now(False, str(msg[1]))
+        elif kind == "ready":
+            self.ready_s = float(msg[1])
+            self._ready.set()
+
+    def _connected_now(self, up: bool, why: str = "") -> None:
+        if up:
+            if self._down_since is not None:
+                log.info("camera %s:%d connected", self.spec.host, self.spec.port)
+            self._connected, self._down_since = True, None
+            return
+        if self._connected or self._down_since is None:
+            self._down_since = self.clock()
+        self._connected = False
+        if not why:
+            return
+        if self._worked:  # it worked for a while: not the same failure again
+            self._failures, self._worked = 0, False
         self._failures += 1
         if self._failures == 1:
-            log.warning("camera %s:%d: %s (reconnecting)", self.host, self.port, why)
+            log.warning("camera %s:%d: %s (reconnecting)", self.spec.host, self.spec.port, why)
         else:
-            log.debug("camera %s:%d: %s", self.host, self.port, why)
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        # The camera sends one frame per scan trigger; each is decoded as it arrives (never
-        # cancel a read half way: that would lose the stream's framing).
-        last_seq: int | None = None
-        while True:
-            frame = await read_frame(reader)
-            self.frames += 1
-            if last_seq is not None and frame.seq > last_seq + 1:
-                self.lost_frames += frame.seq - last_seq - 1
-            last_seq = frame.seq
-            self._dispatch([frame])
-
-    def _dispatch(self, group: list[CameraFrame]) -> None:
-        if not group:
-            return
-        task = asyncio.create_task(self._decode(group))
-        self._decodes.add(task)
-        task.add_done_callback(self._decodes.discard)
-
-    async def _decode(self, group: list[CameraFrame]) -> None:
-        first = group[0]
-        images: list[npt.NDArray[np.generic]] = [f.image for f in group]
-        t0 = self.clock()
-        try:
-            got = await self.decoder.decode_parcel(images, self.deadline_s)
-        except Exception:  # never an unretrieved task error: the scan times out (no-read, counted)
-            log.exception("decoding the frames of tracking id %d failed", first.tracking_id)
-            return
-        done = self.clock()
-        self.decode_s.add(done - t0)
-        ident = got.identity
-        self._results.append(
-            DecodeResult(
-                tracking_id=first.tracking_id,
-                trigger_count=first.trigger_count,
-                status=_STATUS.get(got.status, ScanStatus.NO_READ),
-                identity=ident.id if ident is not None else "",
-                done_at=done,
-                postal_code=ident.postal_code if ident is not None else None,
-                country=ident.country if ident is not None else None,
-                detail=f"{got.frames} frames",
-            )
-        )
-
-
-def _keepalive(writer: asyncio.StreamWriter) -> None:
-    """Probe an idle connection: a camera gone without a FIN is noticed in ~10 s, not never."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)
+            log.debug("camera %s:%d: %s", self.spec.host, self.spec.port, why)

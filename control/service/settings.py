@@ -77,9 +77,10 @@ class ServiceSettings(Strict):
     )
     capacity: int = Field(default=4096, gt=0, description="tracking table slots")
     decode_executor: Literal["thread", "process"] = Field(
-        default="process", description="process: decoding never holds the control loop's GIL"
+        default="process",
+        description="where the camera worker runs: process (frames never enter the controller's process); thread for tests",
     )
-    decode_workers: int = Field(default=1, ge=1, le=16, description="decode worker processes (or threads)")
+    decode_workers: int = Field(default=1, ge=1, le=16, description="decode threads in the camera worker")
     packtags: PackTagsSettings = Field(default_factory=PackTagsSettings, description="PackTags OPC UA server")
     opcua_security: OpcuaSecuritySettings = Field(
         default_factory=OpcuaSecuritySettings, description="OPC UA certificates, trust list, user login"

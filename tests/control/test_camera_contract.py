@@ -1,7 +1,7 @@
 """A camera built from docs/plc-interface.md ("Camera stream") alone, against the real consumer.
 
 The camera here frames its bytes with `struct` and `json` as the doc says (it does not use
-`vision.camstream`); the controller's `CameraFeed` and a real `ParcelDecoder` consume them, so a
+`vision.camstream`); the controller's `CameraFeed` and its camera worker consume them, so a
 frame with a rendered label must come back as its parcel's identity.
 """
 
@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -25,7 +28,6 @@ from control.lifecycle import ScanStatus
 from control.service.camera import CameraFeed
 from control.service.feeds import DecodeResult
 from vision.labels import make_s10, make_sscc
-from vision.parcel import ParcelDecoder
 from vision.synth import Degradation, LabelSpec, render_frame
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plc-interface.md"
@@ -137,13 +139,12 @@ async def results(feed: CameraFeed, n: int) -> list[DecodeResult]:
     return got
 
 
+Executor = Literal["thread", "process"]
+
+
 @pytest.fixture
-async def decoder() -> AsyncIterator[ParcelDecoder]:
-    dec = ParcelDecoder(workers=1, executor="thread")
-    try:
-        yield dec
-    finally:
-        await dec.close()
+def executor() -> Executor:
+    return "thread"  # the camera worker in threads of the test process (same protocol, no spawn)
 
 
 @pytest.fixture
@@ -156,10 +157,10 @@ async def camera() -> AsyncIterator[Camera]:
 
 
 @contextlib.asynccontextmanager
-async def feed_on(port: int, decoder: ParcelDecoder) -> AsyncIterator[CameraFeed]:
+async def feed_on(port: int, executor: Executor) -> AsyncIterator[CameraFeed]:
     # a generous decode deadline: these tests check what comes back, not how fast
-    feed = CameraFeed("127.0.0.1", port, decoder, deadline_s=30.0)
-    feed.start()
+    feed = CameraFeed("127.0.0.1", port, deadline_s=30.0, executor=executor)
+    await feed.warm_up()
     try:
         yield feed
     finally:
@@ -188,14 +189,14 @@ def doc_example() -> bytes:
 
 
 async def test_the_docs_worked_example_is_a_frame_the_controller_reads(
-    camera: Camera, decoder: ParcelDecoder
+    camera: Camera, executor: Executor
 ) -> None:
     image = np.array([[0x00, 0x40, 0x80, 0xFF], [0xFF, 0x80, 0x40, 0x00]], dtype=np.uint8)
     ours = frame(7, 1042, 305000, image)
     assert ours == doc_example()
     assert ours[4:8] == bytes.fromhex("00000089")
     port = await camera.listen()
-    async with feed_on(port, decoder) as feed:
+    async with feed_on(port, executor) as feed:
         await connected(camera, feed, 1)
         await camera.send(ours)
         (got,) = await results(feed, 1)
@@ -208,15 +209,16 @@ S10 = LabelSpec(make_s10("RR", 12345678, "CN"), "code128")
 SSCC = LabelSpec(make_sscc(3, 4012345000017), "datamatrix", "SW1A1AA")
 
 
+@pytest.mark.parametrize("executor", ["thread", "process"])
 @pytest.mark.parametrize(("spec", "encoding"), [(S10, "gray8"), (SSCC, "png")], ids=["s10-gray8", "sscc-png"])
 async def test_a_label_frame_comes_back_as_its_parcels_identity(
-    camera: Camera, decoder: ParcelDecoder, spec: LabelSpec, encoding: str
+    camera: Camera, executor: Executor, spec: LabelSpec, encoding: str
 ) -> None:
     rng = np.random.default_rng(7)
     image = render_frame([spec], Degradation(rotation_deg=30.0, noise=3.0), rng, SIZE)
     assert image.shape == (SIZE[1], SIZE[0])
     port = await camera.listen()
-    async with feed_on(port, decoder) as feed:
+    async with feed_on(port, executor) as feed:
         await connected(camera, feed, 1)
         await camera.send(frame(1, 501, 4_294_967_000, image, encoding))  # a count near the wrap
         (got,) = await results(feed, 1)
@@ -225,9 +227,9 @@ async def test_a_label_frame_comes_back_as_its_parcels_identity(
     assert got.postal_code == spec.postal_code
 
 
-async def test_every_consumer_gets_every_frame(camera: Camera, decoder: ParcelDecoder) -> None:
+async def test_every_consumer_gets_every_frame(camera: Camera, executor: Executor) -> None:
     port = await camera.listen()
-    async with feed_on(port, decoder) as a, feed_on(port, decoder) as b:
+    async with feed_on(port, executor) as a, feed_on(port, executor) as b:
         await eventually(lambda: len(camera.clients) == 2 and a.healthy and b.healthy, "two consumers")
         for seq, tid in ((1, 11), (2, 12)):
             await camera.send(blank(seq, tid))
@@ -259,10 +261,10 @@ def _bad_frames() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("bad", list(_bad_frames()))
 async def test_a_bad_frame_ends_the_connection_and_the_feed_reconnects(
-    camera: Camera, decoder: ParcelDecoder, bad: str
+    camera: Camera, executor: Executor, bad: str
 ) -> None:
     port = await camera.listen()
-    async with feed_on(port, decoder) as feed:
+    async with feed_on(port, executor) as feed:
         await connected(camera, feed, 1)
         await camera.send(blank(1, 10))
         await results(feed, 1)
@@ -274,12 +276,12 @@ async def test_a_bad_frame_ends_the_connection_and_the_feed_reconnects(
         assert feed.frames == 2  # the bad frame is not one
 
 
-async def test_a_header_at_the_limit_is_accepted(camera: Camera, decoder: ParcelDecoder) -> None:
+async def test_a_header_at_the_limit_is_accepted(camera: Camera, executor: Executor) -> None:
     head = header(1, 40, 1040, 16, 16, "gray8")
     head = head[:-1] + b" " * (MAX_HEADER - len(head)) + b"}"  # JSON whitespace up to 64 KiB
     assert len(head) == MAX_HEADER
     port = await camera.listen()
-    async with feed_on(port, decoder) as feed:
+    async with feed_on(port, executor) as feed:
         await connected(camera, feed, 1)
         await camera.send(message(head, bytes(16 * 16)))
         (got,) = await results(feed, 1)
@@ -288,9 +290,9 @@ async def test_a_header_at_the_limit_is_accepted(camera: Camera, decoder: Parcel
 
 
 # --- seq gaps and a camera that is not up yet -----------------------------------------------
-async def test_skipped_seqs_are_counted_as_lost_frames(camera: Camera, decoder: ParcelDecoder) -> None:
+async def test_skipped_seqs_are_counted_as_lost_frames(camera: Camera, executor: Executor) -> None:
     port = await camera.listen()
-    async with feed_on(port, decoder) as feed:
+    async with feed_on(port, executor) as feed:
         await connected(camera, feed, 1)
         for seq, tid in ((1, 1), (2, 2), (5, 5), (6, 6), (9, 9)):  # 3, 4, 7, 8 never sent
             await camera.send(blank(seq, tid))
@@ -299,13 +301,13 @@ async def test_skipped_seqs_are_counted_as_lost_frames(camera: Camera, decoder: 
         assert feed.frames == 5 and feed.lost_frames == 4
 
 
-async def test_the_feed_connects_once_the_camera_listens(camera: Camera, decoder: ParcelDecoder) -> None:
+async def test_the_feed_connects_once_the_camera_listens(camera: Camera, executor: Executor) -> None:
     # a bound socket that does not listen yet refuses connections: the camera is "down"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-        async with feed_on(port, decoder) as feed:
+        async with feed_on(port, executor) as feed:
             await asyncio.sleep(0.2)  # a few refused connects
             assert not feed.healthy and feed.down_for > 0
             await camera.listen(sock)  # the server owns the socket from here
@@ -318,3 +320,37 @@ async def test_the_feed_connects_once_the_camera_listens(camera: Camera, decoder
     finally:
         if sock is not None:
             sock.close()
+
+
+# --- the worker: its budget, its death, and ours ---------------------------------------------
+async def test_a_frame_that_waited_past_its_budget_is_answered_late_not_decoded(camera: Camera) -> None:
+    # a budget of a microsecond has always passed by the time a decode thread takes the frame
+    rng = np.random.default_rng(3)
+    image = render_frame([S10], Degradation(), rng, SIZE)
+    port = await camera.listen()
+    feed = CameraFeed("127.0.0.1", port, deadline_s=1e-6, executor="thread")
+    await feed.warm_up()
+    try:
+        await connected(camera, feed, 1)
+        await camera.send(frame(1, 70, 1070, image))
+        (got,) = await results(feed, 1)
+    finally:
+        await feed.close()
+    assert (got.tracking_id, got.status, got.identity) == (70, ScanStatus.TIMEOUT, "")
+    assert "budget" in got.detail
+
+
+async def test_a_killed_worker_process_is_replaced_and_decoding_goes_on(camera: Camera) -> None:
+    port = await camera.listen()
+    async with feed_on(port, "process") as feed:
+        await connected(camera, feed, 1)
+        await camera.send(blank(1, 80))
+        await results(feed, 1)
+        proc = feed._proc
+        assert proc is not None and proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)  # a decoder library crashing on an image
+        await eventually(lambda: feed.restarts == 1, "the worker replaced")
+        await connected(camera, feed, 2)
+        await camera.send(blank(2, 81))
+        (got,) = await results(feed, 1)
+        assert got.tracking_id == 81 and feed.frames == 2

@@ -1,0 +1,265 @@
+"""The camera worker: connects to the camera, decodes every frame, sends back only verdicts.
+
+It runs in a process of its own (or, for tests, a thread), so a camera's megabytes per frame
+never pass through the control loop's process: the controller only receives a small tuple per
+scan. Before, each 1280x1024 frame was read by the controller's event loop, pickled and piped
+to a decode process (~1.3 MB copied three times in the controller, with the GIL held for the
+copies); on two cores that contention showed up as control-cycle lag, and a tunnel of several
+cameras would have multiplied it.
+
+Inside the worker one thread reads frames off the socket (timestamping each on arrival) and
+``threads`` decode threads take them in arrival order. A frame carries a budget: decoding
+must end ``deadline_s`` after it arrived. A frame that has already waited past its budget is not
+decoded at all - it is answered ``timeout`` at once - so a worker that fell behind (a CPU spike,
+a burst of parcels) catches up at once instead of making every later parcel late as well; the
+decoder's own ``deadline`` keeps one hard frame from overrunning its budget.
+
+Messages to the controller (tuples, small to pickle):
+
+- ``("ready", seconds)`` once the decoders are loaded (the first frame would otherwise pay it);
+- ``("up",)`` / ``("down", why)`` as the camera connection comes and goes;
+- ``("frame", tracking_id, trigger_count, status, identity, postal_code, country, decode_s,
+  detail)`` for every frame, and ``("lost", n)`` for frames the camera's seq says never came.
+
+The controller ends the worker by sending ``("stop",)`` or by closing its end of the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from control.plc.reconnect import Backoff
+from vision.aggregate import aggregate
+from vision.camstream import (
+    MAGIC,
+    MAX_HEADER,
+    MAX_PAYLOAD,
+    CameraFrame,
+    StreamError,
+    decode_message,
+)
+from vision.decode import decode_frame
+from vision.labels import SYMBOLOGIES
+
+__all__ = ["WorkerSpec", "run_worker", "worker_main"]
+
+_U32 = struct.Struct(">I")
+QUEUE_MAX = 64  # frames waiting for a decode thread; beyond this the oldest are answered late
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    host: str
+    port: int
+    deadline_s: float = 0.4  # decode must end this long after the frame arrived
+    threads: int = 1
+    symbologies: tuple[str, ...] = SYMBOLOGIES
+    parent_pid: int | None = None  # set for a worker process: it dies with that process
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of the worker process (spawned: it inherits none of the controller's sockets)."""
+    if spec.parent_pid is not None:
+        from vision.parent_death import die_with_parent
+
+        die_with_parent(spec.parent_pid)
+    run_worker(spec, conn)
+
+
+def run_worker(spec: WorkerSpec, conn: Connection, stop: threading.Event | None = None) -> None:
+    """Run until the controller says stop or goes away (its end of the pipe closes)."""
+    stop = stop or threading.Event()
+    worker = _Worker(spec, conn, stop)
+    worker.start()
+    try:
+        while not stop.is_set():
+            if conn.poll(0.2):
+                msg = conn.recv()
+                if msg == ("stop",):
+                    break
+    except (EOFError, OSError):
+        pass  # the controller is gone
+    finally:
+        stop.set()
+        worker.join()
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, conn: Connection, stop: threading.Event) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.stop = stop
+        self.frames: queue.Queue[tuple[CameraFrame, float] | None] = queue.Queue()
+        self._send_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        t = threading.Thread(target=self._read_loop, name="camera-read", daemon=True)
+        self._threads.append(t)
+        t.start()
+        for i in range(max(1, self.spec.threads)):
+            d = threading.Thread(target=self._decode_loop, name=f"camera-decode-{i}", daemon=True)
+            self._threads.append(d)
+            d.start()
+
+    def join(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for _ in self._threads:
+            self.frames.put(None)
+        for t in self._threads:
+            t.join(timeout=5.0)
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(msg)
+            except (OSError, EOFError, BrokenPipeError):
+                self.stop.set()  # the controller is gone: nobody to decode for
+
+    # ---------------------------------------------------------------- reading
+    def _read_loop(self) -> None:
+        t0 = time.monotonic()
+        _warm_up(self.spec.symbologies)
+        self.send(("ready", time.monotonic() - t0))
+        backoff, rng, failures = Backoff(base_s=0.05, cap_s=2.0), random.Random(), 0
+        while not self.stop.is_set():
+            try:
+                sock = socket.create_connection((self.spec.host, self.spec.port), timeout=2.0)
+            except OSError as exc:
+                failures += 1
+                self.send(("down", f"cannot connect: {exc}"))
+                self.stop.wait(backoff.delay(failures - 1, rng))
+                continue
+            sock.settimeout(None)
+            _keepalive(sock)
+            self._sock = sock
+            self.send(("up",))
+            got = 0
+            try:
+                got = self._read_frames(sock)
+                why = "the camera closed the stream"
+            except Exception as exc:  # anything that ends the stream (cv2 on a bad PNG too): reconnect
+                why = f"stream ended: {type(exc).__name__}: {exc}"
+            finally:
+                self._sock = None
+                with contextlib.suppress(OSError):
+                    sock.close()
+            if self.stop.is_set():
+                return
+            failures = 1 if got else failures + 1  # it worked for a while: not the same failure again
+            self.send(("down", why))
+            self.stop.wait(backoff.delay(failures - 1, rng))
+
+    def _read_frames(self, sock: socket.socket) -> int:
+        """Frames until the stream ends (returns how many were read, 0 at a clean end)."""
+        n = 0
+        last_seq: int | None = None
+        while not self.stop.is_set():
+            head = _recv_exact(sock, 8)
+            if head is None:
+                return n
+            if head[:4] != MAGIC:
+                raise StreamError(f"bad magic {bytes(head[:4])!r}")
+            (hlen,) = _U32.unpack_from(head, 4)
+            if hlen > MAX_HEADER:
+                raise StreamError(f"header of {hlen} bytes is over the limit")
+            header = _recv_exact(sock, hlen + 4)
+            if header is None:
+                raise StreamError("stream ended inside a frame")
+            (plen,) = _U32.unpack_from(header, hlen)
+            if plen > MAX_PAYLOAD:
+                raise StreamError(f"payload of {plen} bytes is over the limit")
+            payload = _recv_exact(sock, plen)
+            if payload is None:
+                raise StreamError("stream ended inside a frame")
+            frame = decode_message(bytes(header[:hlen]), payload)  # type: ignore[arg-type]
+            arrived = time.monotonic()
+            n += 1
+            if last_seq is not None and frame.seq > last_seq + 1:
+                self.send(("lost", frame.seq - last_seq - 1))
+            last_seq = frame.seq
+            if self.frames.qsize() >= QUEUE_MAX:  # hopelessly behind: the oldest is late anyway
+                with contextlib.suppress(queue.Empty):
+                    old = self.frames.get_nowait()
+                    if old is not None:
+                        self._answer_late(old[0])
+            self.frames.put((frame, arrived))
+        return n
+
+    # ---------------------------------------------------------------- decoding
+    def _decode_loop(self) -> None:
+        spec = self.spec
+        while True:
+            item = self.frames.get()
+            if item is None or self.stop.is_set():
+                return
+            frame, arrived = item
+            deadline = arrived + spec.deadline_s
+            t0 = time.monotonic()
+            if t0 >= deadline:  # waited its whole budget in the queue: a decode now is late
+                self._answer_late(frame)
+                continue
+            try:
+                reads = decode_frame(frame.image, symbologies=spec.symbologies, deadline=deadline)
+                got = aggregate(reads, 1, time.monotonic() - t0, timed_out=time.monotonic() > deadline)
+            except Exception as exc:  # a decoder library failing on one image: that scan is a no-read
+                self.send(("frame", frame.tracking_id, frame.trigger_count, "no_read", "", None, None,
+                           time.monotonic() - t0, f"decode failed: {type(exc).__name__}: {exc}"))
+                continue
+            ident = got.identity
+            self.send((
+                "frame", frame.tracking_id, frame.trigger_count, got.status,
+                ident.id if ident is not None else "",
+                ident.postal_code if ident is not None else None,
+                ident.country if ident is not None else None,
+                time.monotonic() - t0, "1 frames",
+            ))
+
+    def _answer_late(self, frame: CameraFrame) -> None:
+        self.send(("frame", frame.tracking_id, frame.trigger_count, "timeout", "", None, None, 0.0,
+                   "not decoded: waited past its budget"))
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
+    """Exactly n bytes; None at a clean end of stream before the first byte."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            if got == 0:
+                return None
+            raise StreamError("stream ended inside a frame")
+        got += k
+    return buf
+
+
+def _warm_up(symbologies: Sequence[str]) -> None:
+    """Load OpenCV and both decoders now (~0.4 s), not on the first parcel's frame."""
+    decode_frame(np.full((64, 64), 255, dtype=np.uint8), symbologies=symbologies)
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """Probe an idle connection: a camera gone without a FIN is noticed in ~10 s, not never."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)
