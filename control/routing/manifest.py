@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pyarrow.csv as pacsv
 from control.routing.idindex import IdIndex
 from control.routing.ids import key_to_id, parcel_key, parcel_keys
 from control.routing.plan import MAX_DESTINATION
-from control.routing.postal import MAX_POSTAL, postal_keys
+from control.routing.postal import MAX_POSTAL, NO_POSTAL, SPAN, postal_keys
 from plant.errors import ConfigError
 
 HEADER = (
@@ -243,12 +244,70 @@ def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     return np.where(ok, secs, np.nan), ~ok & ~empty
 
 
-def _codes(arr: pa.Array, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
-    """Dictionary codes of the kept rows (-1 for empty strings)."""
-    sub = arr.filter(pa.array(keep))
-    enc = pc.dictionary_encode(sub)
-    names = [str(x) for x in enc.dictionary.to_pylist()]
-    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
+def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
+    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
+    and, when there are any, the row of each row's key's first occurrence."""
+    ids = pc.utf8_upper(pc.utf8_trim_whitespace(arr))
+    mat, lens = _byte_matrix(ids, 18)
+    del ids
+    keys = parcel_keys(mat, np.where(lens > 18, 0, lens))
+    del mat
+    n = len(keys)
+    # Usually no key repeats, which one sort shows; only then are first occurrences wanted.
+    s = np.sort(keys)
+    if not np.any((s[1:] == s[:-1]) & (s[1:] != 0)):
+        return keys, np.zeros(n, bool), None
+    del s
+    # Arrow's hash encoding numbers the distinct keys in order of first appearance (linear
+    # time). A row is a key's first occurrence when its code exceeds every code before it;
+    # those rows, in order, are the first rows of codes 0, 1, 2, ...
+    key_code = np.asarray(pc.dictionary_encode(pa.array(keys)).indices.to_numpy(zero_copy_only=False), np.int64)
+    seen_max = np.maximum.accumulate(key_code)
+    is_first = np.ones(n, bool)
+    is_first[1:] = key_code[1:] > seen_max[:-1]
+    first_of = np.take(np.flatnonzero(is_first), key_code)
+    return keys, (first_of != np.arange(n)) & (keys != 0), first_of
+
+
+def _postal(country_col: pa.Array, raw: pa.Array) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Postal keys (-1: unusable), bad countries, bad postal codes (of a good country).
+    Postal codes repeat a lot: each distinct one is normalised and read once."""
+    country = pc.utf8_upper(pc.utf8_trim_whitespace(country_col))
+    cmat, clen = _byte_matrix(country, 2)
+    bad_country = (clen != 2) | ((cmat < 65) | (cmat > 90)).any(axis=1)
+    enc = pc.dictionary_encode(raw)
+    words = enc.dictionary
+    pidx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
+    pmat, plen = _byte_matrix(pc.utf8_upper(words), MAX_POSTAL)
+    # Only codes with something other than letters and digits need the (slow) regex.
+    odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(words).to_numpy(zero_copy_only=False)) & (plen > 0))
+    if len(odd):
+        fixed = pc.utf8_upper(pc.replace_substring_regex(words.take(pa.array(odd)), r"[\s\-]", ""))
+        pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
+    # The postal part of each distinct code (country "AA": ci 0), then the country per row.
+    vals = postal_keys(np.full((len(words), 2), 65, np.uint8), pmat, plen)
+    pv = np.take(vals, pidx)
+    ci = (cmat[:, 0].astype(np.int64) - 65) * 26 + (cmat[:, 1].astype(np.int64) - 65)
+    good = ~((cmat < 65) | (cmat > 90)).any(axis=1) & (pv >= 0)
+    pkeys = np.where(good, ci * SPAN + pv, NO_POSTAL)
+    return pkeys, bad_country, (pkeys < 0) & (clen == 2)
+
+
+def _text_codes(arr: pa.Array, limit: int) -> tuple[pa.DictionaryArray, npt.NDArray[np.bool_]]:
+    """Trimmed text dictionary-encoded, and the rows longer than ``limit`` characters."""
+    enc = pc.dictionary_encode(pc.utf8_trim_whitespace(arr))
+    too_long = np.asarray(pc.greater(pc.utf8_length(enc.dictionary), limit).to_numpy(zero_copy_only=False))
+    idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
+    return enc, np.take(too_long, idx) if too_long.any() else np.zeros(len(idx), bool)
+
+
+def _codes(enc: pa.DictionaryArray, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
+    """Dictionary codes of the kept rows (-1 for empty strings), names in order of first
+    appearance among them."""
+    kept = np.asarray(enc.indices.to_numpy(zero_copy_only=False))[keep]
+    re_enc = pc.dictionary_encode(pa.array(kept))  # old codes in order of first appearance
+    names = [str(x) for x in enc.dictionary.take(re_enc.dictionary).to_pylist()]
+    codes = np.asarray(re_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
     if "" in names:
         e = names.index("")
         # Remap so that "" -> -1 and the remaining codes stay dense.
@@ -261,7 +320,10 @@ def _codes(arr: pa.Array, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.i
 
 
 def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
-    """Validate a table with the manifest columns (any types) into a :class:`Manifest`."""
+    """Validate a table with the manifest columns (any types) into a :class:`Manifest`.
+
+    The columns are checked independently, two at a time (Arrow and numpy release the GIL),
+    and the problems applied in the order of ``PROBLEMS``: a row reports its first one."""
     try:
         names = table.column_names
     except UnicodeDecodeError:
@@ -280,64 +342,40 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
         except pa.ArrowException as exc:  # a Parquet column of lists, structs, non-UTF-8 bytes...
             raise ConfigError(source, None, name, f"a {table.schema.field(name).type} column cannot be read as "
                               f"text: {exc}") from None
+    with ThreadPoolExecutor(2) as pool:
+        j_ids = pool.submit(_ids, col["parcel_id"])
+        j_postal = pool.submit(_postal, col["country"], col["postal_code"])
+        j_dest = pool.submit(_text_codes, col["destination_id"], MAX_DESTINATION)
+        j_ckey = pool.submit(_text_codes, col["consolidation_key"], MAX_KEY)
+        j_times = [pool.submit(lambda c: _unique_first(_times, pc.utf8_trim_whitespace(c)), col[name])
+                   for name in ("deadline", "arrival")]
+        j_nums = [pool.submit(_unique_first, _number, col[name])
+                  for name in ("length_mm", "width_mm", "height_mm", "weight_kg")]
+        keys, dup, first_of = j_ids.result()
+        pkeys, bad_country, bad_postal = j_postal.result()
+        dest, dest_long = j_dest.result()
+        ckey, ckey_long = j_ckey.result()
+        (deadline, bad_deadline), (arrival, bad_arrival) = (j.result() for j in j_times)
+        nums = [j.result() for j in j_nums]
     problem = np.full(n, 127, np.int8)
-
-    def flag(code: int, mask: npt.NDArray[np.bool_]) -> None:
-        problem[mask & (problem == 127)] = code
-
-    ids = pc.utf8_upper(pc.utf8_trim_whitespace(col["parcel_id"]))
-    mat, lens = _byte_matrix(ids, 18)
-    keys = parcel_keys(mat, np.where(lens > 18, 0, lens))
-    flag(0, keys == 0)
-    # Duplicates: every occurrence after the first of a key.
-    # Duplicates: every occurrence after the first of a key. Arrow's hash encoding numbers the
-    # distinct keys in order of first appearance (linear time, no sort of 10 M keys).
-    key_code = np.asarray(pc.dictionary_encode(pa.array(keys)).indices.to_numpy(zero_copy_only=False), np.int64)
-    # A row is a key's first occurrence when its code exceeds every code before it; those rows,
-    # in order, are the first rows of codes 0, 1, 2, ...
-    rows = np.arange(n)
-    seen_max = np.maximum.accumulate(key_code) if n else key_code
-    is_first = np.ones(n, bool)
-    is_first[1:] = key_code[1:] > seen_max[:-1]
-    first_of = np.take(np.flatnonzero(is_first), key_code)
-    dup = (first_of != rows) & (keys != 0)
-    flag(1, dup)
-    country = pc.utf8_upper(pc.utf8_trim_whitespace(col["country"]))
-    cmat, clen = _byte_matrix(country, 2)
-    raw = col["postal_code"]
-    pmat, plen = _byte_matrix(pc.utf8_upper(raw), MAX_POSTAL)
-    # Only codes with something other than letters and digits need the (slow) regex.
-    odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(raw).to_numpy(zero_copy_only=False)) & (plen > 0))
-    if len(odd):
-        fixed = pc.utf8_upper(pc.replace_substring_regex(raw.take(pa.array(odd)), r"[\s\-]", ""))
-        pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
-    pkeys = postal_keys(cmat, pmat, plen)
-    flag(2, (clen != 2) | ((cmat < 65) | (cmat > 90)).any(axis=1))
-    flag(3, (pkeys < 0) & (clen == 2))
-    dest = pc.utf8_trim_whitespace(col["destination_id"])
-    flag(4, np.asarray(pc.greater(pc.utf8_length(dest), MAX_DESTINATION).to_numpy(zero_copy_only=False)))
-    ckey = pc.utf8_trim_whitespace(col["consolidation_key"])
-    flag(5, np.asarray(pc.greater(pc.utf8_length(ckey), MAX_KEY).to_numpy(zero_copy_only=False)))
-    deadline, bad_deadline = _unique_first(_times, pc.utf8_trim_whitespace(col["deadline"]))
-    flag(6, bad_deadline | np.isnan(deadline))
-    arrival, bad_arrival = _unique_first(_times, pc.utf8_trim_whitespace(col["arrival"]))
-    flag(7, bad_arrival)
-    nums = []
-    for code, name in enumerate(("length_mm", "width_mm", "height_mm", "weight_kg"), start=8):
-        v, bad = _unique_first(_number, col[name])
-        flag(code, bad)
-        nums.append(v)
+    masks = [keys == 0, dup, bad_country, bad_postal, dest_long, ckey_long, bad_deadline | np.isnan(deadline),
+             bad_arrival, *(bad for _, bad in nums)]
+    for code in range(len(masks) - 1, -1, -1):  # the first problem of a row is written last
+        problem[masks[code]] = code
     keep = problem == 127
     lines = np.arange(first_line, first_line + n, dtype=np.int64)
     bad_idx = np.flatnonzero(~keep)
     dest_code, dest_names = _codes(dest, keep)
     group, group_names = _codes(ckey, keep)
+    dims = np.stack([v for v, _ in nums[:3]], axis=1)
+    bad_code = problem[bad_idx]
     return Manifest(
         keys=keys[keep], line=lines[keep], postal_key=pkeys[keep], dest_code=dest_code,
         dest_names=dest_names, group=group, group_names=group_names, deadline=deadline[keep],
-        arrival=arrival[keep], dims=np.stack(nums[:3], axis=1)[keep], weight=nums[3][keep],
-        source=source, bad_line=lines[bad_idx], bad_code=problem[bad_idx],
-        bad_ref=np.where(problem[bad_idx] == 1, lines[first_of[bad_idx]], 0),
+        arrival=arrival[keep], dims=dims[keep], weight=nums[3][0][keep],
+        source=source, bad_line=lines[bad_idx], bad_code=bad_code,
+        bad_ref=(np.where(bad_code == 1, lines[first_of[bad_idx]], 0) if first_of is not None
+                 else np.zeros(len(bad_idx), np.int64)),
     )
 
 
