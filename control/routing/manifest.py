@@ -157,9 +157,11 @@ def _byte_matrix(arr: pa.Array, width: int) -> tuple[npt.NDArray[np.uint8], npt.
             else:
                 out[lengths == k, :k] = block
             return out, lengths
-        # Rows of one length at a time: a gather of exactly their bytes, no padding to mask.
+        # Rows of one length at a time: a gather of exactly their bytes, no padding to mask,
+        # as rows of a (strided, not copied) view of every k-byte window of the data.
         rows = np.flatnonzero(lengths == k)
-        out[rows, :k] = np.take(data, offsets[rows][:, None] + np.arange(k))
+        windows = np.lib.stride_tricks.sliding_window_view(data, k) if len(data) >= k else np.zeros((0, k), np.uint8)
+        out[rows, :k] = windows[offsets[rows]]
     return out, lengths
 
 
