@@ -8,11 +8,15 @@ copies); on two cores that contention showed up as control-cycle lag, and a tunn
 cameras would have multiplied it.
 
 Inside the worker one thread reads frames off the socket (timestamping each on arrival) and
-``threads`` decode threads take them in arrival order. A frame carries a budget: decoding
-must end ``deadline_s`` after it arrived. A frame that has already waited past its budget is not
-decoded at all - it is answered ``timeout`` at once - so a worker that fell behind (a CPU spike,
-a burst of parcels) catches up at once instead of making every later parcel late as well; the
-decoder's own ``deadline`` keeps one hard frame from overrunning its budget.
+``threads`` decode threads work in two passes, as `vision.parcel` explains: every frame first
+gets the cheap pass (``effort="cheap"``, a millisecond or two); a frame it read is answered at
+once, one it did not goes to the escalation list. A decode thread escalates (the full search:
+tens to hundreds of milliseconds) only when no frame waits for its cheap pass, oldest first. A
+frame carries a budget: its verdict is due ``deadline_s`` after it arrived. One whose budget ran
+out before it was escalated (or before its cheap pass) is answered ``timeout`` at once, never
+decoded late, so a worker that fell behind (a CPU spike, a burst of parcels) catches up at once
+instead of making every later parcel late as well; under load a readable label is still read in
+time, and what is dropped is the slow search through frames that hold nothing readable.
 
 Messages to the controller (tuples, small to pickle):
 
@@ -26,8 +30,8 @@ The controller ends the worker by sending ``("stop",)`` or by closing its end of
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import queue
 import random
 import socket
 import struct
@@ -50,13 +54,12 @@ from vision.camstream import (
     StreamError,
     decode_message,
 )
-from vision.decode import decode_frame
-from vision.labels import SYMBOLOGIES
+from vision.decode import Effort, decode_frame
+from vision.labels import SYMBOLOGIES, Identity
 
 __all__ = ["WorkerSpec", "run_worker", "worker_main"]
 
 _U32 = struct.Struct(">I")
-QUEUE_MAX = 64  # frames waiting for a decode thread; beyond this the oldest are answered late
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,9 @@ class _Worker:
         self.spec = spec
         self.conn = conn
         self.stop = stop
-        self.frames: queue.Queue[tuple[CameraFrame, float] | None] = queue.Queue()
+        self._work = threading.Condition()
+        self._fresh: collections.deque[tuple[CameraFrame, float]] = collections.deque()  # awaiting the cheap pass
+        self._escalate: collections.deque[tuple[CameraFrame, float]] = collections.deque()  # cheap pass read nothing
         self._send_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
@@ -120,8 +125,8 @@ class _Worker:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        for _ in self._threads:
-            self.frames.put(None)
+        with self._work:
+            self._work.notify_all()
         for t in self._threads:
             t.join(timeout=5.0)
 
@@ -194,46 +199,60 @@ class _Worker:
             if last_seq is not None and frame.seq > last_seq + 1:
                 self.send(("lost", frame.seq - last_seq - 1))
             last_seq = frame.seq
-            if self.frames.qsize() >= QUEUE_MAX:  # hopelessly behind: the oldest is late anyway
-                with contextlib.suppress(queue.Empty):
-                    old = self.frames.get_nowait()
-                    if old is not None:
-                        self._answer_late(old[0])
-            self.frames.put((frame, arrived))
+            with self._work:
+                self._fresh.append((frame, arrived))
+                self._work.notify()
         return n
 
     # ---------------------------------------------------------------- decoding
+    def _next(self) -> tuple[CameraFrame, float, Effort] | None:
+        """The next job: a frame's cheap pass before any escalation; None when stopping."""
+        with self._work:
+            while not self.stop.is_set():
+                if self._fresh:
+                    frame, arrived = self._fresh.popleft()
+                    return frame, arrived, "cheap"
+                if self._escalate:
+                    frame, arrived = self._escalate.popleft()
+                    return frame, arrived, "full"
+                self._work.wait(0.5)
+        return None
+
     def _decode_loop(self) -> None:
         spec = self.spec
-        while True:
-            item = self.frames.get()
-            if item is None or self.stop.is_set():
-                return
-            frame, arrived = item
+        while (job := self._next()) is not None:
+            frame, arrived, effort = job
             deadline = arrived + spec.deadline_s
             t0 = time.monotonic()
-            if t0 >= deadline:  # waited its whole budget in the queue: a decode now is late
-                self._answer_late(frame)
+            if t0 >= deadline:  # its budget ran out while it waited: a decode now would be late
+                self._answer_late(frame, "cheap pass" if effort == "cheap" else "escalation")
                 continue
             try:
-                reads = decode_frame(frame.image, symbologies=spec.symbologies, deadline=deadline)
-                got = aggregate(reads, 1, time.monotonic() - t0, timed_out=time.monotonic() > deadline)
+                reads = decode_frame(frame.image, symbologies=spec.symbologies, deadline=deadline, effort=effort)
             except Exception as exc:  # a decoder library failing on one image: that scan is a no-read
-                self.send(("frame", frame.tracking_id, frame.trigger_count, "no_read", "", None, None,
-                           time.monotonic() - t0, f"decode failed: {type(exc).__name__}: {exc}"))
+                self._answer(frame, "no_read", None, time.monotonic() - t0,
+                             f"decode failed: {type(exc).__name__}: {exc}")
                 continue
-            ident = got.identity
-            self.send((
-                "frame", frame.tracking_id, frame.trigger_count, got.status,
-                ident.id if ident is not None else "",
-                ident.postal_code if ident is not None else None,
-                ident.country if ident is not None else None,
-                time.monotonic() - t0, "1 frames",
-            ))
+            took = time.monotonic() - t0
+            got = aggregate(reads, 1, took, timed_out=effort == "full" and time.monotonic() > deadline)
+            if effort == "cheap" and got.status == "no_read":  # nothing read: the full search, if time allows
+                with self._work:
+                    self._escalate.append((frame, arrived))
+                    self._work.notify()
+                continue
+            self._answer(frame, got.status, got.identity, took, f"{effort} pass")
 
-    def _answer_late(self, frame: CameraFrame) -> None:
-        self.send(("frame", frame.tracking_id, frame.trigger_count, "timeout", "", None, None, 0.0,
-                   "not decoded: waited past its budget"))
+    def _answer(self, frame: CameraFrame, status: str, ident: Identity | None, took: float, detail: str) -> None:
+        self.send((
+            "frame", frame.tracking_id, frame.trigger_count, status,
+            ident.id if ident is not None else "",
+            ident.postal_code if ident is not None else None,
+            ident.country if ident is not None else None,
+            took, detail,
+        ))
+
+    def _answer_late(self, frame: CameraFrame, step: str) -> None:
+        self._answer(frame, "timeout", None, 0.0, f"not decoded: its budget ran out before its {step}")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
