@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from plc_sim.parcels import SYMBOLOGIES, LabelKind
 from vision.camstream import CameraFrame, encode_frame
+from vision.labels import make_s10
 from vision.synth import Degradation, LabelSpec, render_frame
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,13 @@ class CameraServer:
         return self._port
 
     async def start(self) -> None:
+        # The first render pays OpenCV's and the symbol encoders' start-up (~0.4 s): paid here,
+        # not by the first parcels, whose frames would queue behind it, arrive seconds late or
+        # be dropped, and be routed as late decodes.
+        warm = [LabelSpec(make_s10("RR", 12345678, "CN"), "code128")]
+        await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.render, warm, Degradation(), np.random.default_rng(0), self.size
+        )
         self._server = await asyncio.start_server(self._on_client, self.host, self._port)
         self._port = int(self._server.sockets[0].getsockname()[1])
 
