@@ -56,7 +56,7 @@ MAX_UTILISATION = 0.92  # belt a parcel and its gap take on average, per pitch, 
 RATES = (30_000, 40_000, 50_000, 60_000, 80_000)
 QUICK_RATES = (40_000, 60_000)
 ARRIVALS_S = 240.0  # per rate, full run
-QUICK_ARRIVALS_S = 24.0
+QUICK_ARRIVALS_S = 20.0
 SETTLE_S, QUICK_SETTLE_S = 30.0, 15.0
 UNREADABLE = ("missing", "damaged")  # the scenario's label kinds nothing can read
 
