@@ -123,7 +123,7 @@ def decode_frame(
     syms = [s for s in symbologies if s in SYMBOLOGIES]
     gray = gray_image(image)
     small, f = downscale(gray)
-    regions = locate(gray, max_regions=_MAX_REGIONS, small=(small, f))
+    regions = locate(gray, max_regions=_MAX_REGIONS, small=(small, f), min_rel_score=_REL_SCORE)
     best = regions[0].score if regions else 0.0
     regions = [r for r in regions if r.score >= _REL_SCORE * best]
     reads: list[Read] = []

@@ -61,68 +61,114 @@ def downscale(gray: Image) -> tuple[Image, float]:
     """The copy localisation works on and its scale: half size for frames wider than
     `LOCATE_WIDTH` (a 2x area resize is the cheapest OpenCV has), else the frame itself."""
     if gray.shape[1] > LOCATE_WIDTH:
-        return np.asarray(cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), np.uint8), 0.5
+        half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        return np.asarray(half, np.uint8), 0.5
     return gray, 1.0
 
 
-def locate(gray: Image, max_regions: int = 6, small: tuple[Image, float] | None = None) -> list[Region]:
+def _density(edge: Image) -> Image:
+    """The mean of each `_BLOCK` x `_BLOCK` cell, as one 4x area resize rounds it (to nearest,
+    ties to even), but in two 2x steps: OpenCV's 4x area resize has no vector code and costs
+    twice as much. The steps run in float32, where 2x2 means of 2x2 means are exact (rounding
+    a uint8 mean twice merges faint codes with their background)."""
+    hh, hw = edge.shape
+    if _BLOCK != 4 or hh % 4 or hw % 4:
+        cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
+        return np.asarray(cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA), np.uint8)
+    x = cv2.resize(edge.astype(np.float32), (hw // 2, hh // 2), interpolation=cv2.INTER_AREA)
+    x = cv2.resize(x, (hw // 4, hh // 4), interpolation=cv2.INTER_AREA)
+    return np.asarray(cv2.convertScaleAbs(x), np.uint8)  # rounds half to even, like the 4x resize
+
+
+def locate(
+    gray: Image,
+    max_regions: int = 6,
+    small: tuple[Image, float] | None = None,
+    min_rel_score: float = 0.0,
+) -> list[Region]:
     """Candidate symbol regions, strongest first.
 
     Works on a half-size copy (`small`, from `downscale`, when the caller has it already): a
     morphological gradient marks edges, its block average is an edge density that is high only
     where edges are packed (symbols, text), not along single lines (label and box edges). Each
-    dense blob then gets a structure tensor for its bar direction and coherence.
+    dense blob then gets a structure tensor for its bar direction and coherence. Blobs scoring
+    below `min_rel_score` times the strongest are dropped before that (the costly part).
     """
     half, f = small if small is not None else downscale(gray)
-    edge = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3)
-    hh, hw = half.shape
-    cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
-    dens = cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA)
-    dens = cv2.blur(dens, (3, 3))
-    hist = np.bincount(dens.ravel(), minlength=256)
+    edge = np.asarray(cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3), np.uint8)
+    dens = np.asarray(cv2.blur(_density(edge), (3, 3)), np.uint8)
+    hist = cv2.calcHist([dens], [0], None, [256], [0, 256]).ravel()
     ref = float(np.searchsorted(np.cumsum(hist), 0.995 * dens.size))  # the 99.5th percentile
     if ref < MIN_DENSITY:
         return []
-    mask = (dens > 0.45 * ref).astype(np.uint8)
-    mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K3), dtype=np.uint8)
+    # dens > 0.45 ref; for integer densities that is dens > floor(0.45 ref).
+    _, mask = cv2.threshold(dens, math.floor(0.45 * ref), 1, cv2.THRESH_BINARY)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K3)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
-    scale = _BLOCK / f  # density cell -> frame pixels
-    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    sums = np.bincount(labels.ravel(), weights=dens.ravel(), minlength=n)
-    strengths = sums / np.maximum(areas, 1.0)
-    ranked = strengths * np.sqrt(areas)
-    ranked[0] = -1.0  # the background
-    ranked[areas < _MIN_CELLS] = -1.0
-    order = [int(i) for i in np.argsort(-ranked)[:max_regions] if ranked[i] > 0]
-    out: list[Region] = []
-    for i in order:
-        x, y, bw, bh = (int(v) for v in stats[i, :4])
-        ys, xs = np.nonzero(labels[y : y + bh, x : x + bw] == i)
-        strength = float(strengths[i])
-        crop = half[y * _BLOCK : (y + bh) * _BLOCK, x * _BLOCK : (x + bw) * _BLOCK]
-        dx, dy = cv2.spatialGradient(np.ascontiguousarray(crop))  # 3x3 Sobel, both at once
-        gx, gy = dx.ravel().astype(np.float32), dy.ravel().astype(np.float32)
-        gxx, gyy = gx * gx, gy * gy
-        a, b, mag = gxx - gyy, gx * gy, gxx + gyy  # m^2 cos 2t, m^2 sin 2t / 2, m^2
-        tot, cos2, sin2 = float(mag.sum()), float(a.sum()), 2.0 * float(b.sum())
-        if tot <= 0:
+    # Mean density per blob (the background, 0, and specks excepted), over its bounding box.
+    ranked: list[tuple[float, float, int, int, npt.NDArray[np.uint8]]] = []
+    for i in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[i])
+        if area < _MIN_CELLS:
             continue
-        coherence = math.hypot(cos2, sin2) / tot
-        # Four-fold coherence: gradients along two perpendicular axes only (bars, matrix
-        # modules) score near 1, strokes at every angle (text) lower: |sum m^4 e^{4it}| / sum m^4.
-        axial = math.hypot(float(a @ a) - 4.0 * float(b @ b), 4.0 * float(a @ b)) / max(float(mag @ mag), 1e-9)
-        theta = 0.5 * math.degrees(math.atan2(sin2, cos2))  # gradient direction
-        c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
-        u = xs * c + ys * s  # cell indices along the gradient and along the bars
-        v = ys * c - xs * s
-        u0, u1, v0, v1 = float(u.min()), float(u.max()), float(v.min()), float(v.max())
-        cu = ((u0 + u1) / 2 + (x + 0.5) * c + (y + 0.5) * s) * scale
-        cv_ = ((v0 + v1) / 2 + (y + 0.5) * c - (x + 0.5) * s) * scale
-        center = (cu * c - cv_ * s, cu * s + cv_ * c)
-        size = ((u1 - u0) * scale + scale, (v1 - v0) * scale + scale)
-        out.append(Region(center, size, theta, coherence, strength * math.sqrt(len(xs)), strength, axial))
-    out.sort(key=lambda r: -r.score)
-    return out[:max_regions]
+        box = (labels[y : y + bh, x : x + bw] == i).view(np.uint8)
+        strength = float(cv2.mean(dens[y : y + bh, x : x + bw], mask=box)[0])
+        if strength > 0:
+            ranked.append((strength * math.sqrt(area), strength, x, y, box))
+    ranked.sort(key=lambda t: -t[0])
+    ranked = ranked[:max_regions]
+    if not ranked:
+        return []
+    floor = min_rel_score * ranked[0][0]
+    scale = _BLOCK / f  # density cell -> frame pixels
+    out: list[Region] = []
+    for score, strength, x, y, box in ranked:
+        if score < floor:
+            break
+        region = _region(half, box, x, y, scale, score, strength)
+        if region is not None:
+            out.append(region)
+    return out
+
+
+def _region(
+    half: Image, blob: Image, x: int, y: int, scale: float, score: float, strength: float
+) -> Region | None:
+    """One blob's box and gradient statistics: the structure tensor over its bounding box.
+    `blob` marks its density cells within that box, whose corner is cell (`x`, `y`)."""
+    bh, bw = blob.shape
+    crop = half[y * _BLOCK : (y + bh) * _BLOCK, x * _BLOCK : (x + bw) * _BLOCK]
+    dx, dy = cv2.spatialGradient(np.ascontiguousarray(crop))  # 3x3 Sobel, both at once
+    # Squares and product in one pass each, exact in float32 (|Sobel| <= 1020, so < 2^21).
+    gxx = cv2.multiply(dx, dx, dtype=cv2.CV_32F).ravel()
+    gyy = cv2.multiply(dy, dy, dtype=cv2.CV_32F).ravel()
+    gxy = cv2.multiply(dx, dy, dtype=cv2.CV_32F).ravel()
+    sxx, syy, sxy = cv2.sumElems(gxx)[0], cv2.sumElems(gyy)[0], cv2.sumElems(gxy)[0]  # in float64
+    tot, cos2, sin2 = sxx + syy, sxx - syy, 2.0 * sxy  # sums of m^2, m^2 cos 2t, m^2 sin 2t
+    if tot <= 0:
+        return None
+    coherence = math.hypot(cos2, sin2) / tot
+    # Four-fold coherence: gradients along two perpendicular axes only (bars, matrix modules)
+    # score near 1, strokes at every angle (text) lower: |sum m^4 e^{4it}| / sum m^4, with
+    # m^2 cos 2t = gxx - gyy and m^2 sin 2t = 2 gxy expanded into dot products.
+    xx4, yy4, xy4 = float(gxx @ gxx), float(gyy @ gyy), float(gxx @ gyy)  # gxx @ gyy == gxy @ gxy
+    axx, ayy = float(gxx @ gxy), float(gyy @ gxy)
+    c4 = xx4 - 2.0 * xy4 + yy4 - 4.0 * xy4  # sum (m^2 cos 2t)^2 - (m^2 sin 2t)^2
+    s4 = 4.0 * (axx - ayy)  # sum 2 (m^2 cos 2t)(m^2 sin 2t)
+    axial = math.hypot(c4, s4) / max(xx4 + 2.0 * xy4 + yy4, 1e-9)
+    theta = 0.5 * math.degrees(math.atan2(sin2, cos2))  # gradient direction
+    c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
+    # Cell indices along the gradient (u) and along the bars (v), extremes only: those lie on
+    # the blob's outline, which its contour's corners span.
+    outline, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    xy = np.concatenate(outline).reshape(-1, 2).astype(np.float64)
+    uv = xy @ np.array([[c, -s], [s, c]])
+    (u0, v0), (u1, v1) = uv.min(axis=0), uv.max(axis=0)
+    cu = ((u0 + u1) / 2 + (x + 0.5) * c + (y + 0.5) * s) * scale
+    cv_ = ((v0 + v1) / 2 + (y + 0.5) * c - (x + 0.5) * s) * scale
+    center = (float(cu * c - cv_ * s), float(cu * s + cv_ * c))
+    size = (float((u1 - u0) * scale + scale), float((v1 - v0) * scale + scale))
+    return Region(center, size, theta, coherence, score, strength, axial)
 
 
 def crop_deskewed(gray: Image, region: Region, margin: float = 0.15, band: float = 1.0) -> Image:
