@@ -66,20 +66,6 @@ def downscale(gray: Image) -> tuple[Image, float]:
     return gray, 1.0
 
 
-def _density(edge: Image) -> Image:
-    """The mean of each `_BLOCK` x `_BLOCK` cell, as one 4x area resize rounds it (to nearest,
-    ties to even), but in two 2x steps: OpenCV's 4x area resize has no vector code and costs
-    twice as much. The steps run in float32, where 2x2 means of 2x2 means are exact (rounding
-    a uint8 mean twice merges faint codes with their background)."""
-    hh, hw = edge.shape
-    if _BLOCK != 4 or hh % 4 or hw % 4:
-        cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
-        return np.asarray(cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA), np.uint8)
-    x = cv2.resize(edge.astype(np.float32), (hw // 2, hh // 2), interpolation=cv2.INTER_AREA)
-    x = cv2.resize(x, (hw // 4, hh // 4), interpolation=cv2.INTER_AREA)
-    return np.asarray(cv2.convertScaleAbs(x), np.uint8)  # rounds half to even, like the 4x resize
-
-
 def locate(
     gray: Image,
     max_regions: int = 6,
@@ -95,8 +81,11 @@ def locate(
     below `min_rel_score` times the strongest are dropped before that (the costly part).
     """
     half, f = small if small is not None else downscale(gray)
-    edge = np.asarray(cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3), np.uint8)
-    dens = np.asarray(cv2.blur(_density(edge), (3, 3)), np.uint8)
+    edge = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3)
+    hh, hw = half.shape
+    cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
+    dens = cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA)
+    dens = np.asarray(cv2.blur(dens, (3, 3)), np.uint8)
     hist = cv2.calcHist([dens], [0], None, [256], [0, 256]).ravel()
     ref = float(np.searchsorted(np.cumsum(hist), 0.995 * dens.size))  # the 99.5th percentile
     if ref < MIN_DENSITY:
