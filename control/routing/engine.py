@@ -11,7 +11,12 @@ capacity inside the block; the first parcel that would overflow a chute is found
 ``bincount``, everything before it is committed, and the block restarts there. New
 consolidation groups take the least-loaded pool chute of their rule; because those loads count
 only that rule's groups, rules are independent, and the new groups are placed in rounds (the
-first new group of every rule at once, then the second, ...), each an argmin per rule.
+first new group of every rule at once, then the second, ...), each an argmin per rule. The
+parcels that open groups are found once per call, not per block: the first parcel of each group
+closed at the call's start. An opener whose rule has no usable pool chute leaves its group
+closed; the group's next parcel under another rule then opens it (a block ends before it), as
+one-by-one routing would; parcels under the failed rule cannot, as chutes only fill up within a
+call.
 
 Per-call overheads are kept out of the batch: every manifest row's static route is bound with
 the plan (:meth:`RoutingEngine.prepare_plan`) and packed into 8 bytes (first chute, reason, a
@@ -84,6 +89,22 @@ def _first_occurrence(keys: npt.NDArray[np.integer[Any]], order: I64, scratch: I
     np.put(scratch, keys, _BIG)
     np.minimum.at(scratch, keys, order)
     return np.asarray(np.take(scratch, keys) == order)
+
+
+@dataclass(frozen=True, slots=True)
+class _Openers:
+    """Parcels that open a consolidation group, in routing order: positions, groups, rules."""
+
+    pos: I64
+    grp: I32
+    rule: I32
+
+    def merge(self, other: _Openers) -> _Openers:
+        order = np.argsort(np.concatenate([self.pos, other.pos]), kind="stable")
+        return _Openers(
+            np.concatenate([self.pos, other.pos])[order], np.concatenate([self.grp, other.grp])[order],
+            np.concatenate([self.rule, other.rule])[order],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,15 +489,29 @@ class RoutingEngine:
                 self._force(first, out_reason, lap, np.full(len(lap), Reason.RECIRCULATION_LIMIT, np.int64))
         out_chute = first.copy()  # the blocks write their decisions here
         # Group parcels of the whole batch, found once (a block changes reasons only of the
-        # parcels it commits, and the next block starts after them).
+        # parcels it commits, and the next block starts after them), and the parcels that open
+        # a group: the first of each group not open at the start of the call.
         gi = np.flatnonzero(out_reason == Reason.CONSOLIDATED)
         gg = group[gi]  # (``take`` would copy the whole strided column first)
+        ops = self._openers(pp, rr, gi, gg)
+        retry_at = _EMPTY  # block starts forced by retried openers (see ``_retries``)
         p = 0
         block = self.settings.block
         while p < n:
             e = min(n, p + block)
+            if len(retry_at):
+                later = retry_at[retry_at > p]
+                e = min(e, int(later[0])) if len(later) else e
             a, b = np.searchsorted(gi, (p, e)).tolist()
-            p += self._route_block(pp, rr, rule, p, e, first, out_chute, out_reason, gi[a:b] - p, gg[a:b])
+            oa, ob = np.searchsorted(ops.pos, (p, e)).tolist()
+            q, more = self._route_block(
+                pp, rr, rule, p, e, first, out_chute, out_reason, gi[a:b], gg[a:b],
+                _Openers(ops.pos[oa:ob] - p, ops.grp[oa:ob], ops.rule[oa:ob]), gi, gg,
+            )
+            if more is not None:
+                ops = ops.merge(more)
+                retry_at = np.union1d(retry_at, more.pos)
+            p += q
         return Decisions(out_chute, out_reason, group)  # ``group``: a view of ``packed``, no copy
 
     def _due(self, pp: PreparedPlan, rr: I64, bucket: npt.NDArray[np.uint8], now: float | ArrayLike) -> I64:
@@ -506,10 +541,13 @@ class RoutingEngine:
 
     def _route_block(
         self, pp: PreparedPlan, rr: I64, rule: I32 | None, p: int, e: int, first: npt.NDArray[np.int16],
-        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8], gi: I64, gg: I32,
-    ) -> int:
-        """Route parcels p..e-1 speculatively; commit the exact prefix; return its length.
-        ``gi`` are the block's group parcels (positions in the block), ``gg`` their groups."""
+        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8], gi: I64, gg: I32, ops: _Openers,
+        all_gi: I64, all_gg: I32,
+    ) -> tuple[int, _Openers | None]:
+        """Route parcels p..e-1 speculatively; commit the exact prefix; return its length and
+        the openers to retry later (None: none). ``gi`` are the block's group parcels
+        (positions in the call), ``gg`` their groups, ``ops`` the block's openers (positions in
+        the block); ``all_gi``, ``all_gg``: the group parcels of the whole call."""
         st, t = self.st, pp.tables
         cand = pp.cand
         reject = st.reject
@@ -519,27 +557,22 @@ class RoutingEngine:
         m = e - p
         chute = out_chute[p:e]  # a view: first choices, replaced below where needed
         # (Below, ``take`` with int16/int32 indices: several times faster than ``a[idx]``.)
-        opener_pos = opener_slot = _EMPTY
-        opener_grp: I32 = np.zeros(0, np.int32)
+        opener_pos, opener_grp = ops.pos, ops.grp
+        opener_slot = _EMPTY
         gc: npt.NDArray[np.int16] | None = None
         if len(gi):
-            gc = np.take(self.group_chute, gg)
-            new = np.flatnonzero(gc == 0)
-            if len(new):
-                ni = np.take(gi, new)
-                ng = np.take(gg, new)
-                opens = np.flatnonzero(_first_occurrence(ng, ni, self._seen))
-                opener_pos, opener_grp = np.take(ni, opens), np.take(ng, opens)
-                opener_slot = self._water_fill(pp, ok, np.take(pp.row_rule, np.take(rr, p + opener_pos)))
+            if len(opener_pos):
+                opener_slot = self._water_fill(pp, ok, ops.rule)
                 # The new groups' chutes (0: no slot), tentatively: taken back below for the
                 # openers past the exact prefix.
                 np.put(self.group_chute, opener_grp, np.take(pp.pool_ext, opener_slot))
-                gc = np.take(self.group_chute, gg)
+                np.put(self.group_slot, opener_grp, opener_slot)
+            gc = np.take(self.group_chute, gg)
             fol = gc > 0  # group members follow their group's chute
             if fol.all():
-                np.put(chute, gi, gc)
+                np.put(out_chute, gi, gc)
             else:
-                np.put(chute, gi[fol], gc[fol])
+                np.put(out_chute, gi[fol], gc[fol])
         okc = np.take(ok, chute)
         pos = None
         bad = _EMPTY
@@ -552,7 +585,7 @@ class RoutingEngine:
             fc = np.zeros(nb, np.int64)
             if gc is not None:
                 follow = np.zeros(m, np.int16)
-                np.put(follow, gi, gc)
+                np.put(follow, gi - p, gc)
                 fc = np.take(follow, bad).astype(np.int64)
             rsn = np.take(out_reason, p + bad)
             chain_c = np.where(fc > 0, fc, np.take(first, p + bad))
@@ -591,6 +624,18 @@ class RoutingEngine:
                 continue
             room = int(st.capacity[oc] - load0[oc])
             q = min(q, int(np.flatnonzero(chute == oc)[room]))
+        more = None
+        while len(opener_slot):
+            # An opener that found no usable chute in its rule's pool leaves its group closed;
+            # a later member of another rule may open it (``_retries``): the exact prefix ends
+            # before the first such member inside the block.
+            failed = np.flatnonzero((opener_slot < 0) & (opener_pos < q))
+            if len(failed) == 0:
+                break
+            more = self._retries(pp, rr, all_gi, all_gg, p + opener_pos[failed], opener_grp[failed], ops.rule[failed])
+            if len(more.pos) == 0 or int(more.pos[0]) - p >= q:
+                break
+            q = int(more.pos[0]) - p
         if pos is not None:
             # A normal parcel that got none of its primary chutes says why.
             keep = bad < q
@@ -604,14 +649,46 @@ class RoutingEngine:
             chute[q:] = first[p + q : e]  # the next block routes these again from their first choice
         else:
             self.pending += cnt
-        if len(opener_pos):
-            if q < m:
-                self.group_chute[opener_grp[opener_pos >= q]] = 0
-            kept = np.flatnonzero((opener_pos < q) & (opener_slot >= 0))
-            sl = np.take(opener_slot, kept)
-            self.group_slot[np.take(opener_grp, kept)] = sl
-            np.add.at(self.slot_load, sl, 1)
-        return q
+        if len(opener_pos) and q < m:
+            back = np.flatnonzero(opener_pos >= q)
+            if len(back):
+                bg, bs = np.take(opener_grp, back), np.take(opener_slot, back)
+                self.group_chute[bg] = 0
+                self.group_slot[bg] = -1
+                np.subtract.at(self.slot_load, bs[bs >= 0], 1)
+        return q, (more if more is not None and len(more.pos) else None)
+
+    def _openers(self, pp: PreparedPlan, rr: I64, gi: I64, gg: I32) -> _Openers:
+        """The parcels that open a group in this call: the first parcel of each group not open
+        at its start (``gi``, ``gg``: the call's group parcels), with the rule each opens by."""
+        firsts = np.flatnonzero(_first_occurrence(gg, gi, self._seen))
+        grp = np.take(gg, firsts)
+        closed = np.flatnonzero(np.take(self.group_chute, grp) == 0)
+        if len(closed) < len(firsts):
+            firsts, grp = np.take(firsts, closed), np.take(grp, closed)
+        pos = np.take(gi, firsts)
+        return _Openers(pos, grp, np.take(pp.row_rule, np.take(rr, pos)))
+
+    def _retries(self, pp: PreparedPlan, rr: I64, gi: I64, gg: I32, f_pos: I64, f_grp: I32, f_rule: I32) -> _Openers:
+        """Openers to try after the failed ones (``f_*``: positions in the call, groups, rules):
+        for each failed group, its first later parcel of another rule. Parcels of the failed
+        rule in between cannot open the group either (chute states only fill up within a call),
+        so they route like parcels without a group chute; a parcel of another rule tries its
+        own pool, which routing one by one would do as well (rare: a group's members usually
+        share a destination)."""
+        flag = np.zeros(len(self.group_chute), bool)
+        flag[f_grp] = True
+        at = np.zeros(len(self.group_chute), np.int64)
+        at[f_grp] = f_pos
+        why = np.zeros(len(self.group_chute), np.int32)
+        why[f_grp] = f_rule
+        mem = np.flatnonzero(flag[gg])
+        mem = mem[gi[mem] > at[gg[mem]]]
+        r = pp.row_rule[rr[gi[mem]]]
+        mem, r = mem[r != why[gg[mem]]], r[r != why[gg[mem]]]
+        _, firsts = np.unique(gg[mem], return_index=True)  # ``mem`` is in call order
+        firsts.sort()
+        return _Openers(gi[mem[firsts]], gg[mem[firsts]], r[firsts].astype(np.int32))
 
     def _water_fill(self, pp: PreparedPlan, ok: npt.NDArray[np.bool_], op_rule: npt.NDArray[np.int32]) -> I64:
         """Pool slot for each new group, in order: the least-loaded acceptable slot of its rule,
@@ -621,13 +698,56 @@ class RoutingEngine:
         Rules are independent (a slot's load counts only its rule's groups), so each round
         places the earliest remaining new group of every rule at once: the least-loaded usable
         slot of each rule's pool, found column by column (ties go to the earlier slot). Rounds
-        are few: a rule rarely opens more than a handful of groups in one block. The picks
-        raise ``slot_load`` while the rounds run and are taken back at the end; the block
-        commits the ones it keeps."""
+        are few: a rule rarely opens more than a handful of groups in one block. Every pick
+        raises ``slot_load`` (tentatively, like ``group_chute``: the block takes back those of
+        the openers past its exact prefix)."""
         nk = len(op_rule)
         out = np.full(nk, -1, np.int64)
         if nk == 0:
             return out
+        t = pp.tables
+        if len(self._rule_seen) < t.n_rules:
+            self._rule_seen = np.zeros(t.n_rules, np.int64)
+        load = self.slot_load
+        rules = op_rule.astype(np.int64)
+        # A one-chute pool needs no choice (and no rounds): its slot, if the chute is usable.
+        single = np.take(t.pool_len, rules) == 1
+        one = np.flatnonzero(single)
+        if len(one):
+            s1 = np.take(t.pool_off, np.take(rules, one))
+            s1 = np.where(np.take(ok, np.take(t.pool, s1)), s1, -1)
+            out[one] = s1
+            np.add.at(load, s1[s1 >= 0], 1)
+        todo = np.flatnonzero(~single)
+        every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
+        while len(todo):
+            r = np.take(rules, todo)
+            first = _first_occurrence(r, todo, self._rule_seen)
+            now, r = todo[first], r[first]
+            todo = todo[~first]
+            # Column by column over the pools (a few chutes each): strictly lower load wins,
+            # so ties stay with the earlier slot; positions past a pool's end repeat its first.
+            base = np.take(t.pool_off, r)
+            plen = np.take(t.pool_len, r)
+            best_load = np.take(load, base)
+            if not every_ok:
+                best_load[~np.take(ok, np.take(t.pool, base))] = _BIG
+            best = np.zeros(len(r), np.int64)
+            for j in range(1, int(plen.max())):
+                sj = np.where(plen > j, base + j, base)
+                lj = np.take(load, sj)
+                if not every_ok:
+                    lj[~np.take(ok, np.take(t.pool, sj))] = _BIG
+                better = lj < best_load
+                best_load = np.where(better, lj, best_load)
+                best[better] = j
+            pick = base + best
+            if not every_ok:
+                got = best_load != _BIG
+                pick, now = pick[got], now[got]
+            out[now] = pick
+            load[pick] += 1  # one pick per rule per round: no repeats
+        return out
         if len(self._rule_seen) < pp.tables.n_rules:
             self._rule_seen = np.zeros(pp.tables.n_rules, np.int64)
         seen = self._rule_seen
@@ -638,9 +758,10 @@ class RoutingEngine:
         one = np.flatnonzero(single)
         if len(one):
             s1 = np.take(pp.tables.pool_off, np.take(rules, one))
-            out[one] = np.where(np.take(ok, np.take(pp.tables.pool, s1)), s1, -1)
+            s1 = np.where(np.take(ok, np.take(pp.tables.pool, s1)), s1, -1)
+            out[one] = s1
+            np.add.at(load, s1[s1 >= 0], 1)
         todo = np.flatnonzero(~single)
-        picks = []
         every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
         pool, pool_off, pool_len = pp.tables.pool, pp.tables.pool_off, pp.tables.pool_len
         while len(todo):
@@ -670,7 +791,4 @@ class RoutingEngine:
                 pick, now = pick[got], now[got]
             out[now] = pick
             load[pick] += 1  # one pick per rule per round: no repeats
-            picks.append(pick)
-        for pick in picks:
-            load[pick] -= 1
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,13 +22,19 @@ from plant.site import Site, load_site
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
+@dataclass(repr=False)
 class World:
     site: Site
     plan: SortPlan
     manifest: Manifest
     records: dict[str, Record]
     path: Path
+
+    def __repr__(self) -> str:  # short: hypothesis prints the arguments of a failing example
+        return f"World({self.site.name!r}, {len(self.manifest)} rows, {len(self.plan.rules)} rules)"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # hypothesis's printer, which reads dataclass fields
+        p.text(repr(self))
 
 
 def make_world(tmp: Path, *, n: int = 400, capacity: int = 8, chutes: int = 12, rules: int = 40, seed: int = 3) -> World:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,82 @@ def test_batch_equals_one_by_one_equals_reference(worlds: list[World], which: in
             assert batch.load()[c.id] == ref.pending[c.id] + ref.filled[c.id]
             if c.id != batch.st.reject:
                 assert batch.load()[c.id] <= c.capacity
+
+
+# One step of a consolidation session: a batch of this many parcels (manifest rows drawn from
+# the seed), then all confirmed or not.
+GROUP_STEP = st.tuples(st.integers(1, 300), st.booleans())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.integers(1, 300),  # groups: few (large groups) to many (most parcels open one)
+    st.floats(0.2, 1.0),  # share of manifest rows in a group
+    st.integers(1, 30),  # chute capacity: small fills chutes mid-batch
+    st.lists(st.integers(1, 12), max_size=6),  # chutes out of service: pools with no usable chute
+    st.lists(GROUP_STEP, min_size=1, max_size=4),
+    st.integers(0, 2**32 - 1),
+)
+def test_consolidation_batch_equals_one_by_one(
+    world: World, n_groups: int, share: float, capacity: int, down: list[int], steps: list, seed: int  # type: ignore[type-arg]
+) -> None:
+    """Many new groups per batch, members of one group under different rules, full and
+    unavailable pool chutes, blocks of 64 restarting often: the batch opens the same groups
+    on the same chutes as routing the parcels one by one."""
+    m = world.manifest
+    rng = np.random.default_rng(seed)
+    group = np.where(rng.random(len(m)) < share, rng.integers(0, n_groups, len(m)), -1).astype(np.int32)
+    mm = replace(m, group=group, group_names=[f"G{i}" for i in range(n_groups)])
+    batch = RoutingEngine(world.site, world.plan, mm, SMALL)
+    single = RoutingEngine(world.site, world.plan, mm, SMALL)
+    mask = batch.available.copy()
+    mask[down] = False
+    for e in (batch, single):
+        e.st.capacity[:] = np.minimum(e.st.capacity, capacity)
+        e.set_available(mask)
+    now = _start(world)
+    for size, confirm in steps:
+        rows = rng.integers(0, len(m), size)
+        d = batch.route(rows, now)
+        for i, row in enumerate(rows.tolist()):
+            got = (int(d.chute[i]), Reason(int(d.reason[i])), int(d.group[i]))
+            assert got == single.route_one(row, now), i
+        assert (batch.group_chute == single.group_chute).all()
+        assert (batch.group_slot == single.group_slot).all()
+        assert (batch.slot_load == single.slot_load).all()
+        assert (batch.load() == single.load()).all()
+        if confirm:
+            for e in (batch, single):
+                e.confirm(d.chute, d.chute, d.group)
+
+
+def test_group_opens_by_a_later_member_of_another_rule(tmp_path: Path, example_site: Site) -> None:
+    """A group whose first parcel finds its pool unusable stays closed; a later parcel of the
+    group under another rule opens it, and the members after it follow."""
+    p = tmp_path / "m.csv"
+    p.write_text(
+        ",".join(HEADER) + "\n"
+        f"{sid(1)},GB,AB1,,G1,2026-11-23T14:00:00Z,,1,1,1,1\n"
+        f"{sid(2)},GB,AB2,,G1,2026-11-23T14:00:00Z,,1,1,1,1\n"
+        f"{sid(3)},GB,CD1,,G1,2026-11-23T14:00:00Z,,1,1,1,1\n"
+        f"{sid(4)},GB,AB3,,G1,2026-11-23T14:00:00Z,,1,1,1,1\n"
+    )
+    m = load_manifest(p)
+    plan = parse_plan("destination_id,country,postal_prefix,chutes,priority_chute\n,GB,AB,3|4,\n,GB,CD,5|6,\n")
+    out = []
+    for one_by_one in (False, True):
+        e = RoutingEngine(example_site, plan, m)
+        mask = e.available.copy()
+        mask[[3, 4]] = False
+        e.set_available(mask)
+        if one_by_one:
+            out.append([e.route_one(i, 0.0)[:2] for i in range(4)])
+        else:
+            d = e.route(np.arange(4), 0.0)
+            out.append([(int(c), Reason(int(r))) for c, r in zip(d.chute, d.reason, strict=True)])
+        assert int(e.group_chute[0]) == 5
+    assert out[0] == out[1]
+    assert [c for c, _ in out[0]] == [29, 29, 5, 5]  # pool 3|4 down, its fallbacks too: reject
 
 
 def test_consolidation_keeps_groups_together_and_releases_on_completion(world: World) -> None:
