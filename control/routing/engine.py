@@ -86,7 +86,10 @@ def _first_occurrence(keys: npt.NDArray[np.integer[Any]], order: I64, scratch: I
     the earliest is chosen with ``minimum.at``, which is defined; ``scratch`` (indexed by key)
     holds the earliest order of each key afterwards.
     """
-    np.put(scratch, keys, _BIG)
+    if 8 * len(keys) > len(scratch):
+        scratch.fill(_BIG)  # (contiguous: cheaper than a scatter of many keys)
+    else:
+        np.put(scratch, keys, _BIG)
     np.minimum.at(scratch, keys, order)
     return np.asarray(np.take(scratch, keys) == order)
 
