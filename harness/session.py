@@ -167,7 +167,7 @@ class Session:
         scen_path = self.tmp / "scenario.yaml"
         scen_path.write_text(yaml.safe_dump(scenario_data(cfg)), encoding="utf-8")
         truth_path = self.tmp / "truth.json"
-        sim = _ChildSim(cfg.site, scen_path, truth_path, cfg.camera) if cfg.sim_process else _LocalSim(
+        sim = _ChildSim(cfg.site, scen_path, truth_path, cfg.camera, cfg.settings.control_nice) if cfg.sim_process else _LocalSim(
             cfg.site, scen_path, cfg.camera
         )
         endpoints = await sim.start()
@@ -309,12 +309,14 @@ class _Args:
 class _ChildSim:
     """`sortctl sim` in a child process: its own interpreter, its own core."""
 
-    def __init__(self, site: Path, scenario: Path, truth: Path, camera: bool) -> None:
+    def __init__(self, site: Path, scenario: Path, truth: Path, camera: bool, nice: int | None) -> None:
         self.stderr = truth.with_name("sim-stderr.log")  # kept beside the run's other files
         self.args = [
             sys.executable, "-m", "sortctl", "sim", "--site", str(site), "--scenario", str(scenario),
             "--port-base", "0", "--ground-truth", str(truth), "--json",
         ]
+        if nice is not None:  # the PLCs' stand-in at the controller's priority (real PLCs have their own CPU)
+            self.args += ["--nice", str(nice)]
         if not camera:
             self.args.append("--no-camera")
         self.truth = truth

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from plant import priority
 from plant.errors import ConfigError
 from plant.site import Site, load_site
 from plant.tagmap import load_tag_map
@@ -50,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=float, default=0.01, metavar="S", help="PLC scan period (default 0.01)")
     parser.add_argument("--auto-start", action="store_true", help="run the belt without a host's Start")
     parser.add_argument("--no-camera", action="store_true", help="do not render or serve camera frames")
+    parser.add_argument(
+        "--nice", type=int, metavar="N",
+        help="nice value of the PLC scan and servers (a stand-in for PLC hardware, which has its own CPU: "
+        "benches give it the controller's)",
+    )
     parser.add_argument(
         "--boot-seed", type=int, metavar="N",
         help="seed of the PLCs' boot ids (default: the scenario's plc.boot_seed, else a new one per run)",
@@ -92,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
     if args.boot_seed is not None and args.boot_seed < 0:
         err.print("[red]sortctl sim: --boot-seed must be >= 0[/]")
         return 2
+    if args.nice is not None and not -20 <= args.nice <= 19:
+        err.print("[red]sortctl sim: --nice must be -20..19[/]")
+        return 2
+    if args.nice is not None:  # before any thread starts: they inherit it
+        priority.set_nice(args.nice, "simulator")
     scenario = with_boot_seed(scenario, args.boot_seed)
     problem = security_problem(scenario)
     if problem is not None:

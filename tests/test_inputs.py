@@ -105,7 +105,7 @@ def test_demo_with_a_bad_scenario_names_its_line(tmp_path: Path, capsys: pytest.
 async def test_a_simulator_child_that_dies_early_shows_its_stderr(tmp_path: Path) -> None:
     bad = tmp_path / "site.yaml"
     bad.write_bytes(BAD_TEXT["latin1"])
-    sim = _ChildSim(bad, CONFIG / "scenarios" / "demo.yaml", tmp_path / "truth.json", camera=False)
+    sim = _ChildSim(bad, CONFIG / "scenarios" / "demo.yaml", tmp_path / "truth.json", camera=False, nice=None)
     with pytest.raises(RuntimeError) as err:
         await sim.start()
     msg = str(err.value)

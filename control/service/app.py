@@ -14,6 +14,7 @@ from control.service.controller import Controller
 from control.service.links import LINK_BACKOFF
 from control.service.routing import EngineRouter
 from control.service.settings import ServiceSettings
+from plant import priority
 from plant.site import Site, load_site
 from plant.tagmap import TagMap, load_tag_map
 
@@ -60,6 +61,8 @@ class Service:
         camera: bool = True,
     ) -> None:
         self.settings = settings or ServiceSettings()
+        if self.settings.control_nice is not None:  # before the store thread starts: it inherits it
+            priority.set_nice(self.settings.control_nice, "control loop")
         backoff = LINK_BACKOFF
         host = endpoints.host
         conveyor = open_link(site, tags, "conveyor", timeout_s=self.settings.plc_timeout_s, backoff=backoff,
@@ -78,7 +81,8 @@ class Service:
             cam = site.plc.camera
             port = cam.port if endpoints.camera_port is None else endpoints.camera_port
             self.camera = CameraFeed(host or cam.host, port, deadline_s=self.settings.decode_deadline_s * 0.8,
-                                     workers=self.settings.decode_workers, executor=self.settings.decode_executor)
+                                     workers=self.settings.decode_workers, executor=self.settings.decode_executor,
+                                     nicer_by=self.settings.decode_nice)
         self.controller = Controller(site, tags, conveyor, diverter, router, self.camera, str(db), self.settings)
         self._stop = asyncio.Event()
         self.packtags: PackTagsProcess | None = None  # the SCADA server, when settings.packtags.enabled

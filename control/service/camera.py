@@ -60,9 +60,10 @@ class CameraFeed:
         workers: int = 1,
         executor: Literal["thread", "process"] = "process",
         symbologies: tuple[str, ...] = SYMBOLOGIES,
+        nicer_by: int = 5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.spec = WorkerSpec(host, port, deadline_s, workers, symbologies)
+        self.spec = WorkerSpec(host, port, deadline_s, workers, symbologies, nicer_by)
         self.executor = executor
         self.clock = clock
         self._results: list[DecodeResult] = []

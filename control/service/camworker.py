@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from control.plc.reconnect import Backoff
+from plant import priority
 from vision.aggregate import aggregate
 from vision.camstream import (
     MAGIC,
@@ -69,6 +70,7 @@ class WorkerSpec:
     deadline_s: float = 0.4  # decode must end this long after the frame arrived
     threads: int = 1
     symbologies: tuple[str, ...] = SYMBOLOGIES
+    nicer_by: int = 5  # this much nicer than the control loop that started it: bulk work gives way
     parent_pid: int | None = None  # set for a worker process: it dies with that process
 
 
@@ -84,6 +86,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 def run_worker(spec: WorkerSpec, conn: Connection, stop: threading.Event | None = None) -> None:
     """Run until the controller says stop or goes away (its end of the pipe closes)."""
     stop = stop or threading.Event()
+    priority.be_nicer(spec.nicer_by)  # before its threads start: they inherit it
     worker = _Worker(spec, conn, stop)
     worker.start()
     try:

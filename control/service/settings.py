@@ -80,6 +80,16 @@ class ServiceSettings(Strict):
         default="process",
         description="where the camera worker runs: process (frames never enter the controller's process); thread for tests",
     )
+    control_nice: int | None = Field(
+        default=-10, ge=-20, le=19,
+        description="nice value of the control loop and its store thread (lower: more CPU priority; below the "
+        "start value needs CAP_SYS_NICE); null: as started",
+    )
+    decode_nice: int = Field(
+        default=5, ge=0, le=19,
+        description="the camera worker runs this much nicer than the control loop (at -10: -5, still ahead of "
+        "unrelated work at 0): decoding is budgeted work, the cycle is not",
+    )
     decode_workers: int = Field(default=1, ge=1, le=16, description="decode threads in the camera worker")
     packtags: PackTagsSettings = Field(default_factory=PackTagsSettings, description="PackTags OPC UA server")
     opcua_security: OpcuaSecuritySettings = Field(
