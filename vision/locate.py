@@ -9,7 +9,9 @@ coherence of the structure tensor), which also gives the angle to deskew by, at 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,6 +24,21 @@ _BLOCK = 4  # density cell, in half-size pixels
 _MIN_CELLS = 12  # smallest blob worth decoding, in density cells
 MIN_DENSITY = 8  # below this 99.5th-percentile edge density a frame has no symbol-like texture
 _K3 = np.ones((3, 3), np.uint8)
+_scratch_local = threading.local()
+
+
+def _scratch(key: str, shape: tuple[int, ...], dtype: type[Any]) -> npt.NDArray[Any]:
+    """A reusable array for a large temporary, one per thread and key (contents undefined).
+
+    Temporaries of a few hundred kB allocated afresh for every frame come from pages glibc has
+    given back to the kernel: on this VM their page faults cost more than the OpenCV call that
+    fills them (about 130 faults, 0.3-0.5 ms a frame)."""
+    bufs: dict[str, npt.NDArray[Any]] = _scratch_local.__dict__.setdefault("bufs", {})
+    need = math.prod(shape)
+    buf = bufs.get(key)
+    if buf is None or buf.size < need or buf.dtype != dtype:
+        buf = bufs[key] = np.empty(need, dtype)
+    return buf[:need].reshape(shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +98,9 @@ def locate(
     below `min_rel_score` times the strongest are dropped before that (the costly part).
     """
     half, f = small if small is not None else downscale(gray)
-    edge = cv2.morphologyEx(half, cv2.MORPH_GRADIENT, _K3)
+    # The morphological gradient, dilation minus erosion, in reused buffers.
+    edge = cv2.dilate(half, _K3, dst=_scratch("dilate", half.shape, np.uint8))
+    cv2.subtract(edge, cv2.erode(half, _K3, dst=_scratch("erode", half.shape, np.uint8)), dst=edge)
     hh, hw = half.shape
     cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
     dens = cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA)
@@ -127,11 +146,13 @@ def _region(
     `blob` marks its density cells within that box, whose corner is cell (`x`, `y`)."""
     bh, bw = blob.shape
     crop = half[y * _BLOCK : (y + bh) * _BLOCK, x * _BLOCK : (x + bw) * _BLOCK]
-    dx, dy = cv2.spatialGradient(np.ascontiguousarray(crop))  # 3x3 Sobel, both at once
+    shape = crop.shape
+    dx, dy = _scratch("dx", shape, np.int16), _scratch("dy", shape, np.int16)
+    cv2.spatialGradient(np.ascontiguousarray(crop), dx=dx, dy=dy)  # 3x3 Sobel, both at once
     # Squares and product in one pass each, exact in float32 (|Sobel| <= 1020, so < 2^21).
-    gxx = cv2.multiply(dx, dx, dtype=cv2.CV_32F).ravel()
-    gyy = cv2.multiply(dy, dy, dtype=cv2.CV_32F).ravel()
-    gxy = cv2.multiply(dx, dy, dtype=cv2.CV_32F).ravel()
+    gxx = cv2.multiply(dx, dx, dst=_scratch("gxx", shape, np.float32), dtype=cv2.CV_32F).ravel()
+    gyy = cv2.multiply(dy, dy, dst=_scratch("gyy", shape, np.float32), dtype=cv2.CV_32F).ravel()
+    gxy = cv2.multiply(dx, dy, dst=_scratch("gxy", shape, np.float32), dtype=cv2.CV_32F).ravel()
     sxx, syy, sxy = cv2.sumElems(gxx)[0], cv2.sumElems(gyy)[0], cv2.sumElems(gxy)[0]  # in float64
     tot, cos2, sin2 = sxx + syy, sxx - syy, 2.0 * sxy  # sums of m^2, m^2 cos 2t, m^2 sin 2t
     if tot <= 0:
