@@ -119,6 +119,9 @@ def _scenario_source(cfg: SessionConfig) -> tuple[dict[str, Any], dict[PathKey, 
     arrivals = dict(data.get("arrivals") or {})
     arrivals["rate_per_hour"] = cfg.rate_per_hour
     arrivals["count"] = cfg.parcels
+    # parcels arrive once the belt sorts: none pile up at the induct while the controller starts
+    # (a backlog released at the belt's full rate made short runs measure that, not the rate offered)
+    arrivals["from_first_run"] = True
     data["arrivals"] = arrivals
     data["seed"] = cfg.seed
     data["auto_start"] = False

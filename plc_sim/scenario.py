@@ -98,6 +98,11 @@ class Arrivals(Strict):
     dimensions: Literal["scenario", "manifest"] = Field(
         default="scenario", description="lengths from length_mm, or from the manifest rows"
     )
+    from_first_run: bool = Field(
+        default=False,
+        description="arrival times count from the belt's first run with the induct enabled, not from the "
+        "simulator's start (parcels do not pile up while the controller starts)",
+    )
 
 
 class FaultSpec(Strict):

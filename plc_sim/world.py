@@ -201,6 +201,8 @@ class World:
         self._blen = np.zeros(0)
         self._next = 0
         self._base = 0  # stream row of self._arrival[0]
+        # arrival times count from here; None: not yet known (from the belt's first run)
+        self._arrivals_origin: float | None = None if source.scenario.arrivals.from_first_run else 0.0
 
         # Armed fires (unwrapped encoder target at which the stroke starts).
         self._arm_k = np.zeros(0, dtype=np.int64)
@@ -327,10 +329,14 @@ class World:
 
     # ---- parcels in --------------------------------------------------------------------
     def _ensure_arrivals(self, t1: float) -> None:
+        if self._arrivals_origin is None:  # nothing arrives before the belt first runs
+            return
         while (len(self._arrival) == self._next or self._arrival[-1] <= t1) and not self.source.exhausted:
             b = self.source.draw(_CHUNK)
             if len(b) == 0:
                 break
+            if self._arrivals_origin:
+                np.add(b.arrival_s, self._arrivals_origin, out=b.arrival_s)  # a frozen batch, its own array
             self._batches.append(b)
             self._arrival = np.concatenate([self._arrival[self._next :], b.arrival_s])
             self._gap = np.concatenate([self._gap[self._next :], b.gap_mm])
@@ -590,6 +596,8 @@ class World:
             self._fire(travel0, travel0, 0.0, ev)  # a jump within the tolerance may have passed a target
         placed: list[int] = []
         if v > 0 and self.induct_enabled and self.jammed_eye == Eye.NONE:
+            if self._arrivals_origin is None:
+                self._arrivals_origin = t0
             n, placed = self._induct(t0, t1, v, travel0, travel1)
             ev.gap_violations = n
             self.stats.gap_violations += n

@@ -35,6 +35,7 @@ def make_world(site: Site) -> WorldFactory:
         gap_violation: float = 0.0,
         seed: int = 7,
         running: bool = True,
+        from_first_run: bool = False,
     ) -> World:
         s = site
         if layout != s.sorter.layout:
@@ -42,7 +43,8 @@ def make_world(site: Site) -> WorldFactory:
         sc = Scenario(
             seed=seed,
             manifest=None,
-            arrivals=Arrivals(rate_per_hour=rate, count=count, gap_violation=gap_violation),
+            arrivals=Arrivals(rate_per_hour=rate, count=count, gap_violation=gap_violation,
+                              from_first_run=from_first_run),
             labels=labels or LabelMix(),
         )
         w = World(s, ParcelSource(sc, s.sorter.min_gap_mm, None), encoder_start=encoder_start)

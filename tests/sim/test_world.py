@@ -335,3 +335,18 @@ def test_every_parcel_ends_in_exactly_one_place(
     # The stuck diverter never moved a parcel.
     if stuck:
         assert 5 not in gt.per_chute()
+
+
+def test_arrivals_from_the_first_run_do_not_pile_up_while_the_belt_waits(make_world: WorldFactory) -> None:
+    # 10 s with the belt stopped (a controller starting): from the simulator's start 100 parcels
+    # would be waiting at the induct, released at the belt's full rate; from the first run none
+    waiting = make_world(rate=36_000, count=None, running=False)
+    later = make_world(rate=36_000, count=None, running=False, from_first_run=True)
+    run(waiting, 10)
+    run(later, 10)
+    assert waiting.backlog >= 95
+    assert later.backlog == 0 and later.stats.inducted == 0
+    later.running = True
+    run(later, 10)
+    # then parcels come at the rate offered (10 a second), counted from the belt's first run
+    assert 95 <= later.stats.inducted + later.backlog <= 105
