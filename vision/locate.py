@@ -96,11 +96,13 @@ def locate(
     where edges are packed (symbols, text), not along single lines (label and box edges). Each
     dense blob then gets a structure tensor for its bar direction and coherence. Blobs scoring
     below `min_rel_score` times the strongest are dropped before that (the costly part).
+    Large temporaries live in per-thread buffers (`_scratch`), a few MB per decoding thread.
     """
     half, f = small if small is not None else downscale(gray)
     # The morphological gradient, dilation minus erosion, in reused buffers.
     edge = cv2.dilate(half, _K3, dst=_scratch("dilate", half.shape, np.uint8))
-    cv2.subtract(edge, cv2.erode(half, _K3, dst=_scratch("erode", half.shape, np.uint8)), dst=edge)
+    ero = cv2.erode(half, _K3, dst=_scratch("erode", half.shape, np.uint8))
+    edge = cv2.subtract(edge, ero, dst=edge)
     hh, hw = half.shape
     cw, ch = max(1, hw // _BLOCK), max(1, hh // _BLOCK)
     dens = cv2.resize(edge, (cw, ch), interpolation=cv2.INTER_AREA)
@@ -112,12 +114,11 @@ def locate(
     # dens > 0.45 ref; for integer densities that is dens > floor(0.45 ref).
     _, mask = cv2.threshold(dens, math.floor(0.45 * ref), 1, cv2.THRESH_BINARY)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _K3)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
     # Mean density per blob (the background, 0, and specks excepted), over its bounding box.
     ranked: list[tuple[float, float, int, int, npt.NDArray[np.uint8]]] = []
-    for i in range(1, n):
-        x, y, bw, bh, area = (int(v) for v in stats[i])
-        if area < _MIN_CELLS:
+    for i, (x, y, bw, bh, area) in enumerate(stats.tolist()):
+        if i == 0 or area < _MIN_CELLS:
             continue
         box = (labels[y : y + bh, x : x + bw] == i).view(np.uint8)
         strength = float(cv2.mean(dens[y : y + bh, x : x + bw], mask=box)[0])
@@ -148,7 +149,7 @@ def _region(
     crop = half[y * _BLOCK : (y + bh) * _BLOCK, x * _BLOCK : (x + bw) * _BLOCK]
     shape = crop.shape
     dx, dy = _scratch("dx", shape, np.int16), _scratch("dy", shape, np.int16)
-    cv2.spatialGradient(np.ascontiguousarray(crop), dx=dx, dy=dy)  # 3x3 Sobel, both at once
+    dx, dy = cv2.spatialGradient(crop, dx=dx, dy=dy)  # 3x3 Sobel, both at once
     # Squares and product in one pass each, exact in float32 (|Sobel| <= 1020, so < 2^21).
     gxx = cv2.multiply(dx, dx, dst=_scratch("gxx", shape, np.float32), dtype=cv2.CV_32F).ravel()
     gyy = cv2.multiply(dy, dy, dst=_scratch("gyy", shape, np.float32), dtype=cv2.CV_32F).ravel()
