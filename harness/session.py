@@ -316,7 +316,7 @@ class _ChildSim:
         self.stderr = truth.with_name("sim-stderr.log")  # kept beside the run's other files
         self.args = [
             sys.executable, "-m", "sortctl", "sim", "--site", str(site), "--scenario", str(scenario),
-            "--port-base", "0", "--ground-truth", str(truth), "--json",
+            "--port-base", "0", "--ground-truth", str(truth), "--json", "--parent-pid", str(os.getpid()),
         ]
         if nice is not None:  # the PLCs' stand-in at the controller's priority (real PLCs have their own CPU)
             self.args += ["--nice", str(nice)]

@@ -31,6 +31,7 @@ from plc_sim.clock import RealClock, VirtualClock
 from plc_sim.parcels import Manifest, read_manifest
 from plc_sim.scenario import PlcSecurity, Scenario, load_scenario
 from plc_sim.simulator import Ports, Simulator
+from vision.parent_death import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=float, default=0.01, metavar="S", help="PLC scan period (default 0.01)")
     parser.add_argument("--auto-start", action="store_true", help="run the belt without a host's Start")
     parser.add_argument("--no-camera", action="store_true", help="do not render or serve camera frames")
+    parser.add_argument(
+        "--parent-pid", type=int, metavar="PID",
+        help="end when process PID ends, however it ends (a harness's child: never an orphan holding ports)",
+    )
     parser.add_argument(
         "--nice", type=int, metavar="N",
         help="nice value of the PLC scan and servers (a stand-in for PLC hardware, which has its own CPU: "
@@ -98,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if args.boot_seed is not None and args.boot_seed < 0:
         err.print("[red]sortctl sim: --boot-seed must be >= 0[/]")
         return 2
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
     if args.nice is not None and not -20 <= args.nice <= 19:
         err.print("[red]sortctl sim: --nice must be -20..19[/]")
         return 2
