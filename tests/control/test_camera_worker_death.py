@@ -8,10 +8,11 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.proctools import alive, gone_within
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 
@@ -33,21 +34,6 @@ asyncio.run(main())
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-def _gone_within(pid: int, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < end:
-        time.sleep(0.02)
-    return not _alive(pid)
-
-
 def _start() -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen([sys.executable, "-c", SERVICE], cwd=ROOT, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -67,7 +53,7 @@ def test_the_camera_worker_ends_with_the_service(how: str) -> None:
 
 def _end(proc: subprocess.Popen[str], worker: int, how: str) -> None:
     try:
-        assert _alive(worker)
+        assert alive(worker)
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdout.close()
         if how == "kill-9":
@@ -75,9 +61,9 @@ def _end(proc: subprocess.Popen[str], worker: int, how: str) -> None:
         else:
             proc.stdin.close()
         proc.wait(30)
-        assert _gone_within(worker, 10.0), f"camera worker {worker} outlived the service ({how})"
+        assert gone_within(worker, 10.0), f"camera worker {worker} outlived the service ({how})"
     finally:
-        if _alive(worker):
+        if alive(worker):
             os.kill(worker, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()

@@ -8,10 +8,11 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.proctools import alive, gone_within
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 
@@ -27,14 +28,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def test_a_killed_harness_leaves_no_simulator() -> None:
     with subprocess.Popen([sys.executable, "-c", HARNESS], cwd=ROOT, text=True, stdout=subprocess.PIPE) as harness:
         assert harness.stdout is not None
@@ -43,13 +36,10 @@ def test_a_killed_harness_leaves_no_simulator() -> None:
         assert line, "the simulator did not start"
         sim = int(line)
         try:
-            assert _alive(sim)
+            assert alive(sim)
             harness.send_signal(signal.SIGKILL)
             harness.wait(10)
-            end = time.monotonic() + 10.0
-            while _alive(sim) and time.monotonic() < end:
-                time.sleep(0.05)
-            assert not _alive(sim), "the simulator outlived the harness that started it"
+            assert gone_within(sim, 10.0), "the simulator outlived the harness that started it"
         finally:
-            if _alive(sim):
+            if alive(sim):
                 subprocess.run(["kill", "-9", str(sim)], check=False)
