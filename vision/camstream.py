@@ -100,19 +100,33 @@ def decode_message(header_bytes: bytes, payload: bytes) -> CameraFrame:
         raise StreamError(f"bad frame header: {exc}") from exc
 
 
-async def read_frame(reader: asyncio.StreamReader) -> CameraFrame:
-    """Read one frame; raises asyncio.IncompleteReadError at a clean end of stream."""
-    magic = await reader.readexactly(4)
+def check_magic(magic: bytes | bytearray) -> None:
+    """A message's first 4 bytes."""
     if magic != MAGIC:
-        raise StreamError(f"bad magic {magic!r}")
-    (hlen,) = _U32.unpack(await reader.readexactly(4))
+        raise StreamError(f"bad magic {bytes(magic)!r}")
+
+
+def header_length(word: bytes | bytearray) -> int:
+    """The u32 after the magic, refused over the limit before the header is read."""
+    (hlen,) = _U32.unpack(word)
     if hlen > MAX_HEADER:
         raise StreamError(f"header of {hlen} bytes is over the limit")
-    header = await reader.readexactly(hlen)
-    (plen,) = _U32.unpack(await reader.readexactly(4))
+    return int(hlen)
+
+
+def payload_length(word: bytes | bytearray) -> int:
+    """The u32 after the header, refused over the limit before the payload is read."""
+    (plen,) = _U32.unpack(word)
     if plen > MAX_PAYLOAD:
         raise StreamError(f"payload of {plen} bytes is over the limit")
-    payload = await reader.readexactly(plen)
+    return int(plen)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> CameraFrame:
+    """Read one frame; raises asyncio.IncompleteReadError at a clean end of stream."""
+    check_magic(await reader.readexactly(4))
+    header = await reader.readexactly(header_length(await reader.readexactly(4)))
+    payload = await reader.readexactly(payload_length(await reader.readexactly(4)))
     return decode_message(header, payload)
 
 

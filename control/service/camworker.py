@@ -34,7 +34,6 @@ import collections
 import contextlib
 import random
 import socket
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -48,19 +47,18 @@ from control.plc.reconnect import Backoff
 from plant import priority
 from vision.aggregate import aggregate
 from vision.camstream import (
-    MAGIC,
-    MAX_HEADER,
-    MAX_PAYLOAD,
     CameraFrame,
     StreamError,
+    check_magic,
     decode_message,
+    header_length,
+    payload_length,
 )
 from vision.decode import Effort, decode_frame
 from vision.labels import SYMBOLOGIES, Identity
 
 __all__ = ["WorkerSpec", "run_worker", "worker_main"]
 
-_U32 = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,21 +180,14 @@ class _Worker:
             head = _recv_exact(sock, 8)
             if head is None:
                 return n
-            if head[:4] != MAGIC:
-                raise StreamError(f"bad magic {bytes(head[:4])!r}")
-            (hlen,) = _U32.unpack_from(head, 4)
-            if hlen > MAX_HEADER:
-                raise StreamError(f"header of {hlen} bytes is over the limit")
-            header = _recv_exact(sock, hlen + 4)
+            check_magic(head[:4])
+            header = _recv_exact(sock, header_length(head[4:]) + 4)
             if header is None:
                 raise StreamError("stream ended inside a frame")
-            (plen,) = _U32.unpack_from(header, hlen)
-            if plen > MAX_PAYLOAD:
-                raise StreamError(f"payload of {plen} bytes is over the limit")
-            payload = _recv_exact(sock, plen)
+            payload = _recv_exact(sock, payload_length(header[-4:]))
             if payload is None:
                 raise StreamError("stream ended inside a frame")
-            frame = decode_message(bytes(header[:hlen]), payload)  # type: ignore[arg-type]
+            frame = decode_message(bytes(header[:-4]), payload)  # type: ignore[arg-type]
             arrived = time.monotonic()
             n += 1
             if last_seq is not None and frame.seq > last_seq + 1:
