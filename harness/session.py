@@ -31,6 +31,7 @@ from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.store import EventStore
 from harness.audit import Audit, Truth, audit
+from harness.procs import signal_child
 from plant.errors import ConfigError, printable
 from plant.site import load_site
 from plant.tagmap import load_tag_map
@@ -344,9 +345,10 @@ class _ChildSim:
         except (ValueError, KeyError, TypeError):
             ep = None
         if ep is None:  # no endpoints: the child is of no use; never leave it running
-            if self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
+            if not line:  # its stdout ended: it is on its way out, let it say with which code
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), 5.0)
+            signal_child(self.proc, signal.SIGKILL)
             code = await asyncio.wait_for(self.proc.wait(), 10.0)
             raise RuntimeError(f"sortctl sim exited (code {code}) before printing its endpoints; its last "
                                f"output:\n{_tail(self.stderr)}")
@@ -354,8 +356,7 @@ class _ChildSim:
 
     async def stop(self) -> tuple[Truth, dict[str, Any]]:
         assert self.proc is not None and self.proc.stdout is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+        signal_child(self.proc, signal.SIGTERM)
         out = await asyncio.wait_for(self.proc.stdout.read(), 60.0)
         await self.proc.wait()
         stats: dict[str, Any] = {}
