@@ -294,5 +294,6 @@ class Simulator:
         }
         if self.camera is not None:
             cs = self.camera.stats
-            out["camera"] = {"triggers": cs.triggers, "frames": cs.frames, "dropped": cs.dropped, **cs.lag_summary()}
+            out["camera"] = {"triggers": cs.triggers, "frames": cs.frames, "dropped": cs.dropped, "skipped": cs.skipped,
+                             **cs.lag_summary()}
         return out

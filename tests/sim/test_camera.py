@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ import numpy.typing as npt
 
 from plc_sim.camera import CameraServer, label_view
 from plc_sim.parcels import LabelKind
-from vision.camstream import read_frame
+from vision.camstream import CameraFrame, read_frame
 from vision.synth import Degradation, render_frame
 
 
@@ -78,3 +79,32 @@ def test_the_real_renderer_draws_what_the_label_kind_says() -> None:
     assert label_view("RR123456785CN", "", int(LabelKind.DAMAGED), 0.5, 0, rng)[1].damage >= 0.6
     img = render_frame(*label_view("RR123456785CN", "", int(LabelKind.OK), 0.0, 0, rng), rng, (320, 256))
     assert img.shape == (256, 320) and img.dtype == np.uint8 and img.std() > 5
+
+
+async def _frames(reader: asyncio.StreamReader, n: int) -> list[CameraFrame]:
+    return [await read_frame(reader) for _ in range(n)]
+
+
+async def test_a_consumer_that_stops_reading_loses_frames_not_the_others_and_not_the_loop() -> None:
+    """Frames leave from sender threads: a stuck consumer costs itself frames (counted), while
+    the loop keeps answering and the consumer that reads gets every frame in order."""
+    cam = CameraServer(port=0, size=(1280, 1024), render=flat, max_pending=64)
+    await cam.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", cam.port)
+        stuck = socket.create_connection(("127.0.0.1", cam.port))  # connected, never reads
+        await eventually(lambda: cam.stats.clients == 2)
+        n = 60  # 80 MB: more than the stuck consumer's queue and both socket buffers hold
+        reading = asyncio.create_task(_frames(reader, n))
+        for tid in range(1, n + 1):
+            assert cam.trigger(tid, tid, [], Degradation())
+            await asyncio.sleep(0.005)  # a camera's pace; the loop is free while frames are written
+        frames = await asyncio.wait_for(reading, 30)
+        assert [f.tracking_id for f in frames] == list(range(1, n + 1))
+        await eventually(lambda: cam.stats.frames == n)
+        assert cam.stats.skipped > 0 and cam.stats.dropped == 0
+        writer.close()
+        stuck.close()
+        await eventually(lambda: cam.stats.clients == 0)  # both hang-ups noticed
+    finally:
+        await cam.stop()
