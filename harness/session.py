@@ -31,7 +31,7 @@ from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.store import EventStore
 from harness.audit import Audit, Truth, audit
-from harness.procs import signal_child
+from plant.children import signal_child
 from plant.errors import ConfigError, printable
 from plant.site import load_site
 from plant.tagmap import load_tag_map

@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from control.packtags.commands import SCADA_USER
 from control.packtags.model import Snapshotter, UnitView
+from plant.children import signal_child
 
 if TYPE_CHECKING:
     from control.service.controller import Controller
@@ -92,9 +94,8 @@ class PackTagsProcess:
         self._task = self._reader = None
 
     async def kill(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+        if self._proc is not None:
+            signal_child(self._proc, signal.SIGKILL)  # not Process.kill(): see plant.children
         await self.close()
 
     # -- internals ----------------------------------------------------------------------------

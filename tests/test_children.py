@@ -1,11 +1,11 @@
-"""The harness's child-process helpers, against real children."""
+"""Signalling asyncio children, against real children."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
-from harness.procs import signal_child
+from plant.children import signal_child
 
 
 async def test_a_child_signalled_as_it_exits_keeps_its_own_exit_code() -> None:
