@@ -13,8 +13,11 @@ Each cycle (default 10 ms, under a RateKeeper that reports lag):
    something to hear (a change, acks, or the heartbeat's 0.1 s beat) one write with the
    heartbeat, the ring acks, the belt command and the diverter reset.
 
-A cycle whose commit fails acks nothing, arms nothing and commands nothing; its batch is
-retried next cycle. This module keeps only the cycle and its I/O: the parcel side is
+Steps 3-4 (and housekeeping: chute blocks, operator commands, the health record) run as the
+cycle's tail, beside the next cycle's step 1: the next read goes out on schedule, and that cycle
+decides only once the tail is done, so the order of decisions, commits and writes is the
+sequential one. A cycle whose commit fails acks nothing, arms nothing and commands nothing; its
+batch is retried next cycle. This module keeps only the cycle and its I/O: the parcel side is
 `ParcelFlow` (parcels.py), the unit and belt are the `Supervisor` (supervisor.py).
 """
 
@@ -196,13 +199,25 @@ class Controller:
             await self.start()
         rk = RateKeeper(self.cfg.cycle_s, clock=self.clock)
         n = 0
-        while not (stop is not None and stop.is_set()) and (max_cycles is None or n < max_cycles):
-            await rk.keep_time()
-            self.note_lag(rk.lag_s)
-            t0 = self.clock()
-            await self.step()
-            self.metrics.cycle_work_s.add(self.clock() - t0)
-            n += 1
+        tail: asyncio.Task[None] | None = None  # the last cycle's store, publish and housekeeping
+        try:
+            while not (stop is not None and stop.is_set()) and (max_cycles is None or n < max_cycles):
+                await rk.keep_time()
+                self.note_lag(rk.lag_s)
+                t0 = self.clock()
+                conv, div = await self._sense(t0)  # on time, while the last cycle's tail finishes
+                if tail is not None:
+                    await tail  # its writes are out and its batch stored before this cycle decides
+                batch = self._decide(conv, div, t0)
+                tail = asyncio.create_task(self._act(batch, div.ok, t0), name="cycle-tail")
+                n += 1
+            if tail is not None:
+                await tail
+        finally:
+            if tail is not None and not tail.done():  # cancelled (a kill): the tail goes too
+                tail.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tail
 
     def note_lag(self, lag_s: float) -> None:
         """How late this cycle started: recorded, and a lag of ten cycles raises the overrun alarm."""
@@ -229,24 +244,45 @@ class Controller:
         self.writer.close()
 
     async def step(self) -> None:
-        """One cycle: update -> decide -> store -> publish."""
+        """One cycle, start to end: update -> decide -> store -> publish -> housekeeping.
+
+        ``run`` does the same with one overlap: the next cycle's read (the time-critical part:
+        it samples the encoder and the rings on schedule) goes out while this cycle's store and
+        writes are still in flight, and that next cycle decides only once they are done. Each
+        cycle's work was ~7 ms at p50 of its 10 ms at 60,000 parcels/h, most of it waiting on
+        the two PLCs; in sequence a slow write or commit made the next read late."""
         now = self.clock()
-        m = self.metrics
-        m.cycles += 1
+        conv, div = await self._sense(now)
+        batch = self._decide(conv, div, now)
+        await self._act(batch, div.ok, now)
+
+    async def _sense(self, now: float) -> tuple[Reading, Reading]:
+        """Update: both PLCs read concurrently."""
+        self.metrics.cycles += 1
         conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
+        self.metrics.read_s.add(self.clock() - now)
+        return conv, div
+
+    def _decide(self, conv: Reading, div: Reading, now: float) -> Batch:
+        """Decide (pure, in memory); returns the batch that makes it durable."""
         t1 = self.clock()
-        m.read_s.add(t1 - now)
         batch = self._pending_batch
         self._pending_batch = Batch()
         self._out = self.decider.decide(conv, div, now, batch)
+        self.metrics.decide_s.add(self.clock() - t1)
+        return batch
+
+    async def _act(self, batch: Batch, div_ok: bool, t0: float) -> None:
+        """Store, then publish, then housekeeping."""
+        m = self.metrics
         t2 = self.clock()
-        m.decide_s.add(t2 - t1)
         committed = await self._commit(batch)
         m.commit_s.add(self.clock() - t2)
         t3 = self.clock()
-        await self._publish(committed, div.ok)
+        await self._publish(committed, div_ok)
         m.publish_s.add(self.clock() - t3)
         await self._housekeeping()
+        m.cycle_work_s.add(self.clock() - t0)
 
     async def _commit(self, batch: Batch) -> bool:
         try:
@@ -258,9 +294,8 @@ class Controller:
             now = self.clock()
             if self._store_failing == 1:
                 self._store_failing_since = now
-            retry = Batch()
-            retry.merge(batch)
-            self._pending_batch = retry
+            # in front of whatever the next cycle has gathered meanwhile (its read overlaps this)
+            self._pending_batch.merge(batch)
             # a lock held for a moment (an operator's command, a reader's checkpoint) costs a cycle
             # or two of acks, not a hold; a store that stays unwritable is a fault
             if now - self._store_failing_since >= STORE_GRACE_S or self._store_failing >= STORE_GRACE_CYCLES:

@@ -1,0 +1,66 @@
+"""The control cycle's overlap: the next cycle's read goes out on schedule while the last
+cycle's store and writes are still in flight, and that next cycle decides only after them.
+
+Real parts: the simulator's OPC UA and Modbus servers on loopback, the real store and writer
+thread. The test only observes the cycle's phases and holds one cycle's commit open until the
+next cycle's read has gone out - which in a cycle run strictly in sequence never happens."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from control.service.app import Files, Service
+from control.service.decide import Reading
+from control.service.settings import ServiceSettings
+from control.store import Batch, EventStore
+from harness.session import _LocalSim
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+CYCLES = 12
+
+
+async def test_the_next_read_goes_out_while_a_commit_is_held_and_decides_only_after_it(tmp_path: Path) -> None:
+    sim = _LocalSim(CONFIG / "site.yaml", CONFIG / "scenarios" / "demo.yaml", camera=False)
+    ep = await sim.start()
+    db = tmp_path / "events.sqlite"
+    try:
+        svc = Service.from_files(Files.beside(CONFIG / "site.yaml"), db, ServiceSettings(), ep, camera=False)
+        async with svc:
+            c = svc.controller
+            log: list[tuple[str, int]] = []
+            read_out = asyncio.Event()
+            sense, decide, commit = c._sense, c._decide, c._commit
+
+            async def observed_sense(now: float) -> tuple[Reading, Reading]:
+                log.append(("read", c.metrics.cycles + 1))
+                read_out.set()
+                return await sense(now)
+
+            def observed_decide(conv: Reading, div: Reading, now: float) -> Batch:
+                log.append(("decide", c.metrics.cycles))
+                return decide(conv, div, now)
+
+            async def held_commit(batch: Batch) -> bool:
+                n = c.metrics.cycles
+                read_out.clear()
+                if n < CYCLES:  # (the last cycle has no next one)
+                    await asyncio.wait_for(read_out.wait(), 5.0)  # the next cycle's read is out
+                ok = await commit(batch)
+                log.append(("stored", n))
+                return ok
+
+            c._sense, c._decide, c._commit = observed_sense, observed_decide, held_commit  # type: ignore[method-assign]
+            await c.run(max_cycles=CYCLES)
+        at = {e: i for i, e in enumerate(log)}
+        for n in range(2, CYCLES + 1):
+            assert at[("read", n)] < at[("stored", n - 1)], log  # read on schedule, store still open
+            assert at[("stored", n - 1)] < at[("decide", n)], log  # decided after the last store
+        assert ("stored", CYCLES) in at  # run() returns with its last cycle's tail done
+        store = EventStore(db, readonly=True)
+        try:
+            assert [u for u in store.unit_events() if u[1] == "service" and u[2] == "start"]
+        finally:
+            store.close()
+    finally:
+        await sim.stop()
