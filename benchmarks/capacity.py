@@ -11,7 +11,8 @@ Records, per rate ``capacity.<k>k.<figure>``:
 - ``sustained_ratio``: outcomes (sorted or rejected by reason) per parcel inducted, steady
   window (``benchmarks.e2e.steady``); ``induct_ratio``: parcels inducted per parcel offered (the
   induct keeps up when the belt has room);
-- ``missorts``, ``lost`` (whole run; parcels still riding at the end are not lost);
+- ``missorts``, ``lost`` (whole run; parcels still riding at the end are not lost, nor those
+  fired into the chute they were armed for after the controller's last read: `unconfirmed_at_stop`);
 - ``read_rate``: parcels whose identity the controller stored, of those with a readable label
   (not the scenario's missing or damaged ones), whole run;
 - ``recirculation_rate``: recirculations per parcel inducted, whole run;
@@ -44,7 +45,7 @@ import numpy.typing as npt
 from benchmarks.e2e import Steady, steady
 from benchmarks.records import Record
 from control.store import EventStore
-from harness.audit import ON_BELT, Truth, row_key
+from harness.audit import IN_CHUTE, ON_BELT, Truth, row_key
 from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
 from plant.site import Site, load_site
 from plc_sim.scenario import Scenario, load_scenario
@@ -350,6 +351,20 @@ def _readable_read_rate(r: SessionResult) -> tuple[float, int, int]:
     return (read / readable if readable else math.nan), read, readable
 
 
+def unconfirmed_at_stop(db: Path, t: Truth) -> set[int]:
+    """Parcels in the very chute the controller durably armed them for, with no confirmation
+    recorded: a run stopped by its duration stops the controller first and the simulator a
+    moment later, and a parcel fired in between is not lost - its confirmation waits, unacked,
+    in the diverter PLC's ring for the next controller run. Counted apart from ``lost``."""
+    store = EventStore(db, readonly=True)
+    try:
+        armed = {(row.boot_id, row.tracking_id): row.chute for row in store.parcels() if row.state == "armed"}
+    finally:
+        store.close()
+    return {int(t.tracking_id[i]) for i in range(len(t)) if t.location[i] == IN_CHUTE
+            and armed.get(t.key(i)) == int(t.chute[i])}
+
+
 def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample],
             series: dict[str, tuple[npt.NDArray[np.float64], int]], window: str = "") -> Figures:
     """A rate's figures from its session, its steady window and the samples taken meanwhile.
@@ -357,7 +372,8 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
     ``window``: how the window was chosen, for the notes."""
     a = r.audit
     on_belt = set(r.truth.tracking_id[r.truth.location == ON_BELT].tolist())
-    lost = [t for t in a.lost if t not in on_belt]
+    unconfirmed = unconfirmed_at_stop(r.db, r.truth)
+    lost = [t for t in a.lost if t not in on_belt and t not in unconfirmed]
     read_rate, read, readable = _readable_read_rate(r)
     notes: dict[str, str] = {}
     win = None
@@ -390,7 +406,8 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
     notes["induct_ratio"] = f"{st.offered_per_h:,.0f}/h inducted of {point.rate:,}/h offered; {window}"
     notes["read_rate"] = f"{read} of {readable} readable labels; {r.metrics.decode_timeouts} decode timeouts"
     notes["missorts"] = "; ".join(a.missort_detail[:2])
-    notes["lost"] = f"{a.inducted} inducted, {len(a.lost) - len(lost)} still riding at the end"
+    notes["lost"] = (f"{a.inducted} inducted, {len(on_belt & set(a.lost))} still riding at the end, "
+                     f"{len(unconfirmed)} diverted as armed after the controller's last read")
     return Figures(
         rate=point.rate,
         sustained_ratio=st.ratio,

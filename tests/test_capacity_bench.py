@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,11 @@ from benchmarks.capacity import (
     max_rate,
     pitch_mm,
     shortfalls,
+    unconfirmed_at_stop,
     utilisation,
 )
+from control.store import Batch, EventStore, ParcelRow
+from harness.audit import Truth
 from plant.site import ChuteKind, load_site
 from plant.tagmap import load_tag_map
 from plc_sim.scenario import load_scenario
@@ -142,3 +146,23 @@ async def test_the_simulator_inducts_each_variant_at_its_rate(rate: int) -> None
     assert stats["gap_violations"] == 0
     assert stats["inducted"] >= 0.95 * rate * 15.0 / 3600.0
     assert max(backlog[5:]) <= 5, backlog
+
+
+def test_a_parcel_fired_as_armed_after_the_controllers_last_read_is_not_lost(tmp_path: Path) -> None:
+    """Only a parcel in the very chute it was durably armed for counts as unconfirmed; one in
+    another chute stays a missort, one still riding or already sorted is not in the set."""
+    db = EventStore(tmp_path / "e.sqlite")
+    b = Batch()
+    b.parcel(ParcelRow(1, "armed", chute=26, boot_id=7))
+    b.parcel(ParcelRow(2, "armed", chute=5, boot_id=7))
+    b.parcel(ParcelRow(3, "sorted", final=True, chute=26, boot_id=7))
+    b.parcel(ParcelRow(4, "armed", chute=9, boot_id=7))
+    b.parcel(ParcelRow(5, "armed", chute=26, boot_id=6))  # an earlier boot's key
+    db.commit(b)
+    db.close()
+    where = {1: ("chute", 26), 2: ("chute", 26), 3: ("chute", 26), 4: ("on_belt", 0), 5: ("chute", 26)}
+    truth = Truth.from_records([
+        {"tracking_id": t, "location": loc, "chute": c, "laps": 0, "label": "ok", "final_s": None, "boot_id": 7}
+        for t, (loc, c) in where.items()
+    ])
+    assert unconfirmed_at_stop(tmp_path / "e.sqlite", truth) == {1}
