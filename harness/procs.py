@@ -31,4 +31,3 @@ def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-

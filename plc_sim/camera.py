@@ -6,9 +6,10 @@ OPC UA and Modbus requests: a render thread draws and encodes each frame, and ea
 a sender thread that writes it with a blocking ``sendall`` (the GIL is released while the kernel
 copies the 1.3 MB). From the loop, a frame cost it ~1 ms (encode, and a 1.3 MB
 ``transport.write`` at 0.7 ms p50, 1.3 ms p90 on loopback) with PLC answers queued behind, and
-a consumer that stopped reading held every other consumer's frames behind its ``drain()``. When the renderer falls behind by more than
-``max_pending`` frames, new triggers are dropped and counted; a consumer more than
-``SEND_QUEUE`` frames behind loses frames (counted) rather than growing a queue without end.
+a consumer that stopped reading held every other consumer's frames behind its ``drain()``.
+When the renderer falls behind by more than ``max_pending`` frames, new triggers are dropped and
+counted; a consumer more than ``SEND_QUEUE`` frames behind loses frames (counted) rather than
+growing a queue without end.
 """
 
 from __future__ import annotations
