@@ -313,7 +313,9 @@ class StoreView:
 
     # ================================================================ alarms, plans
     def _alarms(self, db: sqlite3.Connection, now: float) -> dict[str, Any]:
-        return {"store": self._ok(), "now": now, "alarms": [alarm_json(a, now) for a in queries.open_alarms(db)]}
+        # no clock in the payload: the topic goes out only when an alarm changes (a shelve running
+        # out changes its state), so the page does not redraw the table under an operator's click
+        return {"store": self._ok(), "alarms": [alarm_json(a, now) for a in queries.open_alarms(db)]}
 
     def alarm_history(self, search: str, limit: int) -> list[dict[str, object]]:
         now = self.cfg.clock()

@@ -22,9 +22,22 @@
       acts);
   }
 
+  /* A row whose alarm did not change is kept as it is: a row rebuilt between an operator's
+     mouse-down and mouse-up on its Ack button loses the click. */
   function update(data) {
     if (!data.store || !data.store.ok) return;
-    $("alarms-active-body").replaceChildren(...data.alarms.map(row));
+    const body = $("alarms-active-body");
+    const kept = new Map(Array.from(body.children, (tr) => [tr.id, tr]));
+    const rows = data.alarms.map((a) => {
+      const sig = JSON.stringify(a);
+      const old = kept.get(`alarm-${a.id}`);
+      if (old && old.dataset.sig === sig) return old;
+      const tr = row(a);
+      tr.dataset.sig = sig;
+      return tr;
+    });
+    rows.forEach((tr, i) => { if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null); });
+    while (body.children.length > rows.length) body.lastElementChild.remove();
     $("alarms-none").classList.toggle("hidden", data.alarms.length > 0);
   }
 

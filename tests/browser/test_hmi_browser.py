@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 
@@ -225,6 +226,17 @@ def test_acknowledge_an_alarm(plant: Plant, page: Page, shot: Shot) -> None:
     row = f"alarm-{alarm}"
     page.wait(f"alarm {alarm} on the page", lambda d: page.present(row))
     assert "destination_full" in page.text(row)
+    # live updates that leave the alarm alone leave its row alone: a row rebuilt between an
+    # operator's mouse-down and mouse-up on Ack loses the click
+    page.wait_live("alarms")
+    button = page.find(f"{row}-ack")
+    for _ in range(2):
+        seen = page.live("overview")
+        page.wait("a live overview update", lambda d, seen=seen: page.live("overview") > seen)
+    try:
+        assert button.is_displayed() and button.is_enabled()
+    except StaleElementReferenceException:
+        pytest.fail(f"alarm {alarm}'s Ack button was redrawn by live updates that did not change it")
     page.click(f"{row}-ack")
 
     acked = f"#{row} td:nth-child(8)"  # the Acknowledged column: time and user

@@ -11,15 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.store import Batch, EventStore
+from control.store import AlarmRaise, Batch, EventStore
 from hmi.auth import LoginLimiter, Sessions
 from hmi.commands import CommandError, check
 from hmi.histogram import Hist, quantile_between
 from hmi.layout import chute_rows
 from hmi.tally import Tally
 from hmi.users import Role
+from hmi.view import StoreView, ViewConfig
 from plant.site import load_site
-from tests.hmi.storefill import SITE
+from tests.hmi.storefill import SITE, fill_store
 
 
 class Clock:
@@ -162,3 +163,31 @@ def test_command_table() -> None:
                        ("CHUTE_OUT", {"chute": 1, "reason": "x" * 201}), ("NOPE", {})):
         with pytest.raises(CommandError):
             check(name, args, Role.ENGINEER)
+
+
+def test_the_alarms_topic_goes_out_only_when_an_alarm_changes(tmp_path: Path) -> None:
+    """The alarms page redraws its table on every alarms message; a table redrawn under an
+    operator's click loses it, so a poll that finds no alarm changed must not send the topic."""
+    db = tmp_path / "events.sqlite"
+    t0 = time.time()
+    fill_store(db, t0)
+    clock = [t0]
+    view = StoreView(ViewConfig(db=db, site=SITE, clock=lambda: clock[0]))
+    try:
+        assert "alarms" in view.poll(force=True)
+        for _ in range(5):  # full re-reads (one a second), nothing written
+            clock[0] += 1.5
+            changed = view.poll()
+            assert "overview" in changed and "alarms" not in changed
+        store = EventStore(db)
+        try:
+            b = Batch()
+            b.alarm_ops.append(AlarmRaise(clock[0], "diverter_down", 5, "stop", "no heartbeat"))
+            store.commit(b)
+        finally:
+            store.close()
+        clock[0] += 0.1
+        changed = view.poll()
+        assert "diverter_down" in {a["name"] for a in changed["alarms"]["alarms"]}
+    finally:
+        view.close()
