@@ -12,7 +12,9 @@ import csv
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from control.routing.columns import id_keys, iso_times, typed_numbers, typed_times
 from control.routing.idindex import IdIndex
 from control.routing.ids import key_to_id, parcel_key, parcel_keys
 from control.routing.plan import MAX_DESTINATION
@@ -49,6 +52,7 @@ PROBLEMS = (
     ("weight_kg", "not a number >= 0"),
 )
 F64 = npt.NDArray[np.float64]
+_T = TypeVar("_T", bound=np.generic)
 I64 = npt.NDArray[np.int64]
 
 
@@ -190,7 +194,8 @@ def _number(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
 
 def _number_slow(arr: pa.Array, empty: npt.NDArray[np.bool_]) -> tuple[F64, npt.NDArray[np.bool_]]:
     valid = np.asarray(pc.match_substring_regex(arr, _NUMBER).to_numpy(zero_copy_only=False))
-    vals = pc.if_else(pa.array(valid), arr, pa.scalar(None, pa.string())).cast(pa.float64())
+    # Trimmed like the fast path: the pattern allows spaces around the number, the cast does not.
+    vals = pc.if_else(pa.array(valid), pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())).cast(pa.float64())
     out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
     bad = ~empty & (~valid | ~(out >= 0))
     return np.where(empty | bad, np.nan, out), bad
@@ -213,6 +218,17 @@ def _unique_first(parse: Callable[[pa.Array], tuple[F64, npt.NDArray[np.bool_]]]
 
 
 def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """Epoch seconds of a text time column (NaN when empty) and a mask of values that are not a
+    time: exact 20-byte values from their bytes as words (:func:`iso_times`), the rest (which may
+    be a time once trimmed) trimmed and parsed by :func:`_times_trimmed`."""
+    secs, bad, rest = iso_times(arr)
+    idx = np.flatnonzero(rest)
+    if len(idx):
+        secs[idx], bad[idx] = _times_trimmed(pc.utf8_trim_whitespace(arr.take(pa.array(idx))))
+    return secs, bad
+
+
+def _times_trimmed(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     """Epoch seconds of ``YYYY-MM-DDTHH:MM:SSZ`` values (NaN when empty) and a mask of values
     that are not such a time. Parsed as fixed-width bytes with numpy; strict like Python's
     ``datetime.strptime`` (no 30 February, no second 60, years from 1)."""
@@ -246,14 +262,21 @@ def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     return np.where(ok, secs, np.nan), ~ok & ~empty
 
 
-def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
-    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
-    and, when there are any, the row of each row's key's first occurrence."""
+def _id_keys_text(arr: pa.Array) -> npt.NDArray[np.uint64]:
+    """Parcel keys of ids in any spelling (spaces around, lower case); 0 when not valid."""
     ids = pc.utf8_upper(pc.utf8_trim_whitespace(arr))
     mat, lens = _byte_matrix(ids, 18)
-    del ids
-    keys = parcel_keys(mat, np.where(lens > 18, 0, lens))
-    del mat
+    return parcel_keys(mat, np.where(lens > 18, 0, lens))
+
+
+def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
+    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
+    and, when there are any, the row of each row's key's first occurrence. Ids written exactly
+    (upper case, no spaces) are read as words; the others go through :func:`_id_keys_text`."""
+    keys, rest = id_keys(arr)
+    idx = np.flatnonzero(rest)
+    if len(idx):
+        keys[idx] = _id_keys_text(arr.take(pa.array(idx)))
     n = len(keys)
     # Usually no key repeats, which one sort shows; only then are first occurrences wanted.
     s = np.sort(keys)
@@ -271,15 +294,37 @@ def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], 
     return keys, (first_of != np.arange(n)) & (keys != 0), first_of
 
 
-def _postal(country_col: pa.Array, raw: pa.Array) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Postal keys (-1: unusable), bad countries, bad postal codes (of a good country).
-    Postal codes repeat a lot: each distinct one is normalised and read once."""
-    country = pc.utf8_upper(pc.utf8_trim_whitespace(country_col))
-    cmat, clen = _byte_matrix(country, 2)
-    bad_country = (clen != 2) | ((cmat < 65) | (cmat > 90)).any(axis=1)
-    enc = pc.dictionary_encode(raw)
-    words = enc.dictionary
-    pidx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
+@dataclass(frozen=True, slots=True)
+class _Categories:
+    """A text column as its distinct values and each row's index into them (nulls read as "")."""
+
+    values: pa.Array  # string, no nulls; may hold a value twice or unused values
+    index: npt.NDArray[np.int64]
+
+    def per_row(self, per_value: npt.NDArray[_T]) -> npt.NDArray[_T]:
+        return np.take(per_value, self.index)
+
+
+def _categories(col: pa.ChunkedArray, name: str, source: str) -> _Categories:
+    """Distinct values of a text column: a dictionary column (Parquet read with ``read_dictionary``)
+    as it is, any other one hash-encoded."""
+    if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type) and col.num_chunks:
+        unified = col.unify_dictionaries()
+        values = pc.fill_null(unified.chunk(0).dictionary, "")
+        index = np.concatenate([np.asarray(pc.fill_null(c.indices, len(values)).to_numpy(zero_copy_only=False), np.int64)
+                                for c in unified.chunks])
+        return _Categories(pa.concat_arrays([values, pa.array([""])]), index)
+    enc = pc.dictionary_encode(_text(col, name, source))
+    return _Categories(enc.dictionary, np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64))
+
+
+def _postal(country: _Categories, postal: _Categories) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Postal keys (-1: unusable), bad countries, bad postal codes (of a good country). Both
+    columns repeat a lot: each distinct value is normalised and read once."""
+    cmat, clen = _byte_matrix(pc.utf8_upper(pc.utf8_trim_whitespace(country.values)), 2)
+    letters = np.asarray(~((cmat < 65) | (cmat > 90)).any(axis=1), bool)
+    ci = (cmat[:, 0].astype(np.int64) - 65) * 26 + (cmat[:, 1].astype(np.int64) - 65)
+    words = postal.values
     pmat, plen = _byte_matrix(pc.utf8_upper(words), MAX_POSTAL)
     # Only codes with something other than letters and digits need the (slow) regex.
     odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(words).to_numpy(zero_copy_only=False)) & (plen > 0))
@@ -287,28 +332,29 @@ def _postal(country_col: pa.Array, raw: pa.Array) -> tuple[I64, npt.NDArray[np.b
         fixed = pc.utf8_upper(pc.replace_substring_regex(words.take(pa.array(odd)), r"[\s\-]", ""))
         pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
     # The postal part of each distinct code (country "AA": ci 0), then the country per row.
-    vals = postal_keys(np.full((len(words), 2), 65, np.uint8), pmat, plen)
-    pv = np.take(vals, pidx)
-    ci = (cmat[:, 0].astype(np.int64) - 65) * 26 + (cmat[:, 1].astype(np.int64) - 65)
-    good = ~((cmat < 65) | (cmat > 90)).any(axis=1) & (pv >= 0)
-    pkeys = np.where(good, ci * SPAN + pv, NO_POSTAL)
-    return pkeys, bad_country, (pkeys < 0) & (clen == 2)
+    pv = postal.per_row(postal_keys(np.full((len(words), 2), 65, np.uint8), pmat, plen))
+    good = country.per_row(letters) & (pv >= 0)
+    pkeys = np.where(good, country.per_row(ci) * SPAN + pv, NO_POSTAL)
+    clen2 = clen == 2
+    return pkeys, country.per_row(~clen2 | ~letters), (pkeys < 0) & country.per_row(clen2)
 
 
-def _text_codes(arr: pa.Array, limit: int) -> tuple[pa.DictionaryArray, npt.NDArray[np.bool_]]:
-    """Trimmed text dictionary-encoded, and the rows longer than ``limit`` characters."""
-    enc = pc.dictionary_encode(pc.utf8_trim_whitespace(arr))
-    too_long = np.asarray(pc.greater(pc.utf8_length(enc.dictionary), limit).to_numpy(zero_copy_only=False))
-    idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
-    return enc, np.take(too_long, idx) if too_long.any() else np.zeros(len(idx), bool)
+def _text_codes(cat: _Categories, limit: int) -> tuple[_Categories, npt.NDArray[np.bool_]]:
+    """Trimmed text as distinct values (each once) and row indices, and the rows longer than
+    ``limit`` characters."""
+    enc = pc.dictionary_encode(pc.utf8_trim_whitespace(cat.values))
+    trimmed = _Categories(enc.dictionary, np.take(np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64),
+                                                  cat.index))
+    too_long = np.asarray(pc.greater(pc.utf8_length(enc.dictionary), limit).to_numpy(zero_copy_only=False), bool)
+    return trimmed, trimmed.per_row(too_long) if too_long.any() else np.zeros(len(cat.index), bool)
 
 
-def _codes(enc: pa.DictionaryArray, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
+def _codes(cat: _Categories, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
     """Dictionary codes of the kept rows (-1 for empty strings), names in order of first
-    appearance among them."""
-    kept = np.asarray(enc.indices.to_numpy(zero_copy_only=False))[keep]
+    appearance among them (``cat.values`` holds each value once)."""
+    kept = cat.index[keep]
     re_enc = pc.dictionary_encode(pa.array(kept))  # old codes in order of first appearance
-    names = [str(x) for x in enc.dictionary.take(re_enc.dictionary).to_pylist()]
+    names = [str(x) for x in cat.values.take(re_enc.dictionary).to_pylist()]
     codes = np.asarray(re_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
     if "" in names:
         e = names.index("")
@@ -321,11 +367,15 @@ def _codes(enc: pa.DictionaryArray, keep: npt.NDArray[np.bool_]) -> tuple[npt.ND
     return codes, names
 
 
-def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
-    """Validate a table with the manifest columns (any types) into a :class:`Manifest`.
+def _text(col: pa.ChunkedArray, name: str, source: str) -> pa.Array:
+    """A column as one string array (nulls as ""); ConfigError when it has no text form."""
+    try:
+        return _strings(col)
+    except pa.ArrowException as exc:  # a Parquet column of lists, structs, non-UTF-8 bytes...
+        raise ConfigError(source, None, name, f"a {col.type} column cannot be read as text: {exc}") from None
 
-    The columns are checked independently, two at a time (Arrow and numpy release the GIL),
-    and the problems applied in the order of ``PROBLEMS``: a row reports its first one."""
+
+def _check_columns(table: pa.Table, source: str) -> None:
     try:
         names = table.column_names
     except UnicodeDecodeError:
@@ -336,29 +386,47 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     twice = sorted({c for c in table.column_names if table.column_names.count(c) > 1} & set(HEADER))
     if twice:
         raise ConfigError(source, 1, twice[0], "column given twice")
+
+
+_TIMES = ("deadline", "arrival")
+_NUMBERS = ("length_mm", "width_mm", "height_mm", "weight_kg")
+_CATEGORICAL = ("country", "postal_code", "destination_id", "consolidation_key")  # few distinct values
+
+
+def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
+    """Validate a table with the manifest columns (any types) into a :class:`Manifest`.
+
+    Every column is checked as the text it holds or reads as (a typed column as Arrow prints
+    it), so a Parquet manifest says what the same CSV would. Typed timestamp and number columns
+    and dictionary text columns skip the text where that gives the same answer. The columns are
+    checked independently, two at a time (Arrow and numpy release the GIL), and the problems
+    applied in the order of ``PROBLEMS``: a row reports its first one."""
+    _check_columns(table, source)
     n = table.num_rows
-    col: dict[str, pa.Array] = {}
+    col = {name: table.column(name) for name in HEADER}
+    typed = {name: typed_times(col[name]) for name in _TIMES} | {name: typed_numbers(col[name]) for name in _NUMBERS}
+    # Text forms in column order, so that the first unreadable column is the one named.
+    text: dict[str, pa.Array] = {}
+    cats: dict[str, _Categories] = {}
     for name in HEADER:
-        try:
-            col[name] = _strings(table.column(name))
-        except pa.ArrowException as exc:  # a Parquet column of lists, structs, non-UTF-8 bytes...
-            raise ConfigError(source, None, name, f"a {table.schema.field(name).type} column cannot be read as "
-                              f"text: {exc}") from None
+        if name in _CATEGORICAL:
+            cats[name] = _categories(col[name], name, source)
+        elif typed.get(name) is None:
+            text[name] = _text(col[name], name, source)
     with ThreadPoolExecutor(2) as pool:
-        j_ids = pool.submit(_ids, col["parcel_id"])
-        j_postal = pool.submit(_postal, col["country"], col["postal_code"])
-        j_dest = pool.submit(_text_codes, col["destination_id"], MAX_DESTINATION)
-        j_ckey = pool.submit(_text_codes, col["consolidation_key"], MAX_KEY)
-        j_times = [pool.submit(lambda c: _unique_first(_times, pc.utf8_trim_whitespace(c)), col[name])
-                   for name in ("deadline", "arrival")]
-        j_nums = [pool.submit(_unique_first, _number, col[name])
-                  for name in ("length_mm", "width_mm", "height_mm", "weight_kg")]
+        j_ids = pool.submit(_ids, text["parcel_id"])
+        j_postal = pool.submit(_postal, cats["country"], cats["postal_code"])
+        j_dest = pool.submit(_text_codes, cats["destination_id"], MAX_DESTINATION)
+        j_ckey = pool.submit(_text_codes, cats["consolidation_key"], MAX_KEY)
+        j_vals = {name: pool.submit(_times if name in _TIMES else partial(_unique_first, _number), text[name])
+                  for name in (*_TIMES, *_NUMBERS) if name in text}
         keys, dup, first_of = j_ids.result()
         pkeys, bad_country, bad_postal = j_postal.result()
         dest, dest_long = j_dest.result()
         ckey, ckey_long = j_ckey.result()
-        (deadline, bad_deadline), (arrival, bad_arrival) = (j.result() for j in j_times)
-        nums = [j.result() for j in j_nums]
+        vals = {name: j.result() for name, j in j_vals.items()} | {k: v for k, v in typed.items() if v is not None}
+    (deadline, bad_deadline), (arrival, bad_arrival) = (vals[name] for name in _TIMES)
+    nums = [vals[name] for name in _NUMBERS]
     problem = np.full(n, 127, np.int8)
     masks = [keys == 0, dup, bad_country, bad_postal, dest_long, ckey_long, bad_deadline | np.isnan(deadline),
              bad_arrival, *(bad for _, bad in nums)]
@@ -386,9 +454,7 @@ def load_manifest(path: str | Path) -> Manifest:
     p = Path(path)
     try:
         if p.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(p)
+            table = _read_parquet(p)
         else:
             table = pacsv.read_csv(
                 p,
@@ -411,6 +477,18 @@ def load_manifest(path: str | Path) -> Manifest:
     if p.suffix.lower() not in (".parquet", ".pq"):
         _check_csv_table(table, str(p))
     return manifest_from_table(table, str(p))
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A Parquet manifest, its text columns of few distinct values read as dictionaries: Parquet
+    stores them dictionary-encoded, so the reader hands over each distinct value once instead of
+    writing out (and the checks hashing back) every row's copy."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    names = schema.names
+    as_dict = [c for c in _CATEGORICAL if names.count(c) == 1 and pa.types.is_string(schema.field(c).type)]
+    return pq.read_table(path, read_dictionary=as_dict)
 
 
 def _has_line_end(col: pa.ChunkedArray) -> bool:
