@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -147,3 +148,133 @@ def test_times_and_numbers_are_strict_like_the_reference(tmp_path: Path) -> None
         (3, "deadline"), (4, "deadline"), (5, "deadline"), (6, "deadline"),
         (7, "length_mm"), (8, "width_mm"), (9, "arrival"),
     ]
+
+
+# The word kernels (ids, times) and the typed/dictionary column paths against the text path.
+
+from control.routing import manifest as mf  # noqa: E402
+from control.routing.ids import S10_WEIGHTS  # noqa: E402
+
+_ID_EDITS = st.sampled_from(["", "lower", "space", "digit", "cut", "extra", "letter", "nul"])
+
+
+def _s10(serial: int) -> str:
+    s = f"{serial:08d}"
+    return f"RR{s}{s10_check_digit(s)}GB"
+
+
+def _sscc(body: int) -> str:
+    b = f"{body:017d}"
+    s = sum((3 if j % 2 == 0 else 1) * int(c) for j, c in enumerate(b))
+    return b + str((10 - s % 10) % 10)
+
+
+def _edit(text: str, edit: str, pos: int) -> str:
+    i = pos % max(len(text), 1)
+    return {
+        "": text, "lower": text.lower(), "space": f" {text}\t", "cut": text[:-1], "extra": text + "0",
+        "digit": text[:i] + str((int(text[i]) + 1) % 10 if text[i].isdigit() else 7) + text[i + 1 :],
+        "letter": text[:i] + "Ä" + text[i + 1 :], "nul": text[:i] + "\0" + text[i + 1 :],
+    }[edit]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 10**17 - 1), _ID_EDITS, st.integers(0, 20)), max_size=40))
+def test_id_words_equal_the_text_path(ids: list[tuple[bool, int, str, int]]) -> None:
+    texts = [_edit(_s10(v % 10**8) if s10 else _sscc(v), e, pos) for s10, v, e, pos in ids]
+    arr = pa.array(texts, pa.string())
+    keys, _, _ = mf._ids(arr)
+    ref = mf._id_keys_text(arr)
+    assert keys.tolist() == ref.tolist()
+    _, rest = mf.id_keys(arr)  # valid ids written exactly are taken by the word kernel itself
+    assert not (rest & (ref != 0))[[e == "" for _, _, e, _ in ids]].any()
+    assert len(S10_WEIGHTS) == 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 9999), st.integers(1, 12), st.integers(27, 31), st.integers(22, 24),
+                          st.integers(58, 60), st.integers(58, 60)), min_size=1, max_size=40))
+def test_time_words_at_the_limits(parts: list[tuple[int, int, int, int, int, int]]) -> None:
+    texts = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}Z" for y, mo, d, h, mi, s in parts]
+    arr = pa.array(texts, pa.string())
+    secs, bad, rest = mf.iso_times(arr)
+    ref_secs, ref_bad = mf._times_trimmed(arr)
+    assert not rest.any()
+    assert np.array_equal(secs, ref_secs, equal_nan=True) and bad.tolist() == ref_bad.tolist()
+
+
+_TIME = st.builds(
+    lambda y, mo, d, h, mi, s: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}Z",
+    st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 24), st.integers(0, 60), st.integers(0, 60),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_TIME, st.sampled_from(["", " ", "x", "z", "-", ":", "T", "\u00a0", "5"]), st.integers(0, 21),
+                          st.booleans()), max_size=40))
+def test_time_words_equal_the_text_path(times: list[tuple[str, str, int, bool]]) -> None:
+    texts = [t[:i] + ch + t[i + replace :] for t, ch, i, replace in times]
+    arr = pa.array(texts, pa.string())
+    secs, bad = mf._times(arr)
+    ref_secs, ref_bad = mf._times_trimmed(pc.utf8_trim_whitespace(arr))
+    assert np.array_equal(secs, ref_secs, equal_nan=True) and bad.tolist() == ref_bad.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(), st.floats(0, 1e6), st.integers(-10, 10**6).map(float)), max_size=30),
+       st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.integers(-5, 5000)), max_size=30))
+def test_typed_numbers_equal_their_text(floats: list[float | None], ints: list[int | None]) -> None:
+    for arr in (pa.array(floats, pa.float64()), pa.array(ints, pa.int64())):
+        got = mf.typed_numbers(pa.chunked_array([arr]))
+        assert got is not None
+        ref = mf._unique_first(mf._number, mf._strings(arr))
+        assert np.array_equal(got[0], ref[0], equal_nan=True) and got[1].tolist() == ref[1].tolist()
+        assert np.signbit(got[0]).tolist() == np.signbit(ref[0]).tolist()  # -0.0 stays -0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-62135596800 - 5, 253402300799 + 5), st.integers(-(2**40), 2**40)),
+                max_size=30),
+       st.sampled_from([("s", None), ("s", "UTC"), ("s", "Etc/UTC"), ("s", "+00:00"), ("s", "Europe/Berlin"),
+                        ("ms", "UTC"), ("us", None)]))
+def test_typed_times_equal_their_strftime_text(values: list[int | None], unit_tz: tuple[str, str | None]) -> None:
+    unit, tz = unit_tz
+    scale = {"s": 1, "ms": 1000, "us": 10**6}[unit]
+    col = pa.chunked_array([pa.array([None if v is None else v * scale for v in values], pa.timestamp(unit, tz))])
+    table = pa.table({h: pa.array(["x"] * len(values)) for h in HEADER}).set_column(HEADER.index("deadline"), "deadline", col)
+    got = mf.typed_times(col)
+    ref = mf._times(mf._strings(col))
+    if got is not None:
+        assert np.array_equal(got[0], ref[0], equal_nan=True) and got[1].tolist() == ref[1].tolist()
+    elif unit != "s" and values:  # other units print fractions of a second: never a manifest time
+        assert (ref[1] == col.is_valid().to_numpy(zero_copy_only=False)).all()
+    assert len(manifest_from_table(table)) == 0  # ids "x": every row bad, no crash
+
+
+def test_wms_typed_parquet_loads_like_csv(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Integer sizes, double weights and dictionary-encoded text, with nulls and repeated and
+    padded values, load exactly like the same text."""
+    import pyarrow.csv as pacsv
+
+    from benchmarks.routing import wms_table
+
+    text = pacsv.read_csv(world.path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string())))
+    n = text.num_rows
+    dest = text.column("destination_id").to_pylist()
+    dest[::7] = [f" {d} " for d in dest[::7]]
+    dest[3::11] = [None] * len(dest[3::11])
+    text = text.set_column(HEADER.index("destination_id"), "destination_id", pa.array(dest, pa.string()))
+    weight = text.column("weight_kg").to_pylist()
+    weight[::13] = [None] * len(weight[::13])
+    weight[5::17] = ["-1"] * len(weight[5::17])
+    text = text.set_column(HEADER.index("weight_kg"), "weight_kg", pa.array(weight, pa.string()))
+    pq.write_table(wms_table(text), tmp_path / "typed.parquet", row_group_size=max(n // 3, 1))
+    pq.write_table(text, tmp_path / "text.parquet", row_group_size=max(n // 3, 1))
+    typed, plain = load_manifest(tmp_path / "typed.parquet"), load_manifest(tmp_path / "text.parquet")
+    ref = manifest_from_table(text)
+    for m in (typed, plain):
+        for name in ("keys", "line", "postal_key", "dest_code", "group", "deadline", "arrival", "dims", "weight",
+                     "bad_line", "bad_code", "bad_ref"):
+            assert np.array_equal(getattr(m, name), getattr(ref, name), equal_nan=True), name
+        assert (m.dest_names, m.group_names) == (ref.dest_names, ref.group_names)
+    assert len(ref.bad_line) > 0
