@@ -487,7 +487,10 @@ def _read_parquet(path: Path) -> pa.Table:
 
     schema = pq.read_schema(path)
     names = schema.names
-    as_dict = [c for c in _CATEGORICAL if names.count(c) == 1 and pa.types.is_string(schema.field(c).type)]
+    # Not the consolidation key: about one value per four rows, so the row groups' dictionaries
+    # are large and unifying them costs more than hashing the text (3.8 s against 0.7 s, 10 M rows).
+    as_dict = [c for c in ("country", "postal_code", "destination_id")
+               if names.count(c) == 1 and pa.types.is_string(schema.field(c).type)]
     return pq.read_table(path, read_dictionary=as_dict)
 
 
