@@ -90,10 +90,6 @@ class ModbusEndpoint(Strict):
     port: int = Field(default=5020, ge=0, le=65535)
     device_id: int = Field(default=1, ge=0, le=247)
     tag_map: str = "tagmap.yaml"
-    # TCP connections the controller opens: the first for reads and writes, a second for arm
-    # commands only, so an arm never queues behind a read (a connection carries one request at
-    # a time). 1 for a PLC that takes a single client connection.
-    connections: int = Field(default=2, ge=1, le=2)
 
 
 class Camera(Strict):

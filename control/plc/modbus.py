@@ -4,11 +4,6 @@ Reads are merged into as few requests as the 125-register limit allows; a ring r
 head (unless the caller passes the one it just read with the scalars), then only the slots that
 are new. 32-bit values are two registers, high word first
 (plant.words); every value is range-checked before anything is sent.
-
-A connection carries one request at a time (the client waits for each answer), so with
-``connections: 2`` command rings are written on a second connection of their own: an arm due now
-does not wait behind the next cycle's status read. Both connections are one link: either
-failing closes both, and a reconnect opens both.
 """
 
 from __future__ import annotations
@@ -97,9 +92,7 @@ class ModbusLink:
         self.port = endpoint.port if port is None else port
         self.device_id = endpoint.device_id
         self.timeout_s = timeout_s
-        self.connections = endpoint.connections
         self._client: AsyncModbusTcpClient | None = None
-        self._commands: AsyncModbusTcpClient | None = None  # the second connection, for command rings
         self._regs: dict[str, ModbusRegister] = dict(regs.registers)
         for rn, ring in regs.rings.items():
             self._regs[f"{rn}.head"] = ring.head
@@ -107,10 +100,8 @@ class ModbusLink:
 
     @property
     def connected(self) -> bool:
-        """True while the sockets are open; a PLC that closed one reads as disconnected at once."""
-        if self._client is None or not self._client.connected:
-            return False
-        return self.connections == 1 or (self._commands is not None and self._commands.connected)
+        """True while a socket is open; a PLC that closed it reads as disconnected at once."""
+        return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
         """Connect, or prove the existing connection answers; raises PlcConnectionError otherwise.
@@ -119,26 +110,11 @@ class ModbusLink:
         now or it is closed and a new connection is made (so "connected" means it).
         """
         if self._client is not None:
-            if self.connected:
+            if self._client.connected:
                 with contextlib.suppress(PlcError):
                     await self._probe()
                     return
             await self.close()
-        self._client = await self._open()
-        if self.connections > 1:
-            try:
-                self._commands = await self._open()
-            except PlcConnectionError:
-                await self.close()
-                raise
-        # A server answering for another device id stays silent: prove ours answers now.
-        try:
-            await self._probe()
-        except PlcError as exc:
-            await self.close()
-            raise PlcConnectionError(f"{self.name}: device id {self.device_id} does not answer: {exc}") from exc
-
-    async def _open(self) -> AsyncModbusTcpClient:
         client = AsyncModbusTcpClient(
             self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0, name=self.name
         )
@@ -150,21 +126,22 @@ class ModbusLink:
         if not ok:
             client.close()
             raise PlcConnectionError(f"{self.name}: cannot connect to {self.host}:{self.port}")
-        return client
+        self._client = client
+        # A server answering for another device id stays silent: prove ours answers now.
+        try:
+            await self._probe()
+        except PlcError as exc:
+            await self.close()
+            raise PlcConnectionError(f"{self.name}: device id {self.device_id} does not answer: {exc}") from exc
 
     async def _probe(self) -> None:
-        first = min(r.address for r in self.map.registers.values())
-        await self._read_range(first, 1)
-        if self._commands is not None:
-            await self._read_range(first, 1, commands=True)
+        await self._read_range(min(r.address for r in self.map.registers.values()), 1)
 
     async def close(self) -> None:
-        clients = (self._client, self._commands)
-        self._client = self._commands = None
-        for client in clients:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     # -- PlcLink -------------------------------------------------------------------------------
     async def read(self, names: Sequence[str]) -> dict[str, Value]:
@@ -239,10 +216,8 @@ class ModbusLink:
                 for i, w in enumerate(ws):
                     words[a + fs.offset + i] = w
         assert prev is not None
-        await self._write_words(words, commands=True)
-        head = spec.head
-        await self._write_words(dict(zip(range(head.address, head.address + head.words),
-                                         to_words(prev, head.type), strict=True)), commands=True)
+        await self._write_words(words)
+        await self.write({f"{ring}.head": prev})
 
     # -- diverter extras -----------------------------------------------------------------------
     async def read_block(self, name: str, count: int | None = None) -> npt.NDArray[np.uint16]:
@@ -282,32 +257,27 @@ class ModbusLink:
             mem[a : a + n] = await self._read_range(a, n)
         return mem
 
-    async def _read_range(self, address: int, count: int, *, commands: bool = False) -> list[int]:
+    async def _read_range(self, address: int, count: int) -> list[int]:
         rr = await self._call(
             f"read {count} registers at {address}",
             lambda c: c.read_holding_registers(address, count=count, device_id=self.device_id),
-            commands=commands,
         )
         if len(rr.registers) < count:
             raise PlcConnectionError(f"{self.name}: short read at {address}: {len(rr.registers)} of {count}")
         return list(rr.registers[:count])
 
-    async def _write_words(self, words: Mapping[int, int], *, commands: bool = False) -> None:
+    async def _write_words(self, words: Mapping[int, int]) -> None:
         for a, n in spans([(a, 1) for a in words], limit=MAX_WRITE, gap=0):
-            await self._write_range(a, [words[i] for i in range(a, a + n)], commands=commands)
+            await self._write_range(a, [words[i] for i in range(a, a + n)])
 
-    async def _write_range(self, address: int, values: list[int], *, commands: bool = False) -> None:
+    async def _write_range(self, address: int, values: list[int]) -> None:
         await self._call(
             f"write {len(values)} registers at {address}",
             lambda c: c.write_registers(address, values, device_id=self.device_id),
-            commands=commands,
         )
 
-    async def _call(
-        self, what: str, fn: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]], *, commands: bool = False
-    ) -> ModbusPDU:
-        """One request on the main connection, or on the command connection where there is one."""
-        client = self._commands if commands and self._commands is not None else self._client
+    async def _call(self, what: str, fn: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]) -> ModbusPDU:
+        client = self._client
         if client is None:
             raise PlcConnectionError(f"{self.name}: not connected")
         if not client.connected:  # the PLC closed the socket: fail now, not after a timeout

@@ -152,11 +152,6 @@ class DiverterPlcServer:
     def running(self) -> bool:
         return self._server is not None
 
-    @property
-    def clients(self) -> int:
-        """Client connections open over TCP now."""
-        return len(self._server.active_connections) if self._server is not None else 0
-
     async def start(self) -> None:
         """Listen (again). Register memory survives a stop/start, like a PLC's retained memory."""
         if self._server is not None:
