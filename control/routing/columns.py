@@ -214,22 +214,29 @@ def epoch_seconds(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> F64:
 # it reads as (Arrow's cast or strftime), so these give exactly what that text would.
 FIRST_SECOND = -62135596800  # 0001-01-01T00:00:00Z
 LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z
-UTC_NAMES = frozenset({None, "UTC", "Etc/UTC", "GMT", "+00:00"})
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def typed_times(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | None:
-    """Seconds (NaN when null) and not-a-time mask of a timestamp[s] column in UTC, the values
-    ``strftime`` writes as a 20-character time; None for any other column (other units print
-    fractions, other zones local times: the text path says what those are)."""
+    """Seconds since the epoch (NaN when null) and not-a-time mask of a timestamp column; None
+    for a column of any other type (text: the text path reads it).
+
+    A timestamp holds its instant whatever its unit or zone (Arrow keeps UTC values and the
+    zone only for display), so that instant is the time, fractions of a second included: a
+    Parquet writer stores ``timestamp[s]`` as milliseconds, and a WMS exporting local times
+    with their zone means those instants. A timestamp without a zone is read as UTC, as the
+    manifest's times are. Years outside 1-9999 are not a time."""
     t = col.type
-    if not (pa.types.is_timestamp(t) and t.unit == "s" and t.tz in UTC_NAMES):
+    if not pa.types.is_timestamp(t):
         return None
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     v = np.asarray(pc_fill(arr.cast(pa.int64())).to_numpy(zero_copy_only=False), np.int64)
     null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
-    if ((v < FIRST_SECOND) | (v > LAST_SECOND)).any():
-        return None  # years outside 1..9999 print oddly: left to the text path
-    return np.where(null, np.nan, v.astype(np.float64)), np.zeros(len(v), bool)
+    per_s = _PER_SECOND[t.unit]
+    whole, frac = np.divmod(v, per_s)
+    bad = ~null & ((whole < FIRST_SECOND) | (whole > LAST_SECOND))
+    secs = whole.astype(np.float64) + frac.astype(np.float64) / per_s
+    return np.where(null | bad, np.nan, secs), bad
 
 
 def typed_numbers(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -232,23 +235,55 @@ def test_typed_numbers_equal_their_text(floats: list[float | None], ints: list[i
         assert np.signbit(got[0]).tolist() == np.signbit(ref[0]).tolist()  # -0.0 stays -0.0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.integers(-62135596800 - 5, 253402300799 + 5), st.integers(-(2**40), 2**40)),
                 max_size=30),
        st.sampled_from([("s", None), ("s", "UTC"), ("s", "Etc/UTC"), ("s", "+00:00"), ("s", "Europe/Berlin"),
-                        ("ms", "UTC"), ("us", None)]))
-def test_typed_times_equal_their_strftime_text(values: list[int | None], unit_tz: tuple[str, str | None]) -> None:
+                        ("ms", "UTC"), ("us", None), ("ns", "America/New_York")]),
+       st.integers(0, 999))
+def test_a_typed_time_is_the_instant_it_holds(values: list[int | None], unit_tz: tuple[str, str | None],
+                                              millis: int) -> None:
+    """Whatever the unit or zone (Parquet writers store seconds as milliseconds; a WMS may
+    export local times with their zone): the time is the instant, fractions kept; a zone-less
+    timestamp is UTC. Whole UTC seconds read exactly as their ISO text does."""
     unit, tz = unit_tz
-    scale = {"s": 1, "ms": 1000, "us": 10**6}[unit]
-    col = pa.chunked_array([pa.array([None if v is None else v * scale for v in values], pa.timestamp(unit, tz))])
-    table = pa.table({h: pa.array(["x"] * len(values)) for h in HEADER}).set_column(HEADER.index("deadline"), "deadline", col)
+    scale = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[unit]
+    extra = millis * scale // 1000  # a fraction of a second where the unit has one
+    in_ns_range = [v for v in values if v is None or abs(v) < 9 * 10**9]  # ns timestamps span 1677-2262
+    values = in_ns_range if unit == "ns" else values
+    col = pa.chunked_array([pa.array([None if v is None else v * scale + extra for v in values], pa.timestamp(unit, tz))])
     got = mf.typed_times(col)
-    ref = mf._times(mf._strings(col))
-    if got is not None:
-        assert np.array_equal(got[0], ref[0], equal_nan=True) and got[1].tolist() == ref[1].tolist()
-    elif unit != "s" and values:  # other units print fractions of a second: never a manifest time
-        assert (ref[1] == col.is_valid().to_numpy(zero_copy_only=False)).all()
+    assert got is not None
+    secs, bad = got
+    for v, s_, b in zip(values, secs.tolist(), bad.tolist(), strict=True):
+        if v is None:
+            assert math.isnan(s_) and not b
+        elif -62135596800 <= v <= 253402300799:
+            assert not b and s_ == pytest.approx(v + extra / scale, abs=1e-6)
+        else:
+            assert b and math.isnan(s_)
+    if unit == "s" and tz != "Europe/Berlin":  # whole UTC seconds: exactly what the ISO text says
+        ref = mf._times(mf._strings(col))
+        assert np.array_equal(secs, ref[0], equal_nan=True) and bad.tolist() == ref[1].tolist()
+    table = pa.table({h: pa.array(["x"] * len(values)) for h in HEADER}).set_column(HEADER.index("deadline"), "deadline", col)
     assert len(manifest_from_table(table)) == 0  # ids "x": every row bad, no crash
+
+
+def test_a_parquet_manifest_with_millisecond_timestamps_loads(tmp_path: Path) -> None:
+    """pyarrow (and most writers) store timestamp[s] in Parquet as milliseconds: such a file must
+    load with its times, not refuse every row."""
+    deadline = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
+    arrival = datetime(2026, 11, 23, 9, 30, 15, 250000, tzinfo=ZoneInfo("Europe/Berlin"))
+    table = pa.table({
+        "parcel_id": [f"RR12345678{s10_check_digit('12345678')}DE"], "country": ["DE"], "postal_code": ["10115"], "destination_id": [""],
+        "consolidation_key": [""], "deadline": pa.array([deadline], pa.timestamp("s", "UTC")),
+        "arrival": pa.array([arrival], pa.timestamp("ms", "Europe/Berlin")),
+        "length_mm": [300], "width_mm": [200], "height_mm": [100], "weight_kg": [1.5],
+    })
+    pq.write_table(table, tmp_path / "m.parquet")
+    m = load_manifest(tmp_path / "m.parquet")
+    assert m.issues() == [] and len(m) == 1
+    assert m.deadline[0] == deadline.timestamp() and m.arrival[0] == pytest.approx(arrival.timestamp())
 
 
 def test_wms_typed_parquet_loads_like_csv(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
