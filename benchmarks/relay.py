@@ -71,7 +71,7 @@ async def _throughput(work: Path, n: int) -> float:
     sub = await asyncio.to_thread(subprocess.Popen, ["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-C", str(n), "-t",
                             TOPICS.confirmation], stdout=subprocess.DEVNULL)
     relay = Relay(RelayConfig(db=db, topics=TOPICS, site=load_site(ROOT / "config" / "site.yaml"),
-                              broker_port=broker.port))
+                              broker=broker.endpoint()))
     stop = asyncio.Event()
     try:
         await asyncio.sleep(0.3)  # mosquitto_sub subscribed

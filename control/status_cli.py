@@ -13,6 +13,7 @@ from rich.table import Table
 
 from control.send import who
 from control.store import EventStore, StoreStatus
+from host.endpoint import add_broker_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default=None, help="who sends it (default: your login name)")
     parser.add_argument("--site", metavar="ROOT", help="the whole site from the MQTT broker: every sorter under "
                         "ROOT (<site>/<area>), as the relays publish them")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="with --site: the site's broker")
+    add_broker_arguments(parser)  # with --site: the site's broker, its TLS and login
     parser.add_argument("--seconds", type=float, default=None,
                         help="with --site: watch this long (default: until Ctrl-C; 3 s with --json)")
 

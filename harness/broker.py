@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,8 +21,9 @@ from pathlib import Path
 import aiomqtt
 
 from harness.procs import free_port, stop_process
+from host.endpoint import BrokerEndpoint
 
-__all__ = ["Broker", "DemoLink", "Received", "Watcher", "mosquitto_path"]
+__all__ = ["Broker", "BrokerTls", "DemoLink", "Received", "Watcher", "mosquitto_path"]
 
 
 def mosquitto_path() -> str | None:
@@ -29,10 +31,24 @@ def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The broker's TLS listener: the CA clients are checked against, its certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_certificates: bool = False  # clients must present a certificate from ``ca``
+
+
 class Broker:
     """``start()``, ``stop()``, ``start()`` again: same port, same persistence directory."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, *, tls: BrokerTls | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        """``tls``: a TLS listener with these files; ``users``: logins required (no anonymous)."""
         exe = mosquitto_path()
         if exe is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto, or ./dev setup)")
@@ -44,9 +60,25 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
         self.conf = self.dir / "mosquitto.conf"
+        self.tls = tls
+        self.users = dict(users or {})
+        access = "allow_anonymous true\n"
+        if users:
+            passwd = self.dir / "passwd"
+            passwd.write_text("")
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"  # Debian's mosquitto package
+            for name, password in users.items():
+                subprocess.run([tool, "-b", str(passwd), name, password], check=True, capture_output=True)
+            access = f"allow_anonymous false\npassword_file {passwd}\n"
+        if tls is not None:
+            access += (f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+                       f"require_certificate {'true' if tls.client_certificates else 'false'}\n")
+        # started by root (CI, the demo box), Mosquitto would become user "mosquitto", who may
+        # not read these temporary files (its log, persistence, the TLS key): it stays root
+        stay = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + stay + access +
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "autosave_interval 1\n"       # a killed broker loses at most the last second
@@ -59,7 +91,12 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def endpoint(self, user: str | None = None, **files: Path) -> BrokerEndpoint:
+        """How a client reaches this broker: its CA when TLS, and ``user``'s login if given."""
+        return BrokerEndpoint("127.0.0.1", self.port, self.tls is not None, self.tls.ca if self.tls else None,
+                              files.get("cert"), files.get("key"), user, self.users.get(user or ""))
 
     def start(self, wait_s: float = 10.0) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -114,6 +151,7 @@ class Watcher:
     port: int
     topic: str
     identifier: str = "sortcentre-watcher"
+    endpoint: BrokerEndpoint | None = None  # TLS and login; default: plain 127.0.0.1:port
     got: list[Received] = field(default_factory=list)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     connects: int = 0
@@ -121,7 +159,8 @@ class Watcher:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier, clean_session=False,
+                where = (self.endpoint or BrokerEndpoint("127.0.0.1", self.port)).client_options()
+                async with aiomqtt.Client(**where, identifier=self.identifier, clean_session=False,
                                           keepalive=5) as client:
                     self.connects += 1
                     await client.subscribe(self.topic, qos=1)

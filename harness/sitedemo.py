@@ -78,7 +78,7 @@ def run_site_demo(args: argparse.Namespace) -> int:
 async def _watch(broker: Broker, view: SiteView, demos: dict[str, subprocess.Popen[bytes]], console: Console,
                  *, quiet: bool) -> None:
     stop = asyncio.Event()
-    task = asyncio.create_task(watch_site("127.0.0.1", broker.port, view.root, view, stop))
+    task = asyncio.create_task(watch_site(broker.endpoint(), view.root, view, stop))
     try:
         with Live(site_table(view, time.monotonic()), console=console, refresh_per_second=2, transient=quiet) as live:
             while any(p.poll() is None for p in demos.values()):
@@ -93,7 +93,7 @@ async def _watch(broker: Broker, view: SiteView, demos: dict[str, subprocess.Pop
 async def _settle(broker: Broker, view: SiteView) -> None:
     """A last look, a few seconds, for the confirmations the relays sent after the demos ended."""
     stop = asyncio.Event()
-    task = asyncio.create_task(watch_site("127.0.0.1", broker.port, view.root, view, stop))
+    task = asyncio.create_task(watch_site(broker.endpoint(), view.root, view, stop))
     await asyncio.sleep(3.0)
     stop.set()
     await task

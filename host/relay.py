@@ -27,6 +27,7 @@ from typing import Any
 
 import aiomqtt
 
+from host.endpoint import BrokerEndpoint
 from host.handover import Handover, errors_of
 from host.messages import counters, encode, response, status
 from host.outbox import Batch, StoreTail
@@ -40,13 +41,35 @@ __all__ = ["Relay", "RelayConfig"]
 log = logging.getLogger(__name__)
 
 
+class _OncePerOutage(logging.Filter):
+    """The MQTT client's own messages (a TLS alert, a refused socket) say why a connection
+    failed, but it repeats them at every retry of an outage that may last hours: each distinct
+    message passes once until the relay is connected again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        if len(self.seen) < 100:
+            self.seen.add(msg)
+        return True
+
+
+_client_log = logging.getLogger(__name__ + ".mqtt")
+_client_once = _OncePerOutage()
+_client_log.addFilter(_client_once)
+
+
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
     db: Path
     topics: Topics
     site: Site
-    broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
+    broker: BrokerEndpoint = field(default_factory=BrokerEndpoint)
     state_file: Path | None = None  # default: beside the store, <db>.relay-<sorter>.sqlite
     poll_s: float = 0.02  # how often the store is read for new rows when idle
     batch: int = 200  # rows per stream per read, published concurrently, then one cursor write (aiomqtt and
@@ -115,8 +138,8 @@ class Relay:
                 self.connected.clear()
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                    log.warning("broker %s:%d: %s; retrying (publishing resumes from the last acknowledged row)",
-                                self.cfg.broker_host, self.cfg.broker_port, _first(eg))
+                    log.warning("broker %s: %s; retrying (publishing resumes from the last acknowledged row)",
+                                self.cfg.broker.url, _first(eg))
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -127,7 +150,7 @@ class Relay:
                                                               "connection lost (last will)", self.relay_id)),
                             qos=1, retain=True)
         client = aiomqtt.Client(
-            self.cfg.broker_host, self.cfg.broker_port, identifier=self.cfg.identifier, clean_session=False,
+            **self.cfg.broker.client_options(), identifier=self.cfg.identifier, clean_session=False, logger=_client_log,
             will=will, keepalive=self.cfg.keepalive_s, timeout=self.cfg.publish_timeout_s,
             max_inflight_messages=50,
         )
@@ -140,8 +163,9 @@ class Relay:
     async def _session(self, stop: asyncio.Event) -> None:
         async with self._client() as client:
             self.stats.connects += 1
+            _client_once.seen.clear()
             if self._down_since is not None:
-                log.warning("broker %s:%d back after %.1f s", self.cfg.broker_host, self.cfg.broker_port,
+                log.warning("broker %s back after %.1f s", self.cfg.broker.url,
                             time.monotonic() - self._down_since)
                 self._down_since = None
             await client.publish(self.topics.status, encode(status(self.topics.sorter, True, time.time(), "connected",

@@ -1,6 +1,7 @@
 """`sortctl relay`: publish the event store to the host over MQTT and take the host's requests.
 
     sortctl relay --db var/events.sqlite --broker mqtt://127.0.0.1:1883 --site SITE --area AREA --sorter NAME
+    sortctl relay ... --broker mqtts://wms-broker:8883 --ca-file ca.pem --username sorter3 --password-file pw
 
 Runs until SIGTERM or Ctrl-C (then publishes its retained ``offline`` status and disconnects
 cleanly); a crash or a kill leaves the broker to publish the last will (``offline`` too).
@@ -14,8 +15,8 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from urllib.parse import urlparse
 
+from host.endpoint import add_broker_arguments, broker_from_args
 from host.relay import Relay, RelayConfig
 from host.topics import Topics
 from plant.errors import ConfigError
@@ -26,7 +27,7 @@ log = logging.getLogger("host.relay")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=Path("var/events.sqlite"), help="event store to publish")
-    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://HOST:PORT")
+    add_broker_arguments(parser)
     parser.add_argument("--site", dest="site_name", required=True, help="ISA-95 site: first topic level")
     parser.add_argument("--area", required=True, help="ISA-95 area: second topic level")
     parser.add_argument("--sorter", required=True, help="this sorter's name: third topic level, event id prefix")
@@ -38,18 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
-def _broker(url: str) -> tuple[str, int]:
-    u = urlparse(url if "://" in url else f"mqtt://{url}")
-    if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-        raise ValueError(f"--broker {url!r}: expected mqtt://HOST:PORT (TLS is not supported yet)")
-    return u.hostname, u.port or 1883
-
-
 def config(args: argparse.Namespace) -> RelayConfig:
-    host, port = _broker(args.broker)
     return RelayConfig(
         db=args.db, topics=Topics(args.site_name, args.area, args.sorter), site=load_site(args.site_file),
-        broker_host=host, broker_port=port, state_file=args.state_file, counters_s=args.counters_every,
+        broker=broker_from_args(args), state_file=args.state_file, counters_s=args.counters_every,
     )
 
 
@@ -61,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"sortctl relay: {exc}")
         return 2
-    print(f"sortctl relay: {cfg.db} -> mqtt://{cfg.broker_host}:{cfg.broker_port} {cfg.topics.everything}"
+    print(f"sortctl relay: {cfg.db} -> {cfg.broker.url} {cfg.topics.everything}"
           f" (state {cfg.state_path})", flush=True)
     asyncio.run(_main(cfg))
     return 0

@@ -8,23 +8,15 @@ import contextlib
 import json
 import signal
 import time
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from host.endpoint import broker_from_args
 from host.siteview import SiteView, watch_site
 
-__all__ = ["broker_address", "run_site", "site_table"]
-
-
-def broker_address(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (or ``host:port``) -> (host, port); ValueError when it is neither."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"not an MQTT broker address: {url!r} (mqtt://host:port)")
-    return parts.hostname, parts.port or 1883
+__all__ = ["run_site", "site_table"]
 
 
 def site_table(view: SiteView, now: float) -> Table:
@@ -41,7 +33,7 @@ def site_table(view: SiteView, now: float) -> Table:
 
 def run_site(args: argparse.Namespace) -> int:
     try:
-        host, port = broker_address(args.broker)
+        broker = broker_from_args(args)
     except ValueError as exc:
         print(f"sortctl status: {exc}")
         return 2
@@ -53,7 +45,7 @@ def run_site(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(watch_site(host, port, root, view, stop))
+        task = asyncio.create_task(watch_site(broker, root, view, stop))
         seconds = args.seconds if args.seconds is not None else (3.0 if args.json else None)
         if args.json:
             with contextlib.suppress(TimeoutError):
@@ -72,5 +64,5 @@ def run_site(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(view.as_json(time.monotonic()), indent=2))
     elif not view.sorters:
-        Console().print(f"no sorter has published under {root}/ on {args.broker}")
+        Console().print(f"no sorter has published under {root}/ on {broker.url}")
     return 0

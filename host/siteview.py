@@ -15,6 +15,8 @@ from typing import Any
 
 import aiomqtt
 
+from host.endpoint import BrokerEndpoint
+
 __all__ = ["SiteView", "SorterView", "watch_site"]
 
 
@@ -88,14 +90,14 @@ class SiteView:
 
 
 async def watch_site(
-    broker_host: str, broker_port: int, root: str, view: SiteView, stop: asyncio.Event,
+    broker: BrokerEndpoint, root: str, view: SiteView, stop: asyncio.Event,
     *, on_change: Callable[[], None] | None = None,
 ) -> None:
     """Subscribe to ``root/+/...`` and fold every message into ``view`` until ``stop``; a broker
     that goes away is waited for (the view keeps what it had)."""
     while not stop.is_set():
         try:
-            async with aiomqtt.Client(broker_host, broker_port, identifier=f"siteview-{time.time_ns()}") as client:
+            async with aiomqtt.Client(**broker.client_options(), identifier=f"siteview-{time.time_ns()}") as client:
                 for sub in ("+/status", "+/unit/state", "+/parcel/confirmation"):
                     await client.subscribe(f"{root}/{sub}", qos=1)
                 async for message in _until(client, stop):

@@ -66,18 +66,22 @@ def write_unit(db: Path, kind: str, name: str, code: int = 0, detail: str = "") 
 
 
 def relay_config(db: Path, broker: Broker, site: Site, **kw: Any) -> RelayConfig:
-    return RelayConfig(db=db, topics=TOPICS, site=site, broker_port=broker.port, counters_s=kw.pop("counters_s", 0.5),
+    endpoint = kw.pop("endpoint", None) or broker.endpoint()
+    return RelayConfig(db=db, topics=TOPICS, site=site, broker=endpoint, counters_s=kw.pop("counters_s", 0.5),
                        reconnect_s=(0.05, 0.3), **kw)
 
 
 class Running:
-    """A relay and a watcher running as tasks of this loop, stopped in order."""
+    """A relay and a watcher running as tasks of this loop, stopped in order. The watcher goes
+    first: a confirmation published before the host subscribed is not queued for it."""
 
     def __init__(self, relay: Relay, watcher: Watcher) -> None:
         self.relay, self.watcher = relay, watcher
         self.stop_relay, self.stop_watcher = asyncio.Event(), asyncio.Event()
-        self.tasks = [asyncio.ensure_future(relay.run(self.stop_relay)),
-                      asyncio.ensure_future(watcher.run(self.stop_watcher))]
+        self.tasks = [asyncio.ensure_future(watcher.run(self.stop_watcher))]
+
+    def start_relay(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self.relay.run(self.stop_relay)))
 
     async def close(self) -> None:
         self.stop_relay.set()
@@ -88,10 +92,13 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(db: Path, broker: Broker, site: Site, **kw: Any) -> AsyncIterator[Running]:
-    watcher = Watcher(broker.port, TOPICS.everything, identifier=kw.pop("watcher_id", "test-host"))
+    watcher = Watcher(broker.port, TOPICS.everything, identifier=kw.pop("watcher_id", "test-host"),
+                      endpoint=kw.pop("watcher_endpoint", None))
     r = Running(Relay(relay_config(db, broker, site, **kw)), watcher)
     try:
-        await asyncio.wait_for(asyncio.gather(r.relay.connected.wait(), watcher.subscribed.wait()), 10.0)
+        await asyncio.wait_for(watcher.subscribed.wait(), 10.0)
+        r.start_relay()
+        await asyncio.wait_for(r.relay.connected.wait(), 10.0)
         yield r
     finally:
         await r.close()
