@@ -2,7 +2,8 @@
 
 It holds the address space (space.py), applies each Snapshot the controller sends, and reports
 the SCADA's change requests (CmdChangeRequest, UnitModeChangeRequest) as Requests, clearing
-them as TR88 says the unit does once it has taken a command.
+them as TR88 says the unit does once it has taken a command, together with the commands
+asked for by method calls (methods.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from asyncua import ua
 from asyncua.server.server import Server
 
 from control.packtags.commands import Request, mode_request, state_request
+from control.packtags.methods import Methods
 from control.packtags.model import Snapshot
 from control.packtags.space import Space, build_space
 from control.service.settings import PackTagsSettings
@@ -35,6 +37,7 @@ class PackTagsServer:
         self._configure = configure
         self._server: Server | None = None
         self._space: Space | None = None
+        self._methods: Methods | None = None
         self.port = cfg.port
 
     @property
@@ -51,6 +54,8 @@ class PackTagsServer:
         if self._configure is not None:
             await self._configure(server)
         self._space = await build_space(server, self.cfg.tag_id, commands_enabled=self.cfg.commands_enabled)
+        self._methods = Methods(self._space, commands_enabled=self.cfg.commands_enabled)
+        await self._methods.bind()
         await server.start()
         self._server = server
         bs = server.bserver
@@ -71,7 +76,7 @@ class PackTagsServer:
         sp = self._space
         if sp is None or not self.cfg.commands_enabled:
             return []
-        out: list[Request] = []
+        out: list[Request] = self._methods.take() if self._methods is not None else []
         for flag, value_tag, make in (("Command.CmdChangeRequest", "Command.CntrlCmd", state_request),
                                       ("Command.UnitModeChangeRequest", "Command.UnitMode", mode_request)):
             if not await sp.node(flag).read_value():
