@@ -25,6 +25,10 @@ Records, per rate ``capacity.<k>k.<figure>``:
 ``capacity.max_rate``: the highest rate such that it and every lower rate swept meet all of
 `CRITERIA`; its note names what failed at the first rate that failed. ``--plot PATH`` writes a
 PNG of the sweep. docs/benchmarks-capacity.md has the method and the figures.
+
+``capacity.cpu_calibration_ms``: the CPU time of one fixed piece of work (`calibration_ms`),
+before and after the sweep. The same code gave 30,000/h on one VM and 80,000/h on another with
+a third less CPU per parcel: sweeps are comparable only where this figure is.
 """
 
 from __future__ import annotations
@@ -490,9 +494,34 @@ def rate_records(f: Figures) -> list[Record]:
     ]
 
 
-def records(figs: Sequence[Figures]) -> list[Record]:
+def calibration_ms(rounds: int = 5) -> float:
+    """Best of ``rounds`` CPU times of a fixed mix of what the controller and the simulator do
+    most (dict and integer work in Python, small numpy operations, JSON): how fast this machine
+    is right now, whatever else runs (the best round is the one least disturbed)."""
+    rng = np.random.default_rng(1)
+    base = rng.random(4096)
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.process_time()
+        counts: dict[int, int] = {}
+        for i in range(100_000):
+            counts[i & 1023] = counts.get(i & 1023, 0) + i % 7
+        a = base
+        for _ in range(200):
+            a = np.sort(a * 1.0001)
+        json.dumps([{"k": i, "v": float(i), "s": str(i)} for i in range(5000)])
+        best = min(best, time.process_time() - t0)
+    return best * 1000.0
+
+
+def records(figs: Sequence[Figures], calibration: tuple[float, float] | None = None) -> list[Record]:
     best, note = max_rate(figs)
     out = [Record("capacity.max_rate", "parcels/h", best, note)]
+    if calibration is not None:
+        before, after = calibration
+        out.append(Record("capacity.cpu_calibration_ms", "ms", (before + after) / 2,
+                          f"a fixed piece of work: {before:.1f} ms before the sweep, {after:.1f} after; "
+                          "compare sweeps only at similar values"))
     for f in sorted(figs, key=lambda f: f.rate):
         out.extend(rate_records(f))
     return out
@@ -573,11 +602,13 @@ def run(quick: bool, plot_path: Path | None = None) -> list[Record]:
     console = Console(stderr=True)
     # a slow spinner: the controller runs in this process, and the spinner's thread is not its work
     with console.status("capacity: starting", refresh_per_second=2) as status:
+        before = calibration_ms()
         figs = sweep(rates, arrivals, settle, progress=lambda msg: status.update(f"capacity {msg}"))
+        after = calibration_ms()
     if plot_path is not None:
         plot(figs, plot_path, f"sortctl bench capacity{' --quick' if quick else ''}: "
                               f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores")
-    return records(figs)
+    return records(figs, (before, after))
 
 
 if __name__ == "__main__":

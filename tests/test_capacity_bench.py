@@ -19,6 +19,7 @@ from benchmarks.capacity import (
     belt_per_parcel_mm,
     max_rate,
     pitch_mm,
+    records,
     shortfalls,
     unconfirmed_at_stop,
     utilisation,
@@ -89,6 +90,15 @@ def test_max_rate_every_rate_passes() -> None:
     best, note = max_rate([_fig(40_000), _fig(60_000)])
     assert best == 60_000
     assert "every rate swept" in note
+
+
+def test_the_sweep_carries_the_machine_calibration_taken_before_and_after() -> None:
+    """Sweeps of the same code differ by a third on two VMs: every sweep says how fast its
+    machine was, before and after (the VM may change speed during a 21-minute sweep)."""
+    got = {r.name: r for r in records([_fig(40_000)], (20.0, 30.0))}
+    cal = got["capacity.cpu_calibration_ms"]
+    assert cal.value == 25.0 and "20.0 ms before" in cal.extra and "30.0 after" in cal.extra
+    assert "capacity.cpu_calibration_ms" not in {r.name for r in records([_fig(40_000)])}
 
 
 @pytest.mark.parametrize(("field", "value", "words"), [
