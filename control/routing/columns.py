@@ -193,11 +193,17 @@ def _time_block(w: list[npt.NDArray[np.uint32]]) -> tuple[F64, npt.NDArray[np.bo
     h = digit(2, 3) * 10 + digit(3, 0)
     mi = digit(3, 2) * 10 + digit(3, 3)
     s = digit(4, 1) * 10 + digit(4, 2)
+    ok &= real_time(y, mo, day, h, mi, s)
+    return np.where(ok, epoch_seconds(y, mo, day, h, mi, s), np.nan), ~ok
+
+
+def real_time(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> npt.NDArray[np.bool_]:
+    """Whether the fields make a real time, strict like ``datetime.strptime``: no 30 February,
+    no second 60, years from 1."""
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     mo_c = np.clip(mo, 0, 12)
     dim = _DAYS[mo_c] + ((mo_c == 2) & leap)
-    ok &= (y >= 1) & (mo >= 1) & (mo <= 12) & (day >= 1) & (day <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
-    return np.where(ok, epoch_seconds(y, mo, day, h, mi, s), np.nan), ~ok
+    return (y >= 1) & (mo >= 1) & (mo <= 12) & (day >= 1) & (day <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)  # type: ignore[no-any-return]
 
 
 def epoch_seconds(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> F64:
@@ -210,8 +216,8 @@ def epoch_seconds(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> F64:
     return (days * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)  # type: ignore[no-any-return]
 
 
-# Typed (Parquet) columns. Text columns are checked as text; a typed column is checked as the text
-# it reads as (Arrow's cast or strftime), so these give exactly what that text would.
+# Typed (Parquet) columns. A number column gives exactly what its text would (Arrow's cast); a
+# timestamp column gives the instant it holds (see typed_times).
 FIRST_SECOND = -62135596800  # 0001-01-01T00:00:00Z
 LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

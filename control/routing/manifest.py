@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from control.routing.columns import id_keys, iso_times, typed_numbers, typed_times
+from control.routing.columns import (
+    epoch_seconds,
+    id_keys,
+    iso_times,
+    real_time,
+    typed_numbers,
+    typed_times,
+)
 from control.routing.idindex import IdIndex
 from control.routing.ids import key_to_id, parcel_key, parcel_keys
 from control.routing.plan import MAX_DESTINATION
@@ -201,7 +208,6 @@ def _number_slow(arr: pa.Array, empty: npt.NDArray[np.bool_]) -> tuple[F64, npt.
     return np.where(empty | bad, np.nan, out), bad
 
 
-_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
 _TIME_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _TIME_SEPS = np.array([4, 7, 10, 13, 16, 19])
 _TIME_SEP_BYTES = np.frombuffer(b"--T::Z", np.uint8)
@@ -248,18 +254,8 @@ def _times_trimmed(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
         return v
 
     y, mo, day, h, mi, s = num(0, 4), num(4, 2), num(6, 2), num(8, 2), num(10, 2), num(12, 2)
-    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    mo_c = np.clip(mo, 0, 12)
-    dim = _DAYS[mo_c] + ((mo_c == 2) & leap)
-    ok &= (y >= 1) & (mo >= 1) & (mo <= 12) & (day >= 1) & (day <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
-    # Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic, 400-year cycles).
-    yy = y - (mo <= 2)
-    era = yy // 400
-    yoe = yy - era * 400
-    doy = (153 * np.where(mo > 2, mo - 3, mo + 9) + 2) // 5 + day - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    secs = (days * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
-    return np.where(ok, secs, np.nan), ~ok & ~empty
+    ok &= real_time(y, mo, day, h, mi, s)
+    return np.where(ok, epoch_seconds(y, mo, day, h, mi, s), np.nan), ~ok & ~empty
 
 
 def _id_keys_text(arr: pa.Array) -> npt.NDArray[np.uint64]:
@@ -396,9 +392,10 @@ _CATEGORICAL = ("country", "postal_code", "destination_id", "consolidation_key")
 def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
     """Validate a table with the manifest columns (any types) into a :class:`Manifest`.
 
-    Every column is checked as the text it holds or reads as (a typed column as Arrow prints
-    it), so a Parquet manifest says what the same CSV would. Typed timestamp and number columns
-    and dictionary text columns skip the text where that gives the same answer. The columns are
+    Every column is checked as the text it holds or reads as, so a Parquet manifest of text
+    says what the same CSV would; typed number columns give what their text would without
+    making it, timestamp columns the instant they hold, and dictionary text columns are read
+    once per distinct value. The columns are
     checked independently, two at a time (Arrow and numpy release the GIL), and the problems
     applied in the order of ``PROBLEMS``: a row reports its first one."""
     _check_columns(table, source)
