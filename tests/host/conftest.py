@@ -24,16 +24,22 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPICS = Topics("plant1", "hall2", "sorter3")
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
+def started_broker(workdir: Path, **kw: Any) -> Iterator[Broker]:
+    """A Mosquitto started in ``workdir`` (``Broker``'s options: TLS, users), closed after; the
+    test is skipped with the reason when Mosquitto is not installed."""
     if mosquitto_path() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients, or ./dev setup)")
-    b = Broker(tmp_path / "broker")
+    b = Broker(workdir, **kw)
     b.start()
     try:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from started_broker(tmp_path / "broker")
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,20 @@ from pathlib import Path
 import pytest
 
 from control.store import EventStore
-from harness.broker import Broker, BrokerTls, Watcher, mosquitto_path
+from harness.broker import Broker, BrokerTls, Watcher
 from harness.testpki import TestCa
 from host.endpoint import PASSWORD_ENV, BrokerEndpoint, parse_broker
 from host.relay import Relay
 from plant.site import Site
-from tests.host.conftest import ROOT, TOPICS, relay_config, running, until, write_parcels
+from tests.host.conftest import (
+    ROOT,
+    TOPICS,
+    relay_config,
+    running,
+    started_broker,
+    until,
+    write_parcels,
+)
 
 USERS = {"sorter3": "s3-secret-pw", "wms": "wms-secret-pw"}
 
@@ -31,15 +39,9 @@ def ca(tmp_path: Path) -> TestCa:
 
 
 def _broker(tmp_path: Path, ca: TestCa, *, client_certificates: bool = False) -> Iterator[Broker]:
-    if mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients, or ./dev setup)")
     server = ca.server()
-    b = Broker(tmp_path / "broker", tls=BrokerTls(ca.cert, server.cert, server.key, client_certificates), users=USERS)
-    b.start()
-    try:
-        yield b
-    finally:
-        b.close()
+    yield from started_broker(tmp_path / "broker", tls=BrokerTls(ca.cert, server.cert, server.key, client_certificates),
+                              users=USERS)
 
 
 @pytest.fixture
