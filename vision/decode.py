@@ -7,7 +7,8 @@ DataMatrix/QR from the half-size copy (their modules are large). That reads a cl
 about a millisecond or two, all told.
 
 Escalation, only when the cheap pass gives no valid identity, in order: each region at full
-resolution with every wanted symbology (deskewed or upright as its gradients suggest); zbar on
+resolution with every wanted symbology (deskewed or upright as its gradients suggest); the
+large regions whose 2-D symbols were looked for in the half-size copy, at full size; zbar on
 the same crops; then the whole frame by zxing-cpp and by zbar, so that the union of engines
 still reads at least what either reads alone. The whole frame is skipped when the frame holds
 no region that looks like a symbol (bars or modules, not text, lines or bare board): see
@@ -49,6 +50,8 @@ _MIN_WIDTH = 60.0  # frame pixels across a region: box edges and straps are thin
 _MAX_WIDTH = 700.0  # a region wider than this both ways is background, not a label's symbol
 _MAX_LENGTH = 900.0  # nor one longer than this (two straps side by side look like two bars)
 _HALF_SIZE_FROM = 300.0  # 2-D regions at least this long are decoded from the half-size copy
+_SQUARE = 1.6  # a 2-D symbol's region (with a quiet zone and some text about it) is about square
+_MIN_AXIAL_2D = 0.4  # a Data Matrix turned at an odd angle scores 0.44-0.6; blank board and most text below
 
 
 def _candidate(region: Region) -> bool:
@@ -60,14 +63,24 @@ def _candidate(region: Region) -> bool:
 
 
 
+def _maybe_matrix(region: Region) -> bool:
+    """A large region that may hold a Data Matrix or QR symbol `_candidate` does not take: about
+    square (the symbol and its quiet zone; blocks of text are longer), not background-sized, and
+    with some of its gradients along two perpendicular axes."""
+    short, long_ = sorted(region.size)
+    return region.axial >= _MIN_AXIAL_2D and short <= _MAX_WIDTH and long_ <= _SQUARE * short
+
+
 def _crop(gray: Image, region: Region, deskew: bool) -> Image:
     return crop_deskewed(gray, region) if deskew else crop_upright(gray, region)
 
 
 def _cheap_region(
-    gray: Image, small: Image, f: float, region: Region, syms: Sequence[str], failed: list[str]
+    gray: Image, small: Image, f: float, region: Region, syms: Sequence[str], failed: list[str], halved: list[Region]
 ) -> list[Read]:
-    """The narrowest call that reads a clean symbol in this region."""
+    """The narrowest call that reads a clean symbol in this region. A region whose 2-D symbols
+    were looked for in the half-size copy only, in vain, is added to ``halved`` when it may hold
+    one (`_maybe_matrix`)."""
     quad = tuple(region.quad())
     reads: list[Read] = []
     if "code128" in syms and region.coherence >= _MIXED_COHERENCE:
@@ -78,9 +91,21 @@ def _cheap_region(
     matrix = [s for s in syms if s in _MATRIX]
     if matrix:
         # Large regions hold large modules: the half-size copy reads them at a quarter the cost.
-        src, k = (small, f) if max(region.size) >= _HALF_SIZE_FROM else (gray, 1.0)
-        reads += zxing_read(crop_upright(src, region, scale=k), matrix, region=quad, failed=failed)
+        half = max(region.size) >= _HALF_SIZE_FROM
+        src, k = (small, f) if half else (gray, 1.0)
+        got = zxing_read(crop_upright(src, region, scale=k), matrix, region=quad, failed=failed)
+        if half and not _valid(got) and _maybe_matrix(region):
+            halved.append(region)
+        reads += got
     return reads
+
+
+def _matrix_full(gray: Image, region: Region, syms: Sequence[str]) -> list[Read]:
+    """2-D symbols of a region at full resolution: a large region can hold a small-module Data
+    Matrix (a small label turned at an odd angle) that the half-size copy blurs away, and its
+    module pattern can look as little like a symbol's as text does (`_candidate` says no)."""
+    matrix = [s for s in syms if s in _MATRIX]
+    return zxing_read(crop_upright(gray, region), matrix, region=tuple(region.quad())) if matrix else []
 
 
 def _zxing_region(gray: Image, region: Region, syms: Sequence[str]) -> list[Read]:
@@ -128,15 +153,16 @@ def decode_frame(
     regions = [r for r in regions if r.score >= _REL_SCORE * best]
     reads: list[Read] = []
     worth: list[Region] = []  # regions worth the slower steps
+    halved: list[Region] = []  # 2-D symbols looked for at half size only, in vain
     for region in regions:
         # Every region, even after an identity is read: a second label (a multi-read) must not
         # go unseen, and a small symbol beside text can look as little like one as text does.
         failed: list[str] = []
-        reads += _cheap_region(gray, small, f, region, syms, failed)
+        reads += _cheap_region(gray, small, f, region, syms, failed, halved)
         if failed or _candidate(region):
             worth.append(region)
     if effort == "full" and not _valid(reads):
-        reads += _escalate(gray, worth, syms, fallback, deadline)
+        reads += _escalate(gray, worth, [r for r in halved if r not in worth], syms, fallback, deadline)
     seen: set[tuple[str, str]] = set()
     out: list[Read] = []
     for r in reads:
@@ -147,8 +173,16 @@ def decode_frame(
 
 
 def _escalate(
-    gray: Image, regions: Sequence[Region], syms: Sequence[str], fallback: bool, deadline: float | None
+    gray: Image,
+    regions: Sequence[Region],
+    halved: Sequence[Region],
+    syms: Sequence[str],
+    fallback: bool,
+    deadline: float | None,
 ) -> list[Read]:
+    """``regions`` (worth every step) and ``halved`` (worth one 2-D call at full resolution; not
+    the whole frame: text regions are in it too) in turn, cheapest steps first."""
+
     def expired() -> bool:
         return deadline is not None and time.monotonic() > deadline
 
@@ -157,6 +191,12 @@ def _escalate(
         if expired():
             return reads
         reads += _zxing_region(gray, region, syms)
+    if _valid(reads):
+        return reads
+    for region in halved:
+        if expired():
+            return reads
+        reads += _matrix_full(gray, region, syms)
     if _valid(reads):
         return reads
     for region in regions:

@@ -128,6 +128,18 @@ def test_datamatrix_at_any_size(label: LabelSpec, scale: float) -> None:
     assert _ids(decode_frame(render_frame([label], deg, np.random.default_rng(3)))) == {label.parcel_id}
 
 
+@pytest.mark.parametrize("rotation", [15, 105, 315])
+def test_a_small_module_datamatrix_the_half_size_copy_misses_is_read_at_full_size(rotation: int) -> None:
+    # A 0.75x GS1 Data Matrix turned at these angles: its region is large enough to be decoded
+    # from the half-size copy, whose modules are then too small to read, and it looks no more
+    # like a symbol than text does, so it was not escalated (zxing-cpp alone read it).
+    deg = Degradation(rotation_deg=rotation, scale=0.75, noise=1)
+    frame = render_frame([GS1_DM], deg, np.random.default_rng(rotation))
+    assert _ids(decode_frame(frame, effort="cheap")) == set()  # the case: the cheap pass misses it
+    assert _ids(zxing_read(frame, SYMBOLOGIES)) == {GS1_DM.parcel_id}
+    assert _ids(decode_frame(frame)) == {GS1_DM.parcel_id}
+
+
 def test_saturating_glare_is_rendered_and_never_misread() -> None:
     frame = render_frame([S10], Degradation(rotation_deg=0, glare_patch=0.3), np.random.default_rng(4))
     assert (frame == 255).sum() > 2000  # a saturated patch
