@@ -49,7 +49,7 @@ import numpy.typing as npt
 from benchmarks.e2e import Steady, steady
 from benchmarks.records import Record
 from control.store import EventStore
-from harness.audit import IN_CHUTE, ON_BELT, Truth, row_key
+from harness.audit import IN_CHUTE, ON_BELT, Truth, readable_read_rate, row_key
 from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
 from plant.site import Site, load_site
 from plc_sim.scenario import Scenario, load_scenario
@@ -63,7 +63,6 @@ QUICK_RATES = (40_000, 60_000)
 ARRIVALS_S = 240.0  # per rate, full run
 QUICK_ARRIVALS_S = 20.0
 SETTLE_S, QUICK_SETTLE_S = 30.0, 15.0
-UNREADABLE = ("missing", "damaged")  # the scenario's label kinds nothing can read
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,22 +336,11 @@ def _p99_ms(a: npt.NDArray[np.float64]) -> float:
 
 
 def _readable_read_rate(r: SessionResult) -> tuple[float, int, int]:
-    """Parcels with a stored identity, of those whose label is readable (whole run)."""
     store = EventStore(r.db, readonly=True)
     try:
-        rows = {row_key(row): row for row in store.parcels()}
+        return readable_read_rate(store.parcels(), r.truth)
     finally:
         store.close()
-    t: Truth = r.truth
-    readable = read = 0
-    for i, label in enumerate(t.label):
-        if label in UNREADABLE:
-            continue
-        readable += 1
-        row = rows.get(t.key(i)) or rows.get((0, int(t.tracking_id[i])))
-        if row is not None and row.identity:
-            read += 1
-    return (read / readable if readable else math.nan), read, readable
 
 
 def unconfirmed_at_stop(db: Path, t: Truth) -> set[int]:

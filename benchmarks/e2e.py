@@ -14,7 +14,12 @@ Figures (docs/benchmarks-e2e.md says how each is measured):
 - ``e2e.decision_p99``: arming became due -> arm command accepted by the diverter PLC's server;
 - ``e2e.scan_to_decision_p99``: camera trigger -> routing decision durable (decode included);
 - ``e2e.cycle_lag_p99``: how late control cycles started against their 10 ms schedule;
-- ``e2e.read_p99``, ``e2e.decide_p99``, ``e2e.commit_p99``, ``e2e.publish_p99``: the phases of a cycle.
+- ``e2e.read_p99``, ``e2e.decide_p99``, ``e2e.commit_p99``, ``e2e.publish_p99``: the phases of a cycle;
+- ``e2e.read_rate_readable``: identities stored of parcels whose label can be read at all; then
+  the same run again on a busy machine (one CPU-bound process per core at the default priority,
+  `harness.load`): ``e2e.busy.read_rate_readable``, ``e2e.busy.read_rate_loss_pp`` (idle minus
+  busy, percentage points; issue 14 asks <= 0.5), ``e2e.busy.decode_late``,
+  ``e2e.busy.missorts`` and ``e2e.busy.lost``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.records import Record
-from harness.audit import ON_BELT
+from control.store import EventStore
+from harness.audit import ON_BELT, readable_read_rate
+from harness.load import busy_cores
 from harness.session import CONFIG, Session, SessionConfig, SessionResult
 
 RATE = 40_000.0
@@ -83,7 +90,17 @@ def steady(db: Path, start_t: float | None = None) -> Steady:
     return Steady(finished_per_h / offered_per_h, offered_per_h, finished_per_h, transit, t0, t1)
 
 
-def measure(parcels: int, *, settle_s: float, sim_process: bool = True) -> tuple[SessionResult, Steady]:
+@dataclass(frozen=True, slots=True)
+class Readable:
+    rate: float
+    read: int
+    readable: int
+
+
+def measure(
+    parcels: int, *, settle_s: float, sim_process: bool = True, busy: bool = False
+) -> tuple[SessionResult, Steady, Readable]:
+    """One run; ``busy``: with every core kept busy by other work meanwhile."""
     induct_s = parcels / RATE * 3600.0
     cfg = SessionConfig(
         parcels=parcels,
@@ -94,16 +111,29 @@ def measure(parcels: int, *, settle_s: float, sim_process: bool = True) -> tuple
     )
     session = Session(cfg)
     try:
-        r = asyncio.run(session.run())
-        return r, steady(r.db)  # before the temporary store goes
+        if busy:
+            with busy_cores():
+                r = asyncio.run(session.run())
+        else:
+            r = asyncio.run(session.run())
+        store = EventStore(r.db, readonly=True)  # before the temporary store goes
+        try:
+            readable = Readable(*readable_read_rate(store.parcels(), r.truth))
+        finally:
+            store.close()
+        return r, steady(r.db), readable
     finally:
         session.close()
 
 
-def records(r: SessionResult, st: Steady) -> list[Record]:
-    a = r.audit
+def _lost(r: SessionResult) -> int:
     on_belt = set(r.truth.tracking_id[r.truth.location == ON_BELT].tolist())
-    lost = [t for t in a.lost if t not in on_belt]
+    return sum(t not in on_belt for t in r.audit.lost)
+
+
+def records(r: SessionResult, st: Steady, rd: Readable) -> list[Record]:
+    a = r.audit
+    lost = _lost(r)
     m = r.metrics
     note = f"{a.inducted} inducted in {r.wall_s:.0f} s wall"
     return [
@@ -113,12 +143,13 @@ def records(r: SessionResult, st: Steady) -> list[Record]:
         Record("e2e.parcels_per_hour_whole_run", "parcels/h", r.parcels_per_hour,
                f"{a.sorted_planned} sorted; {note}; start-up and tail included"),
         Record("e2e.missorts", "parcels", float(len(a.missorts)), "; ".join(a.missort_detail[:3])),
-        Record("e2e.lost", "parcels", float(len(lost)), "left the belt with no final outcome stored"),
+        Record("e2e.lost", "parcels", float(lost), "left the belt with no final outcome stored"),
         Record("e2e.misrecorded", "parcels", float(len(a.misrecorded)), "stored outcome contradicts ground truth"),
-        Record("e2e.in_flight_at_end", "parcels", float(len(a.lost) - len(lost)), "still riding the loop"),
+        Record("e2e.in_flight_at_end", "parcels", float(len(a.lost) - lost), "still riding the loop"),
         Record("e2e.rejected", "parcels", float(a.rejected),
                ", ".join(f"{k} {v}" for k, v in sorted(a.rejected_by_reason.items()))),
-        Record("e2e.read_rate", "fraction", a.read_rate),
+        Record("e2e.read_rate", "fraction", a.read_rate, "of every parcel, unreadable labels included"),
+        Record("e2e.read_rate_readable", "fraction", rd.rate, f"{rd.read} of {rd.readable} readable labels"),
         Record("e2e.decision_p99", "ms", _p99_ms(m.decision_s), f"p50 {_p50_ms(m.decision_s):.1f} ms; due -> arm accepted"),
         Record("e2e.arm_result_p99", "ms", _p99_ms(m.arm_confirmed_s), "due -> PLC's ARMED result read back"),
         Record("e2e.scan_to_decision_p99", "ms", _p99_ms(m.scan_to_decision_s),
@@ -134,11 +165,29 @@ def records(r: SessionResult, st: Steady) -> list[Record]:
     ]
 
 
+def busy_records(idle: Readable, r: SessionResult, rd: Readable) -> list[Record]:
+    """What a busy machine cost: the same run with every core kept busy by other work."""
+    m = r.metrics
+    return [
+        Record("e2e.busy.read_rate_readable", "fraction", rd.rate,
+               f"{rd.read} of {rd.readable} readable labels, every core busy with other work"),
+        Record("e2e.busy.read_rate_loss_pp", "pp", (idle.rate - rd.rate) * 100.0,
+               f"idle {idle.rate:.2%} - busy {rd.rate:.2%} (goal <= 0.5)"),
+        Record("e2e.busy.decode_late", "parcels", float(m.decode_timeouts), "decoded after the routing deadline"),
+        Record("e2e.busy.missorts", "parcels", float(len(r.audit.missorts))),
+        Record("e2e.busy.lost", "parcels", float(_lost(r))),
+        Record("e2e.busy.decision_p99", "ms", _p99_ms(m.decision_s), f"p50 {_p50_ms(m.decision_s):.1f} ms"),
+        Record("e2e.busy.cycle_lag_p99", "ms", _p99_ms(m.cycle_lag_s), f"p50 {_p50_ms(m.cycle_lag_s):.1f} ms"),
+    ]
+
+
 def run(quick: bool) -> list[Record]:
     logging.getLogger().setLevel(logging.ERROR)
     # quick: ~22 s of arrivals then 15 s to settle (the far chutes are ~14 s from the induct)
     parcels, settle = (250, 15.0) if quick else (2500, 30.0)
-    return records(*measure(parcels, settle_s=settle))
+    r, st, rd = measure(parcels, settle_s=settle)
+    busy, _, busy_rd = measure(parcels, settle_s=settle, busy=True)
+    return records(r, st, rd) + busy_records(rd, busy, busy_rd)
 
 
 if __name__ == "__main__":

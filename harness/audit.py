@@ -200,3 +200,22 @@ def audit(rows: list[ParcelRow], truth: Truth, recirculated: int) -> Audit:
         superseded_outcomes=dict(superseded_outcomes),
         unmatched_rows=[k for k in store.by_key if k not in store.used],
     )
+
+
+UNREADABLE = ("missing", "damaged")  # the scenario's label kinds nothing can read
+
+
+def readable_read_rate(rows: list[ParcelRow], truth: Truth) -> tuple[float, int, int]:
+    """(rate, read, readable): parcels with a stored identity, of those whose label can be read
+    at all (the scenario's missing and damaged labels are left out: no decoder reads them, so
+    they say nothing about decoding that keeps up). Whole run."""
+    by_key = _Rows(rows)
+    readable = read = 0
+    for i, label in enumerate(truth.label):
+        if label in UNREADABLE:
+            continue
+        readable += 1
+        row = by_key.get(truth.key(i))
+        read += row is not None and bool(row.identity)
+    return (read / readable if readable else float("nan")), read, readable
+

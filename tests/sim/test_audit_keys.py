@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.audit import Truth, audit
+from harness.audit import Truth, audit, readable_read_rate
 from plc_sim.oracle import OracleArm
 
 from .conftest import WorldFactory
@@ -117,3 +117,19 @@ def test_the_written_ground_truth_carries_keys_and_the_fire_key(make_world: Worl
         rows = list(csv.DictReader(f))
     assert [json.loads(r["prior_keys"]) for r in rows] == [r["prior_keys"] for r in data]
     assert [int(r["boot_id"]) for r in rows] == [r["boot_id"] for r in data]
+
+
+def test_readable_read_rate_leaves_out_labels_nothing_can_read() -> None:
+    # Parcels 1-4 have readable labels (1 and 2 read, 3 stored without identity, 4 never
+    # stored); 5 and 6 carry a missing and a damaged label and count neither way, read or not.
+    truth = Truth.from_records([
+        {"tracking_id": t, "location": "chute", "chute": 3, "laps": 0, "label": label, "final_s": None, "boot_id": 2}
+        for t, label in [(1, "ok"), (2, "double"), (3, "ok"), (4, "ok"), (5, "missing"), (6, "damaged")]
+    ])
+    rows: list[Any] = [Row(1, "sorted", 2, identity="RR123456785CN"), Row(2, "rejected", 2, identity="X"),
+                       Row(3, "rejected", 2, reason="no_read"), Row(5, "rejected", 2, identity="Y"),
+                       Row(6, "rejected", 2, reason="no_read")]
+    assert readable_read_rate(rows, truth) == (0.5, 2, 4)
+    # a row of another boot with the same tracking id is another parcel; a boot-less row stands for any
+    assert readable_read_rate([Row(1, "sorted", 9, identity="Z")], truth)[1] == 0
+    assert readable_read_rate([LegacyRow(1, "sorted", identity="Z")], truth)[1] == 1
