@@ -16,7 +16,10 @@ parcels that open groups are found once per call, not per block: the first parce
 closed at the call's start. An opener whose rule has no usable pool chute leaves its group
 closed; the group's next parcel under another rule then opens it (a block ends before it), as
 one-by-one routing would; parcels under the failed rule cannot, as chutes only fill up within a
-call.
+call. While every pool chute is usable (the usual case) a pick depends on slot loads alone, so
+the call's new groups are placed once for the whole call, and their chutes written once, rather
+than block by block; the first block that finds a pool chute full takes the rest back and goes
+on block by block.
 
 Per-call overheads are kept out of the batch: every manifest row's static route is bound with
 the plan (:meth:`RoutingEngine.prepare_plan`) and packed into 8 bytes (first chute, reason, a
@@ -53,6 +56,7 @@ I64 = npt.NDArray[np.int64]
 ArrayLike = npt.ArrayLike
 
 _EMPTY = np.zeros(0, np.int64)
+_EMPTY_I32 = np.zeros(0, np.int32)
 _BIG = np.iinfo(np.int64).max
 # A packed row route is one int64; little-endian, its bytes are: 0-1 the first chute (int16),
 # 2 the reason (uint8), 3 the deadline bucket (uint8, ``NEVER``: no priority chute), 4-7 the
@@ -110,6 +114,9 @@ class _Openers:
         )
 
 
+_NO_OPENERS = _Openers(_EMPTY, _EMPTY_I32, _EMPTY_I32)
+
+
 @dataclass(frozen=True, slots=True)
 class Decisions:
     """One routing result per parcel. ``group`` is the consolidation group to hand back with
@@ -144,6 +151,12 @@ class PreparedPlan:
     pool_chutes: I64  # every chute of any pool
     settings: RoutingSettings  # swapped with the plan: a margin or a country change is a plan change
     row_group: npt.NDArray[np.int32]  # consolidation group per manifest row (-1 when consolidation is off)
+    # ``tables.pool_off`` / ``pool_len`` narrowed for the new groups' random reads (half and a
+    # quarter of the cache lines of the int64 tables). Pools hold distinct chute ids (1..999)
+    # and the candidate lists fit ``OFF_MASK``, so neither narrowing can overflow.
+    rule_pool_off: npt.NDArray[np.int32]
+    rule_pool_len: npt.NDArray[np.int16]
+    group_rule: npt.NDArray[np.int32]  # per group: the rule of all its group parcels, -1: mixed
 
     @property
     def n_rows(self) -> int:
@@ -224,7 +237,22 @@ class RoutingEngine:
         return PreparedPlan(
             t, row_rule, cand, len(self.st.chain), table, edges, np.append(row_rule, np.int32(-1)).astype(np.int32),
             pool_ext, np.unique(t.pool).astype(np.int64), settings, row_group,
+            t.pool_off.astype(np.int32), t.pool_len.astype(np.int16), self._group_rules(table, row_rule, row_group),
         )
+
+    def _group_rules(self, table: I64, row_rule: I32, row_group: I32) -> I32:
+        """The rule every group parcel of a group routes by, per group; -1 when its rows have
+        different rules (or it has none). An opener's rule is then read from this small table
+        rather than from ``row_rule`` (a random read of a table as long as the manifest, which
+        is seldom in cache); only the openers of the -1 groups still read ``row_rule``."""
+        ng = len(self.manifest.group_names)
+        rows = np.flatnonzero(_fields(table[:-1])[1] == Reason.CONSOLIDATED)  # every row that may open
+        g, r = row_group[rows], row_rule[rows]
+        lo = np.full(ng, np.iinfo(np.int32).max, np.int32)
+        hi = np.full(ng, -1, np.int32)
+        np.minimum.at(lo, g, r)
+        np.maximum.at(hi, g, r)
+        return np.where(lo == hi, lo, -1).astype(np.int32)
 
     def _row_routes(self, t: PlanTables, row_rule: I32, row_group: I32) -> tuple[I64, npt.NDArray[np.float64]]:
         """Each row's route when nothing at routing time (read, laps, deadline) overrides it,
@@ -453,12 +481,15 @@ class RoutingEngine:
         rows = np.asarray(rows, np.int64)
         n = len(rows)
         size = pp.n_rows  # table row ``size`` is the "unknown parcel" sentinel
-        if n and (int(rows.min()) < 0 or int(rows.max()) >= size):
+        rr = rows
+        if n and int(rows.min()) < 0:
             rr = np.where((rows >= 0) & (rows < size), rows, size)
-        else:
-            rr = rows
         # One gather brings each parcel's static route, 8 bytes; the fields are views of it.
-        packed = np.take(pp.row_table, rr)
+        try:
+            packed = np.take(pp.row_table, rr)  # row ``size`` is the sentinel itself
+        except IndexError:  # rows past the sentinel (no ``max`` pass for the usual case)
+            rr = np.where((rows >= 0) & (rows < size), rows, size)
+            packed = np.take(pp.row_table, rr)
         first_v, reason_v, bucket, group = _fields(packed)
         first = first_v.copy()  # each parcel's first choice (int16), overrides included
         out_reason = reason_v.copy()
@@ -497,18 +528,33 @@ class RoutingEngine:
         gi = np.flatnonzero(out_reason == Reason.CONSOLIDATED)
         gg = group[gi]  # (``take`` would copy the whole strided column first)
         ops = self._openers(pp, rr, gi, gg)
+        gc = self._place_openers(pp, ops, gi, gg, out_chute)
         retry_at = _EMPTY  # block starts forced by retried openers (see ``_retries``)
         p = 0
         block = self.settings.block
         while p < n:
             e = min(n, p + block)
+            if gc is not None and not self._pools_usable(pp):
+                # A pool chute filled up: from here on each block places its own openers.
+                self._unplace(ops, p)
+                out_chute[p:] = first[p:]
+                gc = None
+            if gc is not None:
+                q, _ = self._route_block(
+                    pp, rr, rule, p, e, first, out_chute, out_reason, group, _EMPTY, _EMPTY_I32, _NO_OPENERS, gi, gg,
+                )
+                if p + q < e:  # the restart reset the rest of the block to first choices
+                    a, b = np.searchsorted(gi, (p + q, e)).tolist()
+                    out_chute[gi[a:b]] = gc[a:b]
+                p += q
+                continue
             if len(retry_at):
                 later = retry_at[retry_at > p]
                 e = min(e, int(later[0])) if len(later) else e
             a, b = np.searchsorted(gi, (p, e)).tolist()
             oa, ob = np.searchsorted(ops.pos, (p, e)).tolist()
             q, more = self._route_block(
-                pp, rr, rule, p, e, first, out_chute, out_reason, gi[a:b], gg[a:b],
+                pp, rr, rule, p, e, first, out_chute, out_reason, group, gi[a:b], gg[a:b],
                 _Openers(ops.pos[oa:ob] - p, ops.grp[oa:ob], ops.rule[oa:ob]), gi, gg,
             )
             if more is not None:
@@ -522,7 +568,10 @@ class RoutingEngine:
         packed deadline buckets, then the exact test ``deadline - now < margin`` on the few left."""
         margin = self.settings.priority_margin_s
         t_now = np.asarray(now, np.float64)
-        latest = float(np.nanmax(t_now)) if t_now.size and not np.isnan(t_now).all() else np.nan
+        if t_now.ndim == 0:
+            latest = float(t_now)  # (``nanmax`` of one number costs tens of microseconds)
+        else:
+            latest = float(np.nanmax(t_now)) if t_now.size and not np.isnan(t_now).all() else np.nan
         if np.isnan(latest) or len(pp.prio_edges) == 0:
             return _EMPTY
         # Every due row has deadline <= limit (the slack covers the rounding of
@@ -542,27 +591,69 @@ class RoutingEngine:
         first[idx] = self._exc_chute[why]
         reason[idx] = why
 
+    def _usable(self) -> npt.NDArray[np.bool_]:
+        """Chutes a parcel may be sent to now: available and below capacity (reject: always)."""
+        ok = self.available & (self.pending + self.filled < self.st.capacity)
+        ok[self.st.reject] = True
+        return ok
+
+    def _pools_usable(self, pp: PreparedPlan) -> bool:
+        return bool(np.take(self._usable(), pp.pool_chutes).all())
+
+    def _place_openers(
+        self, pp: PreparedPlan, ops: _Openers, gi: I64, gg: I32, out_chute: npt.NDArray[np.int16]
+    ) -> npt.NDArray[np.int16] | None:
+        """Open the call's new groups all at once when every pool chute is usable; return the
+        group chute of each group parcel (``gi``), already written to ``out_chute``; None when
+        some pool chute is full or down (each block then places its own openers).
+
+        With every pool chute usable, a new group's slot depends only on the slot loads, which
+        only the openers before it change; so the least-loaded picks in call order are those
+        the blocks would make one after the other, however the blocks are cut, for as long as
+        every pool chute stays usable (``route`` checks at each block start: loads only grow
+        within a call, so once a pool chute is full it stays full, and :meth:`_unplace` takes
+        back the picks from that block on). One placement per call instead of one per block
+        saves the per-block rounds and the per-block reads and writes of the group chutes.
+        """
+        if len(gi) == 0 or not self._pools_usable(pp):
+            return None
+        if len(ops.pos):
+            slot = self._water_fill(pp, self._usable(), ops.rule)  # no -1: every pool chute usable
+            grp = ops.grp.astype(np.intp)  # (assignment with int32 indices is 3x slower)
+            self.group_chute[grp] = np.take(pp.pool_ext, slot)
+            self.group_slot[grp] = slot
+        gc = np.take(self.group_chute, gg)
+        out_chute[gi] = gc  # every group is open now: those of the openers too
+        return gc
+
+    def _unplace(self, ops: _Openers, p: int) -> None:
+        """Take back the groups :meth:`_place_openers` opened at call positions ``p`` on."""
+        grp = ops.grp[int(np.searchsorted(ops.pos, p)) :]
+        np.subtract.at(self.slot_load, self.group_slot[grp], 1)
+        self.group_chute[grp] = 0
+        self.group_slot[grp] = -1
+
     def _route_block(
         self, pp: PreparedPlan, rr: I64, rule: I32 | None, p: int, e: int, first: npt.NDArray[np.int16],
-        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8], gi: I64, gg: I32, ops: _Openers,
-        all_gi: I64, all_gg: I32,
+        out_chute: npt.NDArray[np.int16], out_reason: npt.NDArray[np.uint8], group: I32, gi: I64, gg: I32,
+        ops: _Openers, all_gi: I64, all_gg: I32,
     ) -> tuple[int, _Openers | None]:
         """Route parcels p..e-1 speculatively; commit the exact prefix; return its length and
         the openers to retry later (None: none). ``gi`` are the block's group parcels
         (positions in the call), ``gg`` their groups, ``ops`` the block's openers (positions in
-        the block); ``all_gi``, ``all_gg``: the group parcels of the whole call."""
+        the block), all three empty when the call placed its openers and wrote its group chutes
+        up front (:meth:`_place_openers`); ``all_gi``, ``all_gg``: the group parcels of the
+        whole call; ``group``: every parcel's group."""
         st, t = self.st, pp.tables
         cand = pp.cand
         reject = st.reject
         load0 = self.pending + self.filled
-        ok = self.available & (load0 < st.capacity)
-        ok[reject] = True
+        ok = self._usable()
         m = e - p
         chute = out_chute[p:e]  # a view: first choices, replaced below where needed
         # (Below, ``take`` with int16/int32 indices: several times faster than ``a[idx]``.)
         opener_pos, opener_grp = ops.pos, ops.grp
         opener_slot = _EMPTY
-        gc: npt.NDArray[np.int16] | None = None
         if len(gi):
             if len(opener_pos):
                 opener_slot = self._water_fill(pp, ok, ops.rule)
@@ -576,21 +667,24 @@ class RoutingEngine:
                 np.put(out_chute, gi, gc)
             else:
                 np.put(out_chute, gi[fol], gc[fol])
-        okc = np.take(ok, chute)
+        # Parcels per chute, first choices: also tells whether any parcel's first choice is
+        # full or down (a chute of ``~ok`` counted), without a pass of ``ok[chute]``.
+        cnt = np.bincount(chute, minlength=st.size)[: st.size]
         pos = None
         bad = _EMPTY
-        if not okc.all():
+        if cnt[~ok].any():
             # Slow lane: parcels whose first candidate is full or unavailable walk their list:
             # the chain of their group's chute, their rule's candidates, or the chain of their
             # first chute (exceptions, priority).
-            bad = np.flatnonzero(~okc)
+            bad = np.flatnonzero(~np.take(ok, chute))
+            was = np.take(chute, bad)
             nb = len(bad)
-            fc = np.zeros(nb, np.int64)
-            if gc is not None:
-                follow = np.zeros(m, np.int16)
-                np.put(follow, gi - p, gc)
-                fc = np.take(follow, bad).astype(np.int64)
             rsn = np.take(out_reason, p + bad)
+            # A group parcel follows its group's chute if the group is open (0: not open).
+            fc = np.zeros(nb, np.int64)
+            gb = np.flatnonzero(rsn == Reason.CONSOLIDATED)
+            if len(gb):
+                fc[gb] = np.take(self.group_chute, np.take(group, p + np.take(bad, gb)))
             chain_c = np.where(fc > 0, fc, np.take(first, p + bad))
             b_off = st.chain_off[chain_c]
             b_ln = st.chain_len[chain_c]
@@ -618,8 +712,9 @@ class RoutingEngine:
                 pos[hit] = k
                 todo = todo[~good]
                 k += 1
+            cnt += np.bincount(np.take(chute, bad), minlength=st.size)[: st.size]
+            cnt -= np.bincount(was, minlength=st.size)[: st.size]
         # Capacity check: the first parcel that would overflow a chute ends the exact prefix.
-        cnt = np.bincount(chute, minlength=st.size)[: st.size]
         over = np.flatnonzero(load0 + cnt > st.capacity)
         q = m
         for oc in over.tolist():
@@ -670,7 +765,11 @@ class RoutingEngine:
         if len(closed) < len(firsts):
             firsts, grp = np.take(firsts, closed), np.take(grp, closed)
         pos = np.take(gi, firsts)
-        return _Openers(pos, grp, np.take(pp.row_rule, np.take(rr, pos)))
+        rule = np.take(pp.group_rule, grp)
+        mixed = np.flatnonzero(rule < 0)  # groups whose rows have different rules
+        if len(mixed):
+            rule[mixed] = np.take(pp.row_rule, np.take(rr, np.take(pos, mixed)))
+        return _Openers(pos, grp, rule)
 
     def _retries(self, pp: PreparedPlan, rr: I64, gi: I64, gg: I32, f_pos: I64, f_grp: I32, f_rule: I32) -> _Openers:
         """Openers to try after the failed ones (``f_*``: positions in the call, groups, rules):
@@ -701,9 +800,9 @@ class RoutingEngine:
         Rules are independent (a slot's load counts only its rule's groups), so each round
         places the earliest remaining new group of every rule at once: the least-loaded usable
         slot of each rule's pool, found column by column (ties go to the earlier slot). Rounds
-        are few: a rule rarely opens more than a handful of groups in one block. Every pick
+        are few: a rule rarely opens more than a handful of groups in one call. Every pick
         raises ``slot_load`` (tentatively, like ``group_chute``: the block takes back those of
-        the openers past its exact prefix)."""
+        the openers past its exact prefix, :meth:`_unplace` those of a call-wide placement)."""
         nk = len(op_rule)
         out = np.full(nk, -1, np.int64)
         if nk == 0:
@@ -712,39 +811,44 @@ class RoutingEngine:
         if len(self._rule_seen) < t.n_rules:
             self._rule_seen = np.zeros(t.n_rules, np.int64)
         load = self.slot_load
-        rules = op_rule.astype(np.int64)
+        # Each opener's pool (first slot, length), read once from the narrow tables.
+        base = np.take(pp.rule_pool_off, op_rule)
+        plen = np.take(pp.rule_pool_len, op_rule)
+        every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
         # A one-chute pool needs no choice (and no rounds): its slot, if the chute is usable.
-        single = np.take(t.pool_len, rules) == 1
+        single = plen == 1
         one = np.flatnonzero(single)
         if len(one):
-            s1 = np.take(t.pool_off, np.take(rules, one))
-            s1 = np.where(np.take(ok, np.take(t.pool, s1)), s1, -1)
+            s1 = np.take(base, one).astype(np.int64)
+            if not every_ok:
+                usable = np.take(ok, np.take(t.pool, s1))
+                one, s1 = one[usable], s1[usable]  # (the others keep -1)
             out[one] = s1
-            np.add.at(load, s1[s1 >= 0], 1)
+            np.add.at(load, s1, 1)
         todo = np.flatnonzero(~single)
-        every_ok = bool(np.take(ok, pp.pool_chutes).all())  # usual: no pool chute full or down
         while len(todo):
-            r = np.take(rules, todo)
-            first = _first_occurrence(r, todo, self._rule_seen)
-            now, r = todo[first], r[first]
+            first = _first_occurrence(np.take(op_rule, todo), todo, self._rule_seen)
+            now = todo[first]
             todo = todo[~first]
             # Column by column over the pools (a few chutes each): strictly lower load wins,
-            # so ties stay with the earlier slot; positions past a pool's end repeat its first.
-            base = np.take(t.pool_off, r)
-            plen = np.take(t.pool_len, r)
-            best_load = np.take(load, base)
+            # so ties stay with the earlier slot; positions past a pool's end repeat its last
+            # (never strictly lower than the best so far, which has seen it).
+            b0 = np.take(base, now).astype(np.int64)
+            pl = np.take(plen, now)
+            last = b0 + (pl - 1)
+            best_load = np.take(load, b0)
             if not every_ok:
-                best_load[~np.take(ok, np.take(t.pool, base))] = _BIG
-            best = np.zeros(len(r), np.int64)
-            for j in range(1, int(plen.max())):
-                sj = np.where(plen > j, base + j, base)
+                best_load[~np.take(ok, np.take(t.pool, b0))] = _BIG
+            best = np.zeros(len(now), np.int64)
+            for j in range(1, int(pl.max())):
+                sj = np.minimum(b0 + j, last)
                 lj = np.take(load, sj)
                 if not every_ok:
                     lj[~np.take(ok, np.take(t.pool, sj))] = _BIG
                 better = lj < best_load
-                best_load = np.where(better, lj, best_load)
+                np.minimum(best_load, lj, out=best_load)
                 best[better] = j
-            pick = base + best
+            pick = b0 + best
             if not every_ok:
                 got = best_load != _BIG
                 pick, now = pick[got], now[got]

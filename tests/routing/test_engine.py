@@ -149,6 +149,35 @@ def test_consolidation_batch_equals_one_by_one(
                 e.confirm(d.chute, d.chute, d.group)
 
 
+def test_groups_placed_for_the_whole_batch_until_a_pool_chute_fills(world: World) -> None:
+    """Every pool chute is usable at the start of the batch, so the batch places its new groups
+    once for all its blocks; pool chutes then fill up mid-batch, so the blocks from there on
+    take those placements back and place their own. Decisions and group state equal routing
+    one by one, whatever the block size."""
+    m = world.manifest
+    rng = np.random.default_rng(5)
+    n_groups = 150
+    group = np.where(rng.random(len(m)) < 0.7, rng.integers(0, n_groups, len(m)), -1).astype(np.int32)
+    mm = replace(m, group=group, group_names=[f"G{i}" for i in range(n_groups)])
+    pool_chutes = sorted({c for r in world.plan.rules for c in r.chutes})
+    rows = np.concatenate([rng.permutation(len(m)), rng.permutation(len(m))])
+    now = _start(world)
+    for block in (64, 200, 4096):
+        batch = RoutingEngine(world.site, world.plan, mm, RoutingSettings(block=block))
+        single = RoutingEngine(world.site, world.plan, mm, RoutingSettings(block=block))
+        for e in (batch, single):
+            e.st.capacity[:] = np.minimum(e.st.capacity, 30)
+        assert (batch.load()[pool_chutes] < batch.st.capacity[pool_chutes]).all()
+        d = batch.route(rows, now)
+        assert (batch.load()[pool_chutes] >= batch.st.capacity[pool_chutes]).any()  # some filled mid-batch
+        for i, row in enumerate(rows.tolist()):
+            assert (int(d.chute[i]), Reason(int(d.reason[i])), int(d.group[i])) == single.route_one(row, now), i
+        assert (batch.group_chute == single.group_chute).all()
+        assert (batch.group_slot == single.group_slot).all()
+        assert (batch.slot_load == single.slot_load).all()
+        assert (batch.load() == single.load()).all()
+
+
 def test_group_opens_by_a_later_member_of_another_rule(tmp_path: Path, example_site: Site) -> None:
     """A group whose first parcel finds its pool unusable stays closed; a later parcel of the
     group under another rule opens it, and the members after it follow."""
