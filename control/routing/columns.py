@@ -1,9 +1,9 @@
-"""Manifest column kernels: parcel ids and ISO times read as machine words from the text bytes.
+"""Manifest column kernels: ids, times, countries and postal codes read as machine words.
 
-The manifest's hot columns have fixed shapes (13- or 18-character ids, 20-character times), so
-their checks and values are computed from 4- and 8-byte words gathered straight from an Arrow
-string array's data buffer (SWAR: one integer operation checks or converts several characters),
-in blocks of rows that stay in the CPU cache. No string is upper-cased, trimmed or hashed on
+The manifest's hot columns have fixed shapes (13- or 18-character ids, 20-character times,
+2-letter countries, short postal codes), so their checks and values are computed from 2-, 4-
+and 8-byte words gathered straight from an Arrow string array's data buffer (SWAR: one
+integer operation checks or converts several characters), in blocks of rows that stay in the CPU cache. No string is upper-cased, trimmed or hashed on
 this path. A kernel only ever *accepts* a value; rows it does not accept are handed back to the
 caller, whose general (slower) text path decides them, so results are those of that path.
 """
@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from control.routing.ids import S10_FLAG
+from control.routing.postal import BASE, MAX_POSTAL
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -55,6 +56,13 @@ def _words4(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
     """Every 4-byte little-endian word of ``data``, one per byte offset (a strided view, no copy)."""
     n = max(len(data) - 3, 0)
     view: npt.NDArray[np.uint32] = np.ndarray((n,), np.dtype("<u4"), data if n else None, 0, (1,))
+    return view
+
+
+def _words2(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint16]:
+    """Every 2-byte little-endian word of ``data``, one per byte offset (a strided view, no copy)."""
+    n = max(len(data) - 1, 0)
+    view: npt.NDArray[np.uint16] = np.ndarray((n,), np.dtype("<u2"), data if n else None, 0, (1,))
     return view
 
 
@@ -148,6 +156,78 @@ def id_keys(arr: pa.Array) -> tuple[U64, npt.NDArray[np.bool_]]:
     return keys, keys == 0
 
 
+def country_codes(arr: pa.Array) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Index 0..675 (``(first - 'A') * 26 + second - 'A'``) of the values that are exactly two
+    upper-case letters, -1 for the others, and a mask of those others (padded, lower case, other
+    lengths...), left to the general path."""
+    offsets, data = string_parts(arr)
+    lengths = np.diff(offsets)
+    out = np.full(len(arr), -1, np.int64)
+    rows = np.flatnonzero(lengths == 2)
+    if len(rows):
+        w = _words2(data)[offsets[rows]]
+        a = (w & np.uint16(0xFF)) - np.uint16(65)  # wraps above 25 for bytes below 'A'
+        b = (w >> np.uint16(8)) - np.uint16(65)
+        ok = (a <= 25) & (b <= 25)
+        out[rows] = np.where(ok, a.astype(np.int64) * 26 + b, -1)
+    return out, out < 0
+
+
+# Byte -> base-37 postal digit ('0'..'9' 1..10, 'A'..'Z' 11..36, as postal.postal_keys reads
+# them); 255 for every other byte, NUL included (a real NUL is not padding here).
+_POSTAL_DIGIT = np.full(256, 255, np.uint8)
+_POSTAL_DIGIT[48:58] = np.arange(1, 11)
+_POSTAL_DIGIT[65:91] = np.arange(11, 37)
+_POSTAL_WORD = 8  # codes of up to 8 characters are read from one word
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(_POSTAL_WORD + 1)], np.uint64)  # the k low bytes
+# Base-37 value of k characters '0' (digit 1 each) in the first k of 8 places: a code of k
+# digits reads its digit values (0-9) plus this.
+_POSTAL_ONES = np.array([sum(BASE ** (_POSTAL_WORD - 1 - j) for j in range(k)) for k in range(_POSTAL_WORD + 1)],
+                        np.int64)
+
+
+def postal_values(arr: pa.Array) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """The postal part of the key (:func:`control.routing.postal.postal_keys` with country 0) of
+    values that are 1-8 upper-case letters and digits, 0 for the empty value, -1 for the others,
+    and a mask of those others (spaces, dashes, lower case, longer...), left to the general path.
+
+    Each value is read as the 8-byte word that ends with it (so no read runs past the data),
+    shifted down to its own bytes; values ending in the data's first 7 bytes go the general way.
+    Codes of digits only (most countries') are read in 16- and 32-bit lanes, like the ids."""
+    offsets, data = string_parts(arr)
+    lengths = np.diff(offsets)
+    out = np.full(len(arr), -1, np.int64)
+    out[lengths == 0] = 0
+    ends = offsets[1:]
+    rows = np.flatnonzero((lengths >= 1) & (lengths <= _POSTAL_WORD) & (ends >= _POSTAL_WORD))
+    if not len(rows):
+        return out, out < 0
+    lens = lengths[rows]
+    w = _words8(data)[ends[rows] - _POSTAL_WORD] >> (np.uint64(8) * (_POSTAL_WORD - lens).astype(np.uint64))
+    x = (w ^ _ZEROS8) & _LOW_BYTES[lens]  # digit values; 0 past the value's end
+    digits = _digits_ok(x, (1 << 64) - 1, 8)
+    # Base 37, first character most significant: pairs in 16-bit lanes, then 32, then 64.
+    b1, b2, b4 = np.uint64(BASE), np.uint64(BASE**2), np.uint64(BASE**4)
+    p = (x & _LANES) * b1 + ((x >> np.uint64(8)) & _LANES)
+    q = (p & np.uint64(0x0000FFFF0000FFFF)) * b2 + ((p >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF))
+    v = (q & np.uint64(0xFFFFFFFF)) * b4 + (q >> np.uint64(32))
+    # A digit d reads d + 1 ('0' is 1): add 1 for each of the value's characters.
+    v = (v.astype(np.int64) + _POSTAL_ONES[lens]) * BASE ** (MAX_POSTAL - _POSTAL_WORD)
+    out[rows] = np.where(digits, v, -1)
+    other = np.flatnonzero(~digits)
+    if len(other):  # letters (or anything else): byte by byte through the digit table
+        d = _POSTAL_DIGIT[w[other].view(np.uint8).reshape(-1, _POSTAL_WORD)]  # zero bytes past the end read 255
+        lo = lens[other]
+        ok = np.ones(len(other), bool)
+        val = np.zeros(len(other), np.int64)
+        for j in range(_POSTAL_WORD):  # column by column; bytes past a value's end count as 0
+            inside = lo > j
+            ok &= ~inside | (d[:, j] != 255)
+            val = val * BASE + np.where(inside, d[:, j], 0)
+        out[rows[other]] = np.where(ok, val * BASE ** (MAX_POSTAL - _POSTAL_WORD), -1)
+    return out, out < 0
+
+
 def iso_times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Epoch seconds of the values that are exactly ``YYYY-MM-DDTHH:MM:SSZ`` (NaN elsewhere), a
     mask of the values that are 20 bytes but not such a time, and a mask of the rows left to the
@@ -175,26 +255,31 @@ def iso_times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_], npt.NDArray[np
 
 def _time_block(w: list[npt.NDArray[np.uint32]]) -> tuple[F64, npt.NDArray[np.bool_]]:
     """Seconds and not-a-time mask of one block of times given as their five 4-byte words;
-    strict like ``datetime.strptime`` (no 30 February, no second 60, years from 1)."""
+    strict like ``datetime.strptime`` (no 30 February, no second 60, years from 1).
+
+    The two-digit fields are read in 32-bit lanes (one multiply-add per word gives the values
+    of its digit pairs) and the date through :data:`_MONTHS` (one gather instead of the
+    calendar arithmetic per row: a day's times fall in a few months)."""
     ok = np.ones(len(w[0]), bool)
     x = []
     for k in range(5):
-        xk = w[k] ^ _TIME_EXPECT[k]
+        xk = w[k] ^ _TIME_EXPECT[k]  # digits as their values 0..9, separators 0
         ok &= (xk & ~_TIME_DIGITS[k]) == 0  # separators exactly as expected
         ok &= _digits_ok(xk, int(_TIME_DIGITS[k]), 4)
-        x.append(xk.astype(np.int64))
-
-    def digit(k: int, j: int) -> I64:
-        return (x[k] >> (8 * j)) & 0xFF  # type: ignore[no-any-return]
-
-    y = digit(0, 0) * 1000 + digit(0, 1) * 100 + digit(0, 2) * 10 + digit(0, 3)
-    mo = digit(1, 1) * 10 + digit(1, 2)
-    day = digit(2, 0) * 10 + digit(2, 1)
-    h = digit(2, 3) * 10 + digit(3, 0)
-    mi = digit(3, 2) * 10 + digit(3, 3)
-    s = digit(4, 1) * 10 + digit(4, 2)
-    ok &= real_time(y, mo, day, h, mi, s)
-    return np.where(ok, epoch_seconds(y, mo, day, h, mi, s), np.nan), ~ok
+        x.append(xk)
+    ten, low = np.uint32(10), np.uint32(0xFF)
+    # Byte j of (x * 10 + (x >> 8)) holds digit j * 10 + digit j + 1 (at most 99: no carry).
+    p = [xk * ten + (xk >> np.uint32(8)) for xk in x]
+    y = (p[0] & low) * np.uint32(100) + ((p[0] >> np.uint32(16)) & low)
+    mo = (p[1] >> np.uint32(8)) & low
+    day = p[2] & low
+    h = (x[2] >> np.uint32(24)) * ten + (x[3] & low)
+    mi = (p[3] >> np.uint32(16)) & low
+    sec = (p[4] >> np.uint32(8)) & low
+    month = _MONTHS[(np.minimum(y, np.uint32(9999)) << np.uint32(4)) | (mo & np.uint32(15))]  # y > 9999: not digits
+    ok &= (mo <= 12) & (day >= 1) & (day <= (month & 0xFF)) & (h <= 23) & (mi <= 59) & (sec <= 59)
+    secs = (month >> 8) * 86400 + (day.astype(np.int64) * 86400 + h * np.uint32(3600) + mi * np.uint32(60) + sec)
+    return np.where(ok, secs.astype(np.float64), np.nan), ~ok
 
 
 def real_time(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> npt.NDArray[np.bool_]:
@@ -216,6 +301,20 @@ def epoch_seconds(y: I64, mo: I64, day: I64, h: I64, mi: I64, s: I64) -> F64:
     return (days * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)  # type: ignore[no-any-return]
 
 
+def _month_table() -> I64:
+    """Per ``year * 16 + month`` (years 0-9999): the epoch day before the month's first day,
+    shifted up 8 bits, and the month's number of days (0 for year 0 and months 0, 13-15)."""
+    y, mo = np.divmod(np.arange(10000 * 16, dtype=np.int64), 16)
+    real = real_time(y, mo, np.ones_like(y), *(np.zeros_like(y),) * 3)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    dim = np.where(real, _DAYS[np.clip(mo, 0, 12)] + ((mo == 2) & leap), 0)
+    day0 = np.where(real, epoch_seconds(y, np.clip(mo, 1, 12), np.ones_like(y), *(np.zeros_like(y),) * 3) // 86400 - 1, 0)
+    return (day0.astype(np.int64) << 8) | dim
+
+
+_MONTHS = _month_table()
+
+
 # Typed (Parquet) columns. A number column gives exactly what its text would (Arrow's cast); a
 # timestamp column gives the instant it holds (see typed_times).
 FIRST_SECOND = -62135596800  # 0001-01-01T00:00:00Z
@@ -223,7 +322,13 @@ LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def typed_times(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | None:
+def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+def typed_times(col: pa.ChunkedArray | pa.Array) -> tuple[F64, npt.NDArray[np.bool_]] | None:
     """Seconds since the epoch (NaN when null) and not-a-time mask of a timestamp column; None
     for a column of any other type (text: the text path reads it).
 
@@ -235,7 +340,7 @@ def typed_times(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | Non
     t = col.type
     if not pa.types.is_timestamp(t):
         return None
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    arr = _one_array(col)
     v = np.asarray(pc_fill(arr.cast(pa.int64())).to_numpy(zero_copy_only=False), np.int64)
     null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
     per_s = _PER_SECOND[t.unit]
@@ -245,7 +350,7 @@ def typed_times(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | Non
     return np.where(null | bad, np.nan, secs), bad
 
 
-def typed_numbers(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | None:
+def typed_numbers(col: pa.ChunkedArray | pa.Array) -> tuple[F64, npt.NDArray[np.bool_]] | None:
     """Values (NaN when null or bad) and the not-a-number->=0 mask of a float64 or integer column;
     None for other types. A float64 prints as its shortest round-trip text and an integer as its
     digits, which parse back to the same double; NaN and infinities print as words the number
@@ -253,7 +358,7 @@ def typed_numbers(col: pa.ChunkedArray) -> tuple[F64, npt.NDArray[np.bool_]] | N
     t = col.type
     if not (pa.types.is_float64(t) or pa.types.is_integer(t)):
         return None
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    arr = _one_array(col)
     vals = np.asarray(pc_fill(arr).to_numpy(zero_copy_only=False)).astype(np.float64)
     null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
     with np.errstate(invalid="ignore"):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,10 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from control.routing.columns import (
+    country_codes,
     epoch_seconds,
     id_keys,
     iso_times,
+    postal_values,
     real_time,
+    string_parts,
     typed_numbers,
     typed_times,
 )
@@ -200,7 +202,12 @@ def _number(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
 
 
 def _number_slow(arr: pa.Array, empty: npt.NDArray[np.bool_]) -> tuple[F64, npt.NDArray[np.bool_]]:
-    valid = np.asarray(pc.match_substring_regex(arr, _NUMBER).to_numpy(zero_copy_only=False))
+    # Digits with at most one point (and a digit) match the pattern: only the others need the
+    # regex, which costs ten times as much (a piece of 65,536 rows with a few bad values).
+    valid = _plain_decimals(arr)
+    odd = np.flatnonzero(~valid)
+    if len(odd):
+        valid[odd] = np.asarray(pc.match_substring_regex(arr.take(pa.array(odd)), _NUMBER).to_numpy(zero_copy_only=False))
     # Trimmed like the fast path: the pattern allows spaces around the number, the cast does not.
     vals = pc.if_else(pa.array(valid), pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string())).cast(pa.float64())
     out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -265,29 +272,132 @@ def _id_keys_text(arr: pa.Array) -> npt.NDArray[np.uint64]:
     return parcel_keys(mat, np.where(lens > 18, 0, lens))
 
 
-def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
-    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
-    and, when there are any, the row of each row's key's first occurrence. Ids written exactly
-    (upper case, no spaces) are read as words; the others go through :func:`_id_keys_text`."""
+def _id_keys(arr: pa.Array) -> npt.NDArray[np.uint64]:
+    """Parcel keys (0: not a valid id). Ids written exactly (upper case, no spaces) are read as
+    words; the others go through :func:`_id_keys_text`."""
     keys, rest = id_keys(arr)
     idx = np.flatnonzero(rest)
     if len(idx):
         keys[idx] = _id_keys_text(arr.take(pa.array(idx)))
-    n = len(keys)
-    # Usually no key repeats, which one sort shows; only then are first occurrences wanted.
+    return keys
+
+
+def _duplicates(keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
+    """Rows whose (valid) key occurred on an earlier row, in row order, and the row of that
+    key's first occurrence for each.
+
+    Usually no key repeats, which one sort shows. Otherwise only the rows of the repeated keys
+    (found by a binary search of each key among them) are sorted by key to find the first row
+    of each: a hash encoding of every key took five times as long."""
     s = np.sort(keys)
-    if not np.any((s[1:] == s[:-1]) & (s[1:] != 0)):
-        return keys, np.zeros(n, bool), None
-    del s
-    # Arrow's hash encoding numbers the distinct keys in order of first appearance (linear
-    # time). A row is a key's first occurrence when its code exceeds every code before it;
-    # those rows, in order, are the first rows of codes 0, 1, 2, ...
-    key_code = np.asarray(pc.dictionary_encode(pa.array(keys)).indices.to_numpy(zero_copy_only=False), np.int64)
-    seen_max = np.maximum.accumulate(key_code)
-    is_first = np.ones(n, bool)
-    is_first[1:] = key_code[1:] > seen_max[:-1]
-    first_of = np.take(np.flatnonzero(is_first), key_code)
-    return keys, (first_of != np.arange(n)) & (keys != 0), first_of
+    same = (s[1:] == s[:-1]) & (s[1:] != 0)
+    if not same.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    repeated = np.unique(s[1:][same])
+    del s, same
+    at = np.minimum(np.searchsorted(repeated, keys), len(repeated) - 1)
+    rows = np.flatnonzero(repeated[at] == keys)  # every row of a repeated key
+    by_key = rows[np.argsort(keys[rows], kind="stable")]  # the rows of a key together, in row order
+    k = keys[by_key]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    first_row = by_key[np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))]
+    order = np.argsort(by_key[~first])
+    return by_key[~first][order], first_row[~first][order]
+
+
+def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
+    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
+    and, when there are any, the row of each row's key's first occurrence."""
+    keys = _id_keys(arr)
+    dup_rows, first_rows = _duplicates(keys)
+    dup = np.zeros(len(keys), bool)
+    dup[dup_rows] = True
+    if not len(dup_rows):
+        return keys, dup, None
+    first_of = np.arange(len(keys))
+    first_of[dup_rows] = first_rows
+    return keys, dup, first_of
+
+
+def _number_fast(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """:func:`_number` of a text piece, without its trimming and null passes when every value is
+    spelled as a number Arrow reads (no spaces, none empty: the usual case); otherwise that.
+    (Arrow's cast parses about 10 ns a value here; reading digits from words is slower.)"""
+    try:
+        vals = pc.cast(arr, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _number_mixed(arr)
+    out = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
+    bad = ~(out >= 0)
+    odd = np.flatnonzero(~np.isfinite(out))
+    if len(odd):  # NaN and infinity spellings: a number only if the pattern says so
+        bad[odd] |= ~np.asarray(pc.match_substring_regex(arr.take(pa.array(odd)), _NUMBER).to_numpy(zero_copy_only=False))
+    return np.where(bad, np.nan, out), bad
+
+
+def _plain_decimals(arr: pa.Array) -> npt.NDArray[np.bool_]:
+    """Values of digits with at most one point and at least one digit: the number pattern
+    matches them and Arrow's cast reads them (the point may come first or last)."""
+    return np.asarray(pc.ascii_is_decimal(pc.replace_substring(arr, ".", "", max_replacements=1))
+                      .to_numpy(zero_copy_only=False), bool)
+
+
+def _number_mixed(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """:func:`_number` of a piece the cast refused: its plain decimals cast as they are (a value
+    of digits is never bad), only the other values through :func:`_number`."""
+    plain = _plain_decimals(arr)
+    out = np.full(len(arr), np.nan)
+    bad = np.zeros(len(arr), bool)
+    at = np.flatnonzero(plain)
+    out[at] = np.asarray(pc.cast(arr.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    other = np.flatnonzero(~plain)
+    out[other], bad[other] = _number(arr.take(pa.array(other)))
+    return out, bad
+
+
+_Read = Callable[[pa.Array], I64]
+
+
+def _with_fallback(fast: Callable[[pa.Array], tuple[I64, npt.NDArray[np.bool_]]], slow: _Read, arr: pa.Array) -> I64:
+    """``fast`` on every value, ``slow`` (the general text path) on those ``fast`` leaves, once per
+    distinct value when they are many."""
+    out, rest = fast(arr)
+    idx = np.flatnonzero(rest)
+    if len(idx) > 64:
+        enc = pc.dictionary_encode(arr.take(pa.array(idx)))
+        out[idx] = np.take(slow(enc.dictionary), np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64))
+    elif len(idx):
+        out[idx] = slow(arr.take(pa.array(idx)))
+    return out
+
+
+def _country_codes_text(values: pa.Array) -> I64:
+    """Country index 0..675 of values that are two letters once trimmed and upper-cased; -1 otherwise."""
+    cmat, clen = _byte_matrix(pc.utf8_upper(pc.utf8_trim_whitespace(values)), 2)
+    letters = ~((cmat < 65) | (cmat > 90)).any(axis=1)
+    ci = (cmat[:, 0].astype(np.int64) - 65) * 26 + (cmat[:, 1].astype(np.int64) - 65)
+    return np.where(letters & (clen == 2), ci, -1)
+
+
+def _postal_values_text(words: pa.Array) -> I64:
+    """The postal part of the key (country 0) of codes in any spelling (lower case, spaces and
+    dashes); -1 when not letters and digits or too long."""
+    pmat, plen = _byte_matrix(pc.utf8_upper(words), MAX_POSTAL)
+    # Only codes with something other than letters and digits need the (slow) regex.
+    odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(words).to_numpy(zero_copy_only=False)) & (plen > 0))
+    if len(odd):
+        fixed = pc.utf8_upper(pc.replace_substring_regex(words.take(pa.array(odd)), r"[\s\-]", ""))
+        pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
+    return postal_keys(np.full((len(words), 2), 65, np.uint8), pmat, plen)
+
+
+def _country_codes(arr: pa.Array) -> I64:
+    return _with_fallback(country_codes, _country_codes_text, arr)
+
+
+def _postal_values(arr: pa.Array) -> I64:
+    return _with_fallback(postal_values, _postal_values_text, arr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,72 +405,116 @@ class _Categories:
     """A text column as its distinct values and each row's index into them (nulls read as "")."""
 
     values: pa.Array  # string, no nulls; may hold a value twice or unused values
-    index: npt.NDArray[np.int64]
+    index: npt.NDArray[np.int32] | None  # per row; None for a dictionary column, whose rows read ``tables``
+    ordered: bool = False  # values numbered in order of first appearance among the rows
+    column: pa.ChunkedArray | None = None  # the dictionary column
+    tables: dict[tuple[int, int, int, int], I64] = field(default_factory=dict)  # its dictionaries -> values
 
-    def per_row(self, per_value: npt.NDArray[_T]) -> npt.NDArray[_T]:
-        return np.take(per_value, self.index)
+    def rows(self, lo: int, hi: int) -> npt.NDArray[np.int32] | I64:
+        """Each row's index into ``values`` (rows ``lo:hi``, a piece of one chunk)."""
+        if self.index is not None:
+            return self.index[lo:hi]
+        assert self.column is not None
+        piece = _piece(self.column, lo, hi)
+        table = self.tables[_dictionary_key(piece.dictionary)]
+        return np.take(table, np.asarray(pc.fill_null(piece.indices, len(table) - 1).to_numpy(zero_copy_only=False)))
 
 
 def _categories(col: pa.ChunkedArray, name: str, source: str) -> _Categories:
     """Distinct values of a text column: a dictionary column (Parquet read with ``read_dictionary``)
-    as it is, any other one hash-encoded."""
+    as it is, any other one hash-encoded. Only non-empty values are hashed: most rows of an
+    optional column (destination, consolidation key) are empty, and they all read the last value, ""."""
     if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type) and col.num_chunks:
-        unified = col.unify_dictionaries()
-        values = pc.fill_null(unified.chunk(0).dictionary, "")
-        index = np.concatenate([np.asarray(pc.fill_null(c.indices, len(values)).to_numpy(zero_copy_only=False), np.int64)
-                                for c in unified.chunks])
-        return _Categories(pa.concat_arrays([values, pa.array([""])]), index)
-    enc = pc.dictionary_encode(_text(col, name, source))
-    return _Categories(enc.dictionary, np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64))
+        return _dictionary_categories(col)
+    text = _text_column(col, name, source)
+    filled = np.concatenate([np.diff(string_parts(c)[0]) > 0 for c in text.chunks]) if text.num_chunks else np.zeros(0, bool)
+    rows = np.flatnonzero(filled)
+    enc = pc.dictionary_encode(pc.filter(text, pa.array(filled)))
+    chunks = [c for c in enc.chunks if len(c)]
+    values = chunks[0].dictionary if chunks else pa.array([], pa.string())
+    index = np.full(len(text), len(values), np.int32)
+    if chunks:
+        index[rows] = np.concatenate([np.asarray(c.indices.to_numpy(zero_copy_only=False)) for c in chunks])
+    # Arrow numbers distinct values in order of first appearance; "" (appended) only matters as
+    # no name, so the order of the names among the rows is that of the values.
+    return _Categories(pa.concat_arrays([values, pa.array([""])]), index, ordered=True)
 
 
-def _postal(country: _Categories, postal: _Categories) -> tuple[I64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Postal keys (-1: unusable), bad countries, bad postal codes (of a good country). Both
-    columns repeat a lot: each distinct value is normalised and read once."""
-    cmat, clen = _byte_matrix(pc.utf8_upper(pc.utf8_trim_whitespace(country.values)), 2)
-    letters = np.asarray(~((cmat < 65) | (cmat > 90)).any(axis=1), bool)
-    ci = (cmat[:, 0].astype(np.int64) - 65) * 26 + (cmat[:, 1].astype(np.int64) - 65)
-    words = postal.values
-    pmat, plen = _byte_matrix(pc.utf8_upper(words), MAX_POSTAL)
-    # Only codes with something other than letters and digits need the (slow) regex.
-    odd = np.flatnonzero(~np.asarray(pc.utf8_is_alnum(words).to_numpy(zero_copy_only=False)) & (plen > 0))
-    if len(odd):
-        fixed = pc.utf8_upper(pc.replace_substring_regex(words.take(pa.array(odd)), r"[\s\-]", ""))
-        pmat[odd], plen[odd] = _byte_matrix(fixed, MAX_POSTAL)
-    # The postal part of each distinct code (country "AA": ci 0), then the country per row.
-    pv = postal.per_row(postal_keys(np.full((len(words), 2), 65, np.uint8), pmat, plen))
-    good = country.per_row(letters) & (pv >= 0)
-    pkeys = np.where(good, country.per_row(ci) * SPAN + pv, NO_POSTAL)
-    clen2 = clen == 2
-    return pkeys, country.per_row(~clen2 | ~letters), (pkeys < 0) & country.per_row(clen2)
+def _dictionary_key(d: pa.Array) -> tuple[int, int, int, int]:
+    """Identity of a dictionary's values (its buffers and slice): chunks that share it share the key."""
+    bufs = d.buffers()
+    return (bufs[1].address if bufs[1] is not None else 0, bufs[2].address if bufs[2] is not None else 0,
+            d.offset, len(d))
 
 
-def _text_codes(cat: _Categories, limit: int) -> tuple[_Categories, npt.NDArray[np.bool_]]:
-    """Trimmed text as distinct values (each once) and row indices, and the rows longer than
-    ``limit`` characters."""
+def _dictionary_categories(col: pa.ChunkedArray) -> _Categories:
+    """One set of values for a dictionary column's chunks, nulls read as "".
+
+    The chunks read from one Parquet row group share one dictionary: each distinct dictionary
+    is hash-encoded once into the common values, and a piece of rows reads its indices through
+    that dictionary's table. (Arrow's ``unify_dictionaries`` goes through every chunk's
+    dictionary and makes new indices for every row: 0.6 s for the postal codes of 10 M rows
+    against 0.1 s.)"""
+    keys: dict[tuple[int, int, int, int], None] = {}
+    dicts: list[pa.Array] = []
+    for chunk in col.chunks:
+        key = _dictionary_key(chunk.dictionary)
+        if key not in keys:
+            keys[key] = None
+            dicts.append(pc.fill_null(chunk.dictionary, ""))
+    enc = pc.dictionary_encode(pa.concat_arrays(dicts))
+    values = pa.concat_arrays([enc.dictionary, pa.array([""], pa.string())])
+    code = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+    starts = np.concatenate([[0], np.cumsum([len(d) for d in dicts])]).tolist()
+    # Per dictionary: its entries' values, then the null rows' value ("", appended last).
+    tables = {key: np.append(code[starts[i] : starts[i + 1]], len(values) - 1) for i, key in enumerate(keys)}
+    return _Categories(values, None, column=col, tables=tables)
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """Destination or consolidation key: the distinct trimmed names, each value's code into
+    them (-1 when empty once trimmed) and whether it is too long, and each row's value."""
+
+    names: pa.Array  # distinct trimmed values, "" left out
+    code: npt.NDArray[np.int32]  # per value of the categories
+    too_long: npt.NDArray[np.bool_]  # per value of the categories
+    cat: _Categories  # the rows' values
+    ordered: bool  # names numbered in order of first appearance among all rows
+
+
+def _names(cat: _Categories, limit: int) -> _Names:
+    """Trimmed text as distinct names, each value's code into them and its length check, all
+    per distinct value (the rows read them through ``cat.rows``)."""
     enc = pc.dictionary_encode(pc.utf8_trim_whitespace(cat.values))
-    trimmed = _Categories(enc.dictionary, np.take(np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64),
-                                                  cat.index))
-    too_long = np.asarray(pc.greater(pc.utf8_length(enc.dictionary), limit).to_numpy(zero_copy_only=False), bool)
-    return trimmed, trimmed.per_row(too_long) if too_long.any() else np.zeros(len(cat.index), bool)
+    names = enc.dictionary
+    code = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+    long_name = np.asarray(pc.greater(pc.utf8_length(names), limit).to_numpy(zero_copy_only=False), bool)
+    # Trimming keeps the order of first appearance (a name first appears with its first value).
+    empty = np.flatnonzero(np.asarray(pc.equal(names, "").to_numpy(zero_copy_only=False), bool))
+    rank = np.arange(len(names), dtype=np.int32)
+    if len(empty):
+        rank[empty[0]] = -1
+        rank[empty[0] + 1 :] -= 1
+        names = pc.filter(names, pc.not_equal(names, ""))
+    return _Names(names, rank[code], long_name[code], cat, cat.ordered)
 
 
-def _codes(cat: _Categories, keep: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int32], list[str]]:
-    """Dictionary codes of the kept rows (-1 for empty strings), names in order of first
-    appearance among them (``cat.values`` holds each value once)."""
-    kept = cat.index[keep]
-    re_enc = pc.dictionary_encode(pa.array(kept))  # old codes in order of first appearance
-    names = [str(x) for x in cat.values.take(re_enc.dictionary).to_pylist()]
-    codes = np.asarray(re_enc.indices.to_numpy(zero_copy_only=False), dtype=np.int32)
-    if "" in names:
-        e = names.index("")
-        # Remap so that "" -> -1 and the remaining codes stay dense.
-        remap = np.arange(len(names), dtype=np.int32)
-        remap[e] = -1
-        remap[e + 1 :] -= 1
-        codes = remap[codes]
-        names.pop(e)
-    return codes, names
+def _first_codes(names: _Names, row_code: npt.NDArray[np.int32],
+                 keep: npt.NDArray[np.bool_] | None) -> tuple[npt.NDArray[np.int32], list[str]]:
+    """Codes of the kept rows (-1 for empty), the names numbered in order of first appearance
+    among them (as they are when every row is kept and they were numbered so)."""
+    if keep is None and names.ordered:
+        return row_code, [str(x) for x in names.names.to_pylist()]
+    kept = row_code if keep is None else row_code[keep]
+    m = len(names.names)
+    first = np.full(m + 1, len(kept), np.int64)  # slot m (index -1) collects the empty rows
+    np.minimum.at(first, kept, np.arange(len(kept)))
+    present = np.flatnonzero(first[:m] < len(kept))
+    order = present[np.argsort(first[present], kind="stable")]
+    rank = np.full(m + 1, -1, np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return rank[kept], [str(x) for x in names.names.take(pa.array(order, pa.int64())).to_pylist()]
 
 
 def _text(col: pa.ChunkedArray, name: str, source: str) -> pa.Array:
@@ -369,6 +523,16 @@ def _text(col: pa.ChunkedArray, name: str, source: str) -> pa.Array:
         return _strings(col)
     except pa.ArrowException as exc:  # a Parquet column of lists, structs, non-UTF-8 bytes...
         raise ConfigError(source, None, name, f"a {col.type} column cannot be read as text: {exc}") from None
+
+
+def _text_column(col: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
+    """A column as string chunks, nulls as "": a string column keeps its chunks (no copy into
+    one), any other type is turned into text as a whole by :func:`_text`."""
+    if col.type == pa.string():
+        if col.null_count == 0:
+            return col
+        return pa.chunked_array([pc.fill_null(c, "") for c in col.chunks], pa.string())
+    return pa.chunked_array([_text(col, name, source)])
 
 
 def _check_columns(table: pa.Table, source: str) -> None:
@@ -387,6 +551,70 @@ def _check_columns(table: pa.Table, source: str) -> None:
 _TIMES = ("deadline", "arrival")
 _NUMBERS = ("length_mm", "width_mm", "height_mm", "weight_kg")
 _CATEGORICAL = ("country", "postal_code", "destination_id", "consolidation_key")  # few distinct values
+PIECE = 1 << 16  # rows checked together: a piece's temporaries stay in the CPU cache
+
+
+def _piece_bounds(cols: list[pa.ChunkedArray], n: int) -> list[int]:
+    """Row boundaries, at most ``PIECE`` rows apart, at which no column changes chunk (so a piece
+    of a column is a slice of one chunk, not a copy)."""
+    cuts = {0, n}
+    for c in cols:
+        at = 0
+        for chunk in c.chunks:
+            at += len(chunk)
+            cuts.add(at)
+    out = [0]
+    for hi in sorted(cuts)[1:]:
+        lo = out[-1]
+        k = -(-(hi - lo) // PIECE)
+        out.extend(lo + (hi - lo) * j // k for j in range(1, k + 1))
+    return out
+
+
+def _piece(col: pa.ChunkedArray, lo: int, hi: int) -> pa.Array:
+    chunks = [c for c in col.slice(lo, hi - lo).chunks if len(c)]
+    if len(chunks) == 1:
+        return chunks[0]
+    return pa.concat_arrays(chunks) if chunks else pa.array([], col.type)
+
+
+@dataclass(frozen=True, slots=True)
+class _CountryOrPostal:
+    """Country or postal code: a text column read piece by piece (words, the odd values through
+    the text path), a dictionary column once per value, its rows gathering the results."""
+
+    text: pa.ChunkedArray | None
+    per_value: I64 | None = None
+    cat: _Categories | None = None
+
+    @classmethod
+    def of(cls, col: pa.ChunkedArray, name: str, source: str, read: _Read) -> _CountryOrPostal:
+        if pa.types.is_dictionary(col.type):
+            cat = _categories(col, name, source)
+            return cls(None, read(cat.values), cat)
+        return cls(_text_column(col, name, source))
+
+    def rows(self, lo: int, hi: int, read: _Read) -> I64:
+        if self.per_value is not None and self.cat is not None:
+            return np.take(self.per_value, self.cat.rows(lo, hi))
+        assert self.text is not None
+        return read(_piece(self.text, lo, hi))
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The per-row results, filled piece by piece."""
+
+    keys: npt.NDArray[np.uint64]
+    problem: npt.NDArray[np.int8]  # first problem of the row's own values (127: none), ids aside
+    postal_key: I64
+    deadline: F64
+    arrival: F64
+    dims: F64
+    weight: F64
+
+
+_CODE = {name: i for i, (name, _) in reversed(list(enumerate(PROBLEMS)))}  # column -> its first code
 
 
 def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line: int = 2) -> Manifest:
@@ -395,75 +623,136 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     Every column is checked as the text it holds or reads as, so a Parquet manifest of text
     says what the same CSV would; typed number columns give what their text would without
     making it, timestamp columns the instant they hold, and dictionary text columns are read
-    once per distinct value. The columns are
-    checked independently, two at a time (Arrow and numpy release the GIL), and the problems
-    applied in the order of ``PROBLEMS``: a row reports its first one."""
+    once per distinct value. Rows are checked in pieces of ``PIECE`` rows (slices of the
+    columns' chunks, so nothing is copied into one array and a piece's temporaries stay in
+    the cache) on two threads (Arrow and numpy release the GIL), next to the hash encoding of
+    destinations and consolidation keys; the problems are applied in the order of
+    ``PROBLEMS``: a row reports its first one."""
     _check_columns(table, source)
     n = table.num_rows
     col = {name: table.column(name) for name in HEADER}
-    typed = {name: typed_times(col[name]) for name in _TIMES} | {name: typed_numbers(col[name]) for name in _NUMBERS}
+    # The column types typed_times and typed_numbers read (other types are read as text).
+    typed = {name: pa.types.is_timestamp(col[name].type) for name in _TIMES}
+    typed |= {name: pa.types.is_float64(col[name].type) or pa.types.is_integer(col[name].type) for name in _NUMBERS}
     # Text forms in column order, so that the first unreadable column is the one named.
-    text: dict[str, pa.Array] = {}
+    text: dict[str, pa.ChunkedArray] = {}
+    country = postal = None
     cats: dict[str, _Categories] = {}
     for name in HEADER:
-        if name in _CATEGORICAL:
-            cats[name] = _categories(col[name], name, source)
-        elif typed.get(name) is None:
-            text[name] = _text(col[name], name, source)
+        if name == "country":
+            country = _CountryOrPostal.of(col[name], name, source, _country_codes)
+        elif name == "postal_code":
+            postal = _CountryOrPostal.of(col[name], name, source, _postal_values)
+        elif name in _CATEGORICAL:
+            if not pa.types.is_dictionary(col[name].type):
+                text[name] = _text_column(col[name], name, source)  # hashed below, on a thread
+            else:
+                cats[name] = _categories(col[name], name, source)
+        elif not typed.get(name):
+            text[name] = _text_column(col[name], name, source)
+    assert country is not None and postal is not None
+    rows = _Rows(np.zeros(n, np.uint64), np.full(n, 127, np.int8), np.full(n, NO_POSTAL, np.int64),
+                 np.full(n, np.nan), np.full(n, np.nan), np.full((n, 3), np.nan), np.full(n, np.nan))
+    bounds = _piece_bounds([col[name] for name in HEADER], n)
+    pieces = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def id_piece(lo: int, hi: int) -> None:
+        rows.keys[lo:hi] = _id_keys(_piece(text["parcel_id"], lo, hi))
+
+    def value_piece(lo: int, hi: int) -> None:
+        checks: list[tuple[int, npt.NDArray[np.bool_]]] = []
+        ci = country.rows(lo, hi, _country_codes)
+        pv = postal.rows(lo, hi, _postal_values)
+        good = (ci >= 0) & (pv >= 0)
+        rows.postal_key[lo:hi] = np.where(good, ci * SPAN + pv, NO_POSTAL)
+        checks += [(_CODE["country"], ci < 0), (_CODE["postal_code"], ~good)]
+        outs = {"deadline": rows.deadline[lo:hi], "arrival": rows.arrival[lo:hi], "length_mm": rows.dims[lo:hi, 0],
+                "width_mm": rows.dims[lo:hi, 1], "height_mm": rows.dims[lo:hi, 2], "weight_kg": rows.weight[lo:hi]}
+        for name in (*_TIMES, *_NUMBERS):
+            if typed[name]:
+                got = (typed_times if name in _TIMES else typed_numbers)(_piece(col[name], lo, hi))
+                assert got is not None
+                vals, bad = got
+            else:
+                vals, bad = (_times if name in _TIMES else _number_fast)(_piece(text[name], lo, hi))
+            outs[name][:] = vals
+            checks.append((_CODE[name], bad | np.isnan(vals) if name == "deadline" else bad))
+        problem = rows.problem[lo:hi]
+        for code, mask in reversed(checks):  # the first problem of a row is written last
+            problem[mask] = code
+
     with ThreadPoolExecutor(2) as pool:
-        j_ids = pool.submit(_ids, text["parcel_id"])
-        j_postal = pool.submit(_postal, cats["country"], cats["postal_code"])
-        j_dest = pool.submit(_text_codes, cats["destination_id"], MAX_DESTINATION)
-        j_ckey = pool.submit(_text_codes, cats["consolidation_key"], MAX_KEY)
-        j_vals = {name: pool.submit(_times if name in _TIMES else partial(_unique_first, _number), text[name])
-                  for name in (*_TIMES, *_NUMBERS) if name in text}
-        keys, dup, first_of = j_ids.result()
-        pkeys, bad_country, bad_postal = j_postal.result()
-        dest, dest_long = j_dest.result()
-        ckey, ckey_long = j_ckey.result()
-        vals = {name: j.result() for name, j in j_vals.items()} | {k: v for k, v in typed.items() if v is not None}
-    (deadline, bad_deadline), (arrival, bad_arrival) = (vals[name] for name in _TIMES)
-    nums = [vals[name] for name in _NUMBERS]
-    problem = np.full(n, 127, np.int8)
-    masks = [keys == 0, dup, bad_country, bad_postal, dest_long, ckey_long, bad_deadline | np.isnan(deadline),
-             bad_arrival, *(bad for _, bad in nums)]
-    for code in range(len(masks) - 1, -1, -1):  # the first problem of a row is written last
-        problem[masks[code]] = code
-    keep = problem == 127
+        def names_of(name: str) -> _Names:
+            cat = cats[name] if name in cats else _categories(text[name], name, source)
+            return _names(cat, MAX_DESTINATION if name == "destination_id" else MAX_KEY)
+
+        # The long hash encodings first, so the pieces fill the other thread meanwhile.
+        j_names = {name: pool.submit(names_of, name) for name in ("consolidation_key", "destination_id")}
+        j_ids = [pool.submit(id_piece, lo, hi) for lo, hi in pieces]
+        j_dup = pool.submit(lambda: (wait(j_ids), _duplicates(rows.keys))[1])
+        j_vals = [pool.submit(value_piece, lo, hi) for lo, hi in pieces]
+        names = {name: j.result() for name, j in j_names.items()}
+        row_code = {name: np.empty(n, np.int32) for name in names}
+        too_long = {name: bool(nm.too_long.any()) for name, nm in names.items()}
+        long_rows = {name: np.zeros(n, bool) for name, long_any in too_long.items() if long_any}
+
+        def name_piece(lo: int, hi: int) -> None:
+            for name, nm in names.items():
+                idx = nm.cat.rows(lo, hi)
+                row_code[name][lo:hi] = np.take(nm.code, idx)
+                if name in long_rows:
+                    long_rows[name][lo:hi] = np.take(nm.too_long, idx)
+
+        for j in [pool.submit(name_piece, lo, hi) for lo, hi in pieces] + j_ids + j_vals:
+            j.result()
+        dup_rows, dup_first = j_dup.result()
+    problem = rows.problem
+    problem[rows.keys == 0] = _CODE["parcel_id"]
+    for code, at in ((1, dup_rows), *((_CODE[name], np.flatnonzero(m)) for name, m in long_rows.items())):
+        problem[at] = np.minimum(problem[at], code)
+    bad_idx = np.flatnonzero(problem != 127)
+    keep = None
+    if len(bad_idx):
+        keep = np.ones(n, bool)
+        keep[bad_idx] = False
+    dest_code, dest_names = _first_codes(names["destination_id"], row_code["destination_id"], keep)
+    group, group_names = _first_codes(names["consolidation_key"], row_code["consolidation_key"], keep)
     lines = np.arange(first_line, first_line + n, dtype=np.int64)
-    bad_idx = np.flatnonzero(~keep)
-    dest_code, dest_names = _codes(dest, keep)
-    group, group_names = _codes(ckey, keep)
-    dims = np.stack([v for v, _ in nums[:3]], axis=1)
     bad_code = problem[bad_idx]
+    bad_ref = np.zeros(len(bad_idx), np.int64)
+    is_dup = np.flatnonzero(bad_code == 1)  # rows whose first problem is a repeated id
+    bad_ref[is_dup] = lines[dup_first[np.searchsorted(dup_rows, bad_idx[is_dup])]]
+
+    def kept(a: npt.NDArray[_T]) -> npt.NDArray[_T]:
+        return a if keep is None else a[keep]
+
     return Manifest(
-        keys=keys[keep], line=lines[keep], postal_key=pkeys[keep], dest_code=dest_code,
-        dest_names=dest_names, group=group, group_names=group_names, deadline=deadline[keep],
-        arrival=arrival[keep], dims=dims[keep], weight=nums[3][0][keep],
-        source=source, bad_line=lines[bad_idx], bad_code=bad_code,
-        bad_ref=(np.where(bad_code == 1, lines[first_of[bad_idx]], 0) if first_of is not None
-                 else np.zeros(len(bad_idx), np.int64)),
+        keys=kept(rows.keys), line=kept(lines), postal_key=kept(rows.postal_key), dest_code=dest_code,
+        dest_names=dest_names, group=group, group_names=group_names, deadline=kept(rows.deadline),
+        arrival=kept(rows.arrival), dims=kept(rows.dims), weight=kept(rows.weight),
+        source=source, bad_line=lines[bad_idx], bad_code=bad_code, bad_ref=bad_ref,
     )
 
 
 def load_manifest(path: str | Path) -> Manifest:
     """Load a manifest CSV (exact header) or Parquet file; raises ConfigError if unreadable."""
     p = Path(path)
+    parquet = p.suffix.lower() in (".parquet", ".pq")
     try:
-        if p.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             table = _read_parquet(p)
         else:
-            table = pacsv.read_csv(
+            table = _as_text(pacsv.read_csv(
                 p,
                 read_options=pacsv.ReadOptions(block_size=1 << 24),
                 convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(HEADER, pa.string()), strings_can_be_null=False
+                    column_types=dict.fromkeys(HEADER, pa.binary()), strings_can_be_null=False
                 ),
-            )
+            ))
     except FileNotFoundError as exc:
         raise ConfigError(p, None, "", "no such file") from exc
     except (pa.ArrowException, OSError) as exc:
-        if p.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             raise ConfigError(p, None, "", f"not a readable Parquet file: {exc}") from None
         try:
             with p.open("rb") as f:
@@ -471,9 +760,39 @@ def load_manifest(path: str | Path) -> Manifest:
         except OSError:
             found = None
         raise found or ConfigError(p, _arrow_line(str(exc)), "", f"cannot read: {exc}") from None
-    if p.suffix.lower() not in (".parquet", ".pq"):
+    if not parquet:
         _check_csv_table(table, str(p))
     return manifest_from_table(table, str(p))
+
+
+def _as_text(table: pa.Table) -> pa.Table:
+    """The manifest columns of a CSV read as bytes, as text; ArrowInvalid when one is not UTF-8.
+
+    Arrow's UTF-8 check of every value as it reads costs about a fifth of the read, while a
+    manifest is almost always plain ASCII, which one scan of a chunk's bytes shows: then its
+    bytes are its text as they are (a view, no copy). A chunk with other bytes is checked and
+    converted by Arrow's cast, so a file that is not UTF-8 fails as it did when read as text.
+    Columns with other names (inferred by Arrow, never checked as text) stay as they are."""
+    for i in range(table.num_columns):
+        try:
+            name = table.schema.field(i).name
+        except UnicodeDecodeError:  # not a manifest column; the header check names the problem
+            continue
+        col = table.column(i)
+        if name in HEADER and col.type == pa.binary():
+            text = [c.view(pa.string()) if _ascii(c) else c.cast(pa.string()) for c in col.chunks]
+            table = table.set_column(i, pa.field(name, pa.string()), pa.chunked_array(text, pa.string()))
+    return table
+
+
+def _ascii(chunk: pa.Array) -> bool:
+    """Whether every byte of a binary array's values is below 0x80."""
+    bufs = chunk.buffers()
+    if len(chunk) == 0 or bufs[2] is None:
+        return True
+    offsets = np.frombuffer(bufs[1], np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+    data = np.frombuffer(bufs[2], np.uint8)[offsets[0] : offsets[-1]]
+    return len(data) == 0 or int(data.max()) < 0x80
 
 
 def _read_parquet(path: Path) -> pa.Table:

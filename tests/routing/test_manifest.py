@@ -313,3 +313,124 @@ def test_wms_typed_parquet_loads_like_csv(world, tmp_path: Path) -> None:  # typ
             assert np.array_equal(getattr(m, name), getattr(ref, name), equal_nan=True), name
         assert (m.dest_names, m.group_names) == (ref.dest_names, ref.group_names)
     assert len(ref.bad_line) > 0
+
+
+# Country and postal code words, pieces of rows and dictionary columns against the text path.
+
+_POSTAL_CHARS = "0123456789" * 3 + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "ab -\t\0é٣/"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(_POSTAL_CHARS, max_size=12), max_size=60), st.integers(0, 5))
+def test_postal_words_equal_the_text_path(codes: list[str], skip: int) -> None:
+    """Codes of digits and capitals are read from words; every other spelling (spaces, dashes,
+    lower case, NUL, non-ASCII, too long) gives what the text path gives, also in a slice
+    (data before the first value) and for the values at the start of the data."""
+    arr = pa.array(codes, pa.string()).slice(min(skip, len(codes)))
+    assert mf._postal_values(arr).tolist() == mf._postal_values_text(arr).tolist()
+    pv, rest = mf.postal_values(arr)
+    assert (pv[~rest] == mf._postal_values_text(arr)[~rest]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text("ABGDEZgb 1\tÄ", max_size=4), max_size=60), st.integers(0, 5))
+def test_country_words_equal_the_text_path(countries: list[str], skip: int) -> None:
+    arr = pa.array(countries, pa.string()).slice(min(skip, len(countries)))
+    assert mf._country_codes(arr).tolist() == mf._country_codes_text(arr).tolist()
+
+
+def _rechunk(col: pa.ChunkedArray, sizes: list[int]) -> pa.ChunkedArray:
+    whole = col.combine_chunks()
+    cuts = np.cumsum([0, *sizes])
+    return pa.chunked_array([whole.slice(int(a), int(b - a)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)], col.type)
+
+
+def _same(a: object, b: object) -> None:
+    for name in ("keys", "line", "postal_key", "dest_code", "group", "deadline", "arrival", "dims", "weight",
+                 "bad_line", "bad_code", "bad_ref"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert (a.dest_names, a.group_names) == (b.dest_names, b.group_names)  # type: ignore[attr-defined]
+
+
+def test_pieces_and_dictionaries_give_the_one_chunk_result(world, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Columns chunked differently (pieces end at every column's chunk boundary), dictionary
+    columns whose chunks have their own or a shared dictionary, nulls: the same manifest as the
+    plain text in one chunk, bad rows (duplicates, bad countries, long keys) included."""
+    import pyarrow.csv as pacsv
+
+    text = pacsv.read_csv(world.path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string())))
+    n = text.num_rows
+    cols = {name: text.column(name).to_pylist() for name in HEADER}
+    cols["parcel_id"][5] = cols["parcel_id"][1]
+    cols["country"][7], cols["country"][8], cols["country"][9] = "gb ", "G1", None
+    cols["postal_code"][10], cols["postal_code"][11] = "sw1a 1aa", None
+    cols["consolidation_key"][12], cols["consolidation_key"][13] = "K" * 65, " ORD-1 "
+    cols["destination_id"][14], cols["destination_id"][15] = " " + "D" * 32, "D" * 33  # fine once trimmed; too long
+    plain = pa.table({name: pa.array(v, pa.string()) for name, v in cols.items()})
+    ref = manifest_from_table(plain)
+    assert len(ref.bad_line) == 5
+    monkeypatch.setattr(mf, "PIECE", 7)  # many pieces
+    sizes = [[n], [3, n - 3], [1] * 5 + [n - 5], [n // 2, n - n // 2]]
+    odd = pa.table({name: _rechunk(plain.column(name), sizes[i % len(sizes)]) for i, name in enumerate(HEADER)})
+    _same(manifest_from_table(odd), ref)
+    dicts = odd
+    for name in ("country", "postal_code", "destination_id", "consolidation_key"):
+        col = odd.column(name)
+        shared = pc.dictionary_encode(col.combine_chunks()).dictionary
+        chunks = [pc.dictionary_encode(c) if i % 2 else
+                  pa.DictionaryArray.from_arrays(pc.index_in(c, shared), shared) for i, c in enumerate(col.chunks)]
+        dicts = dicts.set_column(HEADER.index(name), name, pa.chunked_array(chunks))
+    _same(manifest_from_table(dicts), ref)
+
+
+def test_a_csv_of_other_utf8_text_loads_and_bytes_that_are_not_utf8_are_named(tmp_path: Path) -> None:
+    """Columns are read as bytes and taken as text when they are ASCII; other UTF-8 text loads
+    the same, and a byte that is not UTF-8 still names line and column."""
+    good = _write(tmp_path, [GOOD.replace("ORD-1", "ÖRD-1"), GOOD.replace("RR123456785CN", "RR123456785CÄ")])
+    m = load_manifest(good)
+    assert m.group_names == ["ÖRD-1"] and [(i.line, i.field) for i in m.issues()] == [(3, "parcel_id")]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(good.read_bytes().replace("ÖRD".encode(), b"\xd6RD"))
+    with pytest.raises(ConfigError) as err:
+        load_manifest(bad)
+    assert (err.value.line, err.value.field) == (2, "consolidation_key") and "not UTF-8" in err.value.message
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=80))
+def test_duplicates_name_every_later_row_and_its_first(values: list[int]) -> None:
+    keys = np.array(values, np.uint64)  # 0: no id, never a duplicate
+    rows, first = mf._duplicates(keys)
+    seen: dict[int, int] = {}
+    ref_rows, ref_first = [], []
+    for i, k in enumerate(values):
+        if k and k in seen:
+            ref_rows.append(i)
+            ref_first.append(seen[k])
+        seen.setdefault(k, i)
+    assert rows.tolist() == ref_rows and first.tolist() == ref_first
+
+
+_NUMBER_TEXT = st.one_of(
+    st.text("0123456789.", max_size=6),
+    st.sampled_from(["", " ", "abc", " 12 ", "+5", "-1", "1e2", "1E+05", "inf", "nan", "-0", ".", "5.", ".5", "1.2.3",
+                     "٣", "1e999", "0x10", "\t7"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_NUMBER_TEXT, max_size=40))
+def test_numbers_check_the_pattern_only_where_it_can_differ(texts: list[str]) -> None:
+    """A piece with a value the cast refuses reads every value as the number pattern says:
+    digits with one point are taken without the regex, the others through it."""
+    arr = pa.array([*texts, "abc"], pa.string())  # "abc": the cast of the piece fails
+    vals, bad = mf._number_fast(arr)
+    valid = np.asarray(pc.match_substring_regex(arr, mf._NUMBER).to_numpy(zero_copy_only=False), bool)
+    for t, v, b, ok in zip(arr.to_pylist(), vals.tolist(), bad.tolist(), valid.tolist(), strict=True):
+        if t.strip() == "":
+            assert math.isnan(v) and not b
+        elif not ok:
+            assert b and math.isnan(v)
+        else:
+            assert b == (not float(t.strip()) >= 0)
+            assert b or v == float(t.strip())
