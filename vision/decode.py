@@ -19,7 +19,7 @@ symbol in it that it could not decode.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -186,24 +186,18 @@ def _escalate(
     def expired() -> bool:
         return deadline is not None and time.monotonic() > deadline
 
+    steps: tuple[tuple[Sequence[Region], Callable[[Image, Region, Sequence[str]], list[Read]]], ...] = (
+        (regions, _zxing_region), (halved, _matrix_full), (regions, _zbar_region),
+    )
     reads: list[Read] = []
-    for region in regions:
-        if expired():
+    for todo, step in steps:
+        for region in todo:
+            if expired():
+                return reads
+            reads += step(gray, region, syms)
+        if _valid(reads):
             return reads
-        reads += _zxing_region(gray, region, syms)
-    if _valid(reads):
-        return reads
-    for region in halved:
-        if expired():
-            return reads
-        reads += _matrix_full(gray, region, syms)
-    if _valid(reads):
-        return reads
-    for region in regions:
-        if expired():
-            return reads
-        reads += _zbar_region(gray, region, syms)
-    if fallback and not _valid(reads) and regions and not expired():
+    if fallback and regions and not expired():
         reads += zxing_read(gray, syms)
         if not _valid(reads) and not expired():
             reads += zbar_read(gray, syms)
