@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.e2e import Steady, steady
+from benchmarks.e2e import Steady, readable_of, steady
 from benchmarks.records import Record
 from control.store import EventStore
-from harness.audit import IN_CHUTE, ON_BELT, Truth, readable_read_rate, row_key
+from harness.audit import IN_CHUTE, ON_BELT, Truth, row_key
 from harness.session import CONFIG, Progress, Session, SessionConfig, SessionResult
 from plant.site import Site, load_site
 from plc_sim.scenario import Scenario, load_scenario
@@ -335,14 +335,6 @@ def _p99_ms(a: npt.NDArray[np.float64]) -> float:
     return float(np.percentile(a, 99) * 1000.0) if a.size else math.nan
 
 
-def _readable_read_rate(r: SessionResult) -> tuple[float, int, int]:
-    store = EventStore(r.db, readonly=True)
-    try:
-        return readable_read_rate(store.parcels(), r.truth)
-    finally:
-        store.close()
-
-
 def unconfirmed_at_stop(db: Path, t: Truth) -> set[int]:
     """Parcels in the very chute the controller durably armed them for, with no confirmation
     recorded: a run stopped by its duration stops the controller first and the simulator a
@@ -366,7 +358,8 @@ def figures(point: Point, r: SessionResult, st: Steady, samples: Sequence[Sample
     on_belt = set(r.truth.tracking_id[r.truth.location == ON_BELT].tolist())
     unconfirmed = unconfirmed_at_stop(r.db, r.truth)
     lost = [t for t in a.lost if t not in on_belt and t not in unconfirmed]
-    read_rate, read, readable = _readable_read_rate(r)
+    rd = readable_of(r)
+    read_rate, read, readable = rd.rate, rd.read, rd.readable
     notes: dict[str, str] = {}
     win = None
     if math.isfinite(st.start_t) and math.isfinite(st.end_t):

@@ -116,14 +116,18 @@ def measure(
                 r = asyncio.run(session.run())
         else:
             r = asyncio.run(session.run())
-        store = EventStore(r.db, readonly=True)  # before the temporary store goes
-        try:
-            readable = Readable(*readable_read_rate(store.parcels(), r.truth))
-        finally:
-            store.close()
-        return r, steady(r.db), readable
+        return r, steady(r.db), readable_of(r)  # before the temporary store goes
     finally:
         session.close()
+
+
+def readable_of(r: SessionResult) -> Readable:
+    """The run's read rate of readable labels, from its event store."""
+    store = EventStore(r.db, readonly=True)
+    try:
+        return Readable(*readable_read_rate(store.parcels(), r.truth))
+    finally:
+        store.close()
 
 
 def _lost(r: SessionResult) -> int:

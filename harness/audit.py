@@ -218,4 +218,3 @@ def readable_read_rate(rows: list[ParcelRow], truth: Truth) -> tuple[float, int,
         row = by_key.get(truth.key(i))
         read += row is not None and bool(row.identity)
     return (read / readable if readable else float("nan")), read, readable
-

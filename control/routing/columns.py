@@ -328,6 +328,16 @@ def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col
 
 
+def is_typed_time(t: pa.DataType) -> bool:
+    """A column type :func:`typed_times` reads (any other is read as text)."""
+    return bool(pa.types.is_timestamp(t))
+
+
+def is_typed_number(t: pa.DataType) -> bool:
+    """A column type :func:`typed_numbers` reads (any other is read as text)."""
+    return bool(pa.types.is_float64(t) or pa.types.is_integer(t))
+
+
 def typed_times(col: pa.ChunkedArray | pa.Array) -> tuple[F64, npt.NDArray[np.bool_]] | None:
     """Seconds since the epoch (NaN when null) and not-a-time mask of a timestamp column; None
     for a column of any other type (text: the text path reads it).
@@ -337,13 +347,12 @@ def typed_times(col: pa.ChunkedArray | pa.Array) -> tuple[F64, npt.NDArray[np.bo
     Parquet writer stores ``timestamp[s]`` as milliseconds, and a WMS exporting local times
     with their zone means those instants. A timestamp without a zone is read as UTC, as the
     manifest's times are. Years outside 1-9999 are not a time."""
-    t = col.type
-    if not pa.types.is_timestamp(t):
+    if not is_typed_time(col.type):
         return None
     arr = _one_array(col)
     v = np.asarray(pc_fill(arr.cast(pa.int64())).to_numpy(zero_copy_only=False), np.int64)
     null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)
-    per_s = _PER_SECOND[t.unit]
+    per_s = _PER_SECOND[col.type.unit]
     whole, frac = np.divmod(v, per_s)
     bad = ~null & ((whole < FIRST_SECOND) | (whole > LAST_SECOND))
     secs = whole.astype(np.float64) + frac.astype(np.float64) / per_s
@@ -355,8 +364,7 @@ def typed_numbers(col: pa.ChunkedArray | pa.Array) -> tuple[F64, npt.NDArray[np.
     None for other types. A float64 prints as its shortest round-trip text and an integer as its
     digits, which parse back to the same double; NaN and infinities print as words the number
     pattern refuses."""
-    t = col.type
-    if not (pa.types.is_float64(t) or pa.types.is_integer(t)):
+    if not is_typed_number(col.type):
         return None
     arr = _one_array(col)
     vals = np.asarray(pc_fill(arr).to_numpy(zero_copy_only=False)).astype(np.float64)

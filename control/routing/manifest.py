@@ -25,6 +25,8 @@ from control.routing.columns import (
     country_codes,
     epoch_seconds,
     id_keys,
+    is_typed_number,
+    is_typed_time,
     iso_times,
     postal_values,
     real_time,
@@ -220,16 +222,6 @@ _TIME_SEPS = np.array([4, 7, 10, 13, 16, 19])
 _TIME_SEP_BYTES = np.frombuffer(b"--T::Z", np.uint8)
 
 
-def _unique_first(parse: Callable[[pa.Array], tuple[F64, npt.NDArray[np.bool_]]], arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
-    """Parse each distinct value once: a day's deadlines, arrivals and sizes repeat a lot."""
-    enc = pc.dictionary_encode(arr)
-    if len(enc.dictionary) * 2 > len(arr):
-        return parse(arr)
-    vals, bad = parse(enc.dictionary)
-    idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
-    return np.take(vals, idx), np.take(bad, idx)
-
-
 def _times(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
     """Epoch seconds of a text time column (NaN when empty) and a mask of values that are not a
     time: exact 20-byte values from their bytes as words (:func:`iso_times`), the rest (which may
@@ -304,20 +296,6 @@ def _duplicates(keys: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
     first_row = by_key[np.maximum.accumulate(np.where(first, np.arange(len(k)), 0))]
     order = np.argsort(by_key[~first])
     return by_key[~first][order], first_row[~first][order]
-
-
-def _ids(arr: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], I64 | None]:
-    """Parcel keys (0: not a valid id), duplicates (every occurrence of a key after its first)
-    and, when there are any, the row of each row's key's first occurrence."""
-    keys = _id_keys(arr)
-    dup_rows, first_rows = _duplicates(keys)
-    dup = np.zeros(len(keys), bool)
-    dup[dup_rows] = True
-    if not len(dup_rows):
-        return keys, dup, None
-    first_of = np.arange(len(keys))
-    first_of[dup_rows] = first_rows
-    return keys, dup, first_of
 
 
 def _number_fast(arr: pa.Array) -> tuple[F64, npt.NDArray[np.bool_]]:
@@ -631,9 +609,9 @@ def manifest_from_table(table: pa.Table, source: str = "<manifest>", first_line:
     _check_columns(table, source)
     n = table.num_rows
     col = {name: table.column(name) for name in HEADER}
-    # The column types typed_times and typed_numbers read (other types are read as text).
-    typed = {name: pa.types.is_timestamp(col[name].type) for name in _TIMES}
-    typed |= {name: pa.types.is_float64(col[name].type) or pa.types.is_integer(col[name].type) for name in _NUMBERS}
+    # The columns typed_times and typed_numbers read (other types are read as text).
+    typed = {name: is_typed_time(col[name].type) for name in _TIMES}
+    typed |= {name: is_typed_number(col[name].type) for name in _NUMBERS}
     # Text forms in column order, so that the first unreadable column is the one named.
     text: dict[str, pa.ChunkedArray] = {}
     country = postal = None
