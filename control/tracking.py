@@ -28,7 +28,7 @@ import numpy.typing as npt
 from control.lifecycle import FINAL, ParcelState, check, log_refused
 from plant.site import Site
 
-__all__ = ["CycleMasks", "Geometry", "TrackingTable", "sdiff", "sdiff_arr", "wrap"]
+__all__ = ["CycleMasks", "Geometry", "Mask", "Slots", "TrackingTable", "sdiff", "sdiff_arr", "wrap"]
 
 _FINAL_STATE = np.zeros(len(ParcelState), dtype=np.bool_)  # state code -> final
 _FINAL_STATE[sorted(FINAL)] = True
@@ -41,6 +41,7 @@ P = ParcelState
 U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
 Slots = npt.NDArray[np.intp]
+Mask = npt.NDArray[np.bool_]
 
 
 def wrap(x: int) -> int:
@@ -294,16 +295,27 @@ class TrackingTable:
         return int(self.fire[i])
 
     # -- the per-cycle vector pass ----------------------------------------------------------
+    def _due(self, enc: np.uint32, n: int) -> tuple[Mask, Mask, Mask, npt.NDArray[np.int32]]:
+        """(routed and not armed, in time, due, counts to fire) over the first ``n`` slots."""
+        g = self.g
+        routed = (self.state[:n] == P.ROUTED) & (self.arm_seq[:n] == 0)
+        to_fire = (self.fire[:n] - enc).view(np.int32)  # sdiff: wrapped uint32 difference, signed
+        lead = g.min_lead_counts[np.clip(self.chute[:n], 0, len(g.min_lead_counts) - 1)]
+        in_time = to_fire >= lead
+        due = routed & self.trusted[:n] & in_time & (to_fire <= g.arm_horizon_counts)
+        return routed, in_time, due, to_fire
+
+    def arm_due(self, encoder: int) -> Slots:
+        """The slots due to be armed at ``encoder`` (the rule of ``cycle``, nothing else)."""
+        n = self._hi
+        return np.flatnonzero(self._due(np.uint32(encoder & MASK), n)[2])
+
     def cycle(self, encoder: int) -> CycleMasks:
         g = self.g
         n = self._hi  # every slot at or above is free
         st = self.state[:n]
         enc = np.uint32(encoder & MASK)
-        routed = (st == P.ROUTED) & (self.arm_seq[:n] == 0)
-        to_fire = (self.fire[:n] - enc).view(np.int32)  # sdiff: wrapped uint32 difference, signed
-        lead = g.min_lead_counts[np.clip(self.chute[:n], 0, len(g.min_lead_counts) - 1)]
-        in_time = to_fire >= lead
-        due = routed & self.trusted[:n] & in_time & (to_fire <= g.arm_horizon_counts)
+        routed, in_time, due, to_fire = self._due(enc, n)
         # an untrusted parcel is never armed: it is let go once it is past its arm window
         late = routed & ~in_time
         overdue = (st == P.ARMED) & (-to_fire.astype(np.int64) > g.confirm_margin_counts)

@@ -3,21 +3,26 @@
 Each cycle (default 10 ms, under a RateKeeper that reports lag):
 
 1. **update** - one batched read per PLC (scalars, boot id and ring heads), ring entries only
-   when a head moved; both PLCs read concurrently.
+   when a head moved. The diverter's scalars come first: as soon as they are in, the arms due
+   at its encoder count are stored in the cycle's batch and written (`Decider.arm_early`: the
+   decision latency is this read, a pass over the table and the write); then the conveyor and
+   the diverter's rings are read concurrently.
 2. **decide** - pure work on in-memory state: heartbeats and fault bits through the fault
    book, PLC restarts (boot ids), the encoder plausibility check, ring events and decodes
    through the parcel flow (tracking, routing, arming), and the supervisor (the PackML unit
    and the belt handshake).
-3. **store** - everything from step 2 in one SQLite transaction (writer thread).
-4. **publish** - only after the commit: arm commands first, then to each PLC that has
+3. **store** - everything from step 2 in one SQLite transaction (writer thread); arms for
+   decisions an earlier cycle stored are written just before it (arms.py says why).
+4. **publish** - only after the commit: the other arm commands first, then to each PLC that has
    something to hear (a change, acks, or the heartbeat's 0.1 s beat) one write with the
    heartbeat, the ring acks, the belt command and the diverter reset.
 
 Steps 3-4 (and housekeeping: chute blocks, operator commands, the health record) run as the
 cycle's tail, beside the next cycle's step 1: the next read goes out on schedule, and that cycle
 decides only once the tail is done, so the order of decisions, commits and writes is the
-sequential one. A cycle whose commit fails acks nothing, arms nothing and commands nothing; its
-batch is retried next cycle. This module keeps only the cycle and its I/O: the parcel side is
+sequential one. A cycle whose commit fails acks nothing and commands nothing, and arms nothing
+but the arms for stored decisions that went out before it (none while the store keeps failing);
+its batch is retried next cycle. This module keeps only the cycle and its I/O: the parcel side is
 `ParcelFlow` (parcels.py), the unit and belt are the `Supervisor` (supervisor.py).
 """
 
@@ -205,9 +210,9 @@ class Controller:
                 await rk.keep_time()
                 self.note_lag(rk.lag_s)
                 t0 = self.clock()
-                conv, div = await self._sense(t0)  # on time, while the last cycle's tail finishes
-                if tail is not None:
-                    await tail  # its writes are out and its batch stored before this cycle decides
+                # on time, while the last cycle's tail finishes; its writes are out and its
+                # batch stored before this cycle arms or decides
+                conv, div = await self._sense(t0, tail)
                 batch = self._decide(conv, div, t0)
                 tail = asyncio.create_task(self._act(batch, div.ok, t0), name="cycle-tail")
                 n += 1
@@ -256,11 +261,24 @@ class Controller:
         batch = self._decide(conv, div, now)
         await self._act(batch, div.ok, now)
 
-    async def _sense(self, now: float) -> tuple[Reading, Reading]:
-        """Update: both PLCs read concurrently."""
+    async def _sense(self, now: float, tail: asyncio.Task[None] | None = None) -> tuple[Reading, Reading]:
+        """Update, arms first: the diverter's scalars are read, and once they are in and ``tail``
+        (the last cycle's store and writes) is done, the arms due at the diverter's count go out
+        (`Decider.arm_early`); then the conveyor and the diverter's rings are read, concurrently.
+
+        In this order, because the decisions wait on the slowest link: read concurrently, the
+        diverter's answer came in 1.8 ms (p50) behind the conveyor's OPC UA answer, both in the
+        simulator and in this loop; alone it takes 0.7 ms. The conveyor's values are read ~1-2 ms
+        later than before, which nothing needs sooner (its ring entries carry their own counts)."""
         self.metrics.cycles += 1
-        conv, div = await asyncio.gather(self._read_conveyor(), self._read_diverter())
-        self.metrics.read_s.add(self.clock() - now)
+        div = await self._read_diverter()
+        if tail is not None:
+            await tail
+        if not self._store_failing and self.diverter.connected \
+                and self.decider.arm_early(div, now, self._pending_batch):
+            await self._write_arms(committed=False)
+        conv, _ = await asyncio.gather(self._read_conveyor(), self._read_diverter_rings(div))
+        self.metrics.read_s.add(max(conv.done_at, div.done_at, now) - now)
         return conv, div
 
     def _decide(self, conv: Reading, div: Reading, now: float) -> Batch:
@@ -275,6 +293,9 @@ class Controller:
     async def _act(self, batch: Batch, div_ok: bool, t0: float) -> None:
         """Store, then publish, then housekeeping."""
         m = self.metrics
+        # arms for decisions an earlier cycle stored go out before this cycle's commit (arms.py)
+        if self.arms.pending and not self._store_failing and self.diverter.connected:
+            await self._write_arms(committed=False)
         t2 = self.clock()
         committed = await self._commit(batch)
         m.commit_s.add(self.clock() - t2)
@@ -429,6 +450,7 @@ class Controller:
             out.ok = True
         except PlcError as exc:
             log.debug("conveyor read failed: %s", exc)
+        out.done_at = self.clock()
         return out
 
     async def _read_diverter(self) -> Reading:
@@ -443,11 +465,22 @@ class Controller:
             if int(sc["boot_id"]) == 0:  # not running yet
                 return out
             out.restarted = self.streams.restarted("diverter", int(sc["boot_id"]))
-            await self._read_rings(self.diverter, ("arm_result", "confirm"), out)
             out.ok = True
         except PlcError as exc:
             log.debug("diverter read failed: %s", exc)
+        out.done_at = self.clock()
         return out
+
+    async def _read_diverter_rings(self, out: Reading) -> None:
+        """The diverter's rings whose heads moved (a failed read leaves the reading not ok)."""
+        if not out.ok:
+            return
+        try:
+            await self._read_rings(self.diverter, ("arm_result", "confirm"), out)
+        except PlcError as exc:
+            log.debug("diverter ring read failed: %s", exc)
+            out.ok = False
+        out.done_at = self.clock()
 
     async def _read_rings(self, link: PlcLink, rings: tuple[str, ...], out: Reading) -> None:
         """The rings whose head moved, with the heads just read (no second request for them);
@@ -549,9 +582,12 @@ class Controller:
         self._sent_state, self._beat_at["conveyor"] = state, now
         self._acks_written(values)
 
-    async def _write_arms(self) -> bool:
-        """The next arm commands (already durable); False when the write failed."""
-        chunk = self.arms.to_write()
+    async def _write_arms(self, *, committed: bool = True) -> bool:
+        """The next arm commands (before the cycle's commit: those that may go first); False
+        when the write failed."""
+        chunk = self.arms.to_write(committed=committed)
+        if not chunk:
+            return True
         try:
             await self.diverter.write_ring("arm", chunk)
         except PlcError as exc:

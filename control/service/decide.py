@@ -27,7 +27,7 @@ from control.service.parcels import ParcelFlow
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.service.supervisor import BeltReading, Observed, OperatorCommand, Supervisor
-from control.service.watch import EncoderAgreement, EncoderWatch, HeartbeatWatch
+from control.service.watch import EncoderAgreement, EncoderWatch, HeartbeatWatch, follows
 from control.store import Batch
 from control.tracking import Geometry
 from plant.codes import ConveyorFault, DiverterFault, PackMLCommand, PackMLState
@@ -53,6 +53,7 @@ class Reading:
     rekey: bool = False  # a conveyor ring went back under the same boot id: new keys must not collide
     sent_at: float = 0.0  # the encoder was sampled between these two instants
     received_at: float = 0.0
+    done_at: float = 0.0  # the whole read (rings included) was in
 
 
 @dataclass(slots=True)
@@ -105,6 +106,37 @@ class Decider:
         self._conv_fault_bits = 0
         self._div_fault_bits = 0
         self._glitch_cycle = -1
+        self._geometry = geometry
+        self.conveyor_sample: tuple[int, float, float] | None = None  # last good conveyor count, sent, received
+        self._armed_early = False  # this cycle's arms were taken at the diverter's count
+
+    def arm_early(self, div: Reading, now: float, batch: Batch) -> int:
+        """Arm, from the diverter PLC's answer alone, what is due at its encoder count; returns
+        how many arms were queued (written by the caller before this cycle's commit).
+
+        The diverter usually answers while the conveyor's read is still in flight, and it is
+        the PLC that fires, on its own count. Arms go out only when nothing in this answer
+        needs the full decide first: the unit running with no arm-stopping fault as of the last
+        cycle, this diverter neither restarted nor reporting any fault bit nor behind on its
+        ring, and its count a plausible successor of the conveyor's last one. Anything else
+        leaves the arming to `decide`, as before. Whatever this cycle's conveyor answer then
+        reveals is applied as it would be to arms of the cycle before: an encoder jump
+        cancels every live arm, these included."""
+        sc = div.scalars
+        last = self.conveyor_sample
+        if not div.ok or div.restarted or last is None or int(sc["faults"]) or int(sc["arm.ack"]) < self.arms.ack:
+            return 0
+        if not (self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
+                and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree):
+            return 0
+        enc = int(sc["encoder_count"])
+        g = self._geometry
+        if not follows(last, (enc, div.sent_at, div.received_at), self.parcels.speed_mps, g.counts_per_mm,
+                       self.cfg.glitch_tolerance_mm, self.cfg.encoder_max_age_s):
+            return 0
+        self.arms.ack = int(sc["arm.ack"])
+        self._armed_early = True
+        return self.parcels.arm_pass(enc, now, batch)
 
     def decide(self, conv: Reading, div: Reading, now: float, batch: Batch) -> Outputs:
         flow = self.parcels
@@ -112,6 +144,7 @@ class Decider:
         self._liveness("diverter", div, now, batch)
         if not conv.ok:
             self._encoder_watch.reset()  # a gap in the samples is not a jump
+            self.conveyor_sample = None
         if conv.ok:
             self._boot("conveyor", conv, now, batch)
             self._take_conveyor(conv, batch)
@@ -144,7 +177,10 @@ class Decider:
                 and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree
                 and not (div.ok and self._div_fault_bits & DiverterFault.HOST_WATCHDOG)
             )
-            flow.cycle_pass(now, batch, may_arm=may_arm)
+            # after an early pass, only decisions of this cycle are armed now; what came due
+            # between the two counts is armed by the next cycle's early pass, 10 ms on
+            flow.cycle_pass(now, batch, may_arm=may_arm, fresh_only=self._armed_early)
+        self._armed_early = False
         settings = self._settings_to_write(conv) if conv.ok else {}
         out = self._supervise(conv, div, now, batch, plc_ready=conv.ok and not settings)
         out.settings = settings
@@ -207,6 +243,7 @@ class Decider:
         if why is not None:
             self._encoder_suspect(why, batch)
         self.parcels.encoder, self.parcels.speed_mps = enc, speed
+        self.conveyor_sample = (enc, conv.sent_at, conv.received_at) if why is None else None
         self._conveyor_faults(int(sc["faults"]), int(sc["jam_eye"]), batch)
 
     def _liveness(self, plc: str, got: Reading, now: float, batch: Batch) -> None:

@@ -31,7 +31,7 @@ from control.service.metrics import Metrics
 from control.service.settings import ServiceSettings
 from control.service.streams import StreamBook
 from control.store import Batch, ParcelRow
-from control.tracking import Geometry, TrackingTable, sdiff, wrap
+from control.tracking import Geometry, Slots, TrackingTable, sdiff, wrap
 from plant.codes import CONFIRM_UNEXPECTED, ArmAction, ArmResult, ChuteStatus
 from plant.site import ChuteKind, Site
 
@@ -103,6 +103,7 @@ class ParcelFlow:
         self.suspect: set[int] = set()  # armed when the encoder glitched: their fire may have hit another parcel
         self.again: dict[int, int] = {}  # key of a parcel seen again after its final outcome -> its new key
         self._decided_now: list[float] = []  # scan times of this cycle's routing decisions
+        self._routed_unstored: set[int] = set()  # keys whose latest routing decision is not committed yet
         self._full_destinations: tuple[str, ...] = ()
         self.decodes = DecodeJoin(self.table, geometry, cfg, decoder, faults=faults, metrics=metrics,
                                   identity=self.identity, key_of=self.key)
@@ -268,6 +269,8 @@ class ParcelFlow:
         for t_scan in self._decided_now:
             self.metrics.scan_to_decision_s.add(done - t_scan)
         self._decided_now.clear()
+        self._routed_unstored.clear()
+        self.arms.stored()
         self.table.release(self.table.final_slots())
 
     def uncommitted(self) -> None:
@@ -394,6 +397,7 @@ class ParcelFlow:
             self.reason_name[req.key] = reason
             self.plan_version[req.key] = version
             if tab.route(i, chute, code):
+                self._routed_unstored.add(req.key)
                 self._event(i, "routed", batch)
                 self._decided_now.append(float(tab.scan_time[i]))
 
@@ -410,9 +414,10 @@ class ParcelFlow:
             self.faults.raise_(Fault.DESTINATION_FULL, "no usable chute for " + ", ".join(full[:6]) + more, batch)
 
     # ================================================================= per-cycle vector pass
-    def cycle_pass(self, now: float, batch: Batch, *, may_arm: bool) -> None:
+    def cycle_pass(self, now: float, batch: Batch, *, may_arm: bool, fresh_only: bool = False) -> None:
         """The encoder moved: parcels too late to arm go round, overdue confirmations are missed
-        diverts, parcels never seen at the scanner are lost, and (``may_arm``) arms fall due."""
+        diverts, parcels never seen at the scanner are lost, and (``may_arm``) arms fall due
+        (``fresh_only``: only those of decisions not stored yet)."""
         tab = self.table
         masks = tab.cycle(self.encoder)
         for i in masks.too_late.tolist():
@@ -423,16 +428,34 @@ class ParcelFlow:
                 self._move(i, P.RECIRCULATED, "recirculated", batch, "missed divert")
         for i in masks.lost.tolist():
             self._move(i, P.LOST, "lost", batch, "not seen at the scanner")
-        if not may_arm:
-            return
+        if may_arm:
+            due = masks.arm_due
+            if fresh_only:
+                due = due[[int(tab.key[i]) in self._routed_unstored for i in due.tolist()]]
+            if due.size:
+                self._arm(due, now, batch)
+
+    def arm_pass(self, encoder: int, now: float, batch: Batch) -> int:
+        """Arm what is due at ``encoder`` (the diverter PLC's count, read before the conveyor
+        answered: see `Decider.arm_early`); returns how many arms were queued."""
+        due = self.table.arm_due(encoder)
+        return self._arm(due, now, batch) if due.size else 0
+
+    def _arm(self, due_slots: Slots, now: float, batch: Batch) -> int:
+        tab = self.table
         room = self.arms.room()
-        for i in masks.arm_due.tolist():
-            if room <= 0:
+        due = due_slots.tolist()
+        if self._routed_unstored:  # arms for stored decisions first: they may go out before the commit
+            due.sort(key=lambda i: int(tab.key[i]) in self._routed_unstored)
+        queued = 0
+        for i in due:
+            if queued >= room:
                 break
             if self.chute_status[int(tab.chute[i])] & 0b110:  # disabled or faulted: don't arm
                 continue
             self._queue_arm(i, ArmAction.ARM, now, batch)
-            room -= 1
+            queued += 1
+        return queued
 
     def encoder_glitch(self, now: float, batch: Batch) -> None:
         """Every position anchored before now is suspect: cancel every live arm (the parcels
@@ -443,7 +466,10 @@ class ParcelFlow:
 
     def _queue_arm(self, i: int, action: ArmAction, now: float, batch: Batch) -> None:
         tab = self.table
-        entry = self.arms.queue(int(tab.key[i]), int(tab.fire[i]), int(tab.chute[i]), action, now)
+        key = int(tab.key[i])
+        # an arm for a decision not stored yet goes out after the commit (arms.py says why)
+        hold = action == ArmAction.ARM and key in self._routed_unstored
+        entry = self.arms.queue(key, int(tab.fire[i]), int(tab.chute[i]), action, now, hold=hold)
         batch.ring("diverter", self.streams.stream("arm"), entry["seq"], self.wall(), entry)
         if action == ArmAction.ARM:
             tab.arm_seq[i] = entry["seq"]

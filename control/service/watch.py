@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from control.tracking import sdiff
 
-__all__ = ["EncoderAgreement", "EncoderWatch", "HeartbeatWatch"]
+__all__ = ["EncoderAgreement", "EncoderWatch", "HeartbeatWatch", "follows"]
 
 
 class HeartbeatWatch:
@@ -115,3 +115,17 @@ class EncoderAgreement:
         if not agree:
             self.detail = f"diverter encoder {off:+d} counts from the conveyor's (allowed {allowed:.0f})"
         return self.detail if self.mismatch else None
+
+
+def follows(before: tuple[int, float, float], after: tuple[int, float, float], speed_mps: float,
+            counts_per_mm: float, tolerance_mm: float, max_age_s: float) -> bool:
+    """Whether the count ``after`` (count, sent_at, received_at) can follow ``before`` on one
+    encoder at ``speed_mps``: the two samples may come from different PLCs of the same encoder
+    (the conveyor's last cycle, the diverter's this cycle). The time between them is known only
+    as an interval (either value may be ``max_age_s`` old); half again on top allows for a ramp."""
+    step = sdiff(after[0], before[0])
+    per_s = speed_mps * 1000.0 * counts_per_mm
+    lo = per_s * max(0.0, after[1] - before[2] - max_age_s)
+    hi = per_s * (after[2] - before[1] + max_age_s)
+    tol = tolerance_mm * counts_per_mm
+    return lo - tol <= step <= 1.5 * hi + tol

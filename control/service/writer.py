@@ -4,6 +4,8 @@ The thread takes jobs from a queue and hands each result straight back to the ca
 loop (``call_soon_threadsafe``). That is what ``run_in_executor`` does too, minus its second
 future, its locks and its callback chain: ~45 us less per commit on the development VM, and a
 commit is on every decision's path (decision latency = read + decide + commit + arm write).
+For the same reason the WAL is checkpointed by a thread of its own (`Checkpointer`), never by
+a commit.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from control.store import Batch, EventStore
+from control.store.checkpoint import Checkpointer
 
 T = TypeVar("T")
 
@@ -29,7 +32,8 @@ class StoreWriter:
     """Owns the EventStore; every call runs on the writer thread, in submission order."""
 
     def __init__(
-        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", busy_timeout_s: float = 0.05
+        self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", busy_timeout_s: float = 0.05,
+        checkpoint_s: float = 1.0,
     ) -> None:
         self.path = Path(path)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -42,6 +46,7 @@ class StoreWriter:
         )
         self._thread.start()
         self.store: EventStore = opened.result()
+        self.checkpointer = Checkpointer(self.path, checkpoint_s)
 
     async def call(self, fn: Callable[[EventStore], T]) -> T:
         """``fn(store)`` on the writer thread. A caller cancelled meanwhile does not stop a job
@@ -67,6 +72,7 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
+        self.checkpointer.close()
         closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._jobs.put((lambda s: s.close(), _settle(closed)))
         self._jobs.put(None)
@@ -79,7 +85,7 @@ class StoreWriter:
         self, opened: concurrent.futures.Future[EventStore], synchronous: Literal["FULL", "NORMAL"], busy_s: float
     ) -> None:
         try:
-            store = EventStore(self.path, synchronous, busy_timeout_s=busy_s)
+            store = EventStore(self.path, synchronous, busy_timeout_s=busy_s, autocheckpoint=False)
         except BaseException as exc:
             opened.set_exception(exc)
             return

@@ -129,8 +129,10 @@ class StoreStatus:
 class EventStore:
     def __init__(
         self, path: str | Path, synchronous: Literal["FULL", "NORMAL"] = "FULL", *, readonly: bool = False,
-        busy_timeout_s: float = 0.05,
+        busy_timeout_s: float = 0.05, autocheckpoint: bool = True,
     ) -> None:
+        """``autocheckpoint=False``: commits never checkpoint the WAL; the owner runs a
+        `Checkpointer` (the service does, so that no commit on a decision's path pays for one)."""
         self.path = Path(path)
         if readonly:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
@@ -142,6 +144,8 @@ class EventStore:
                                        timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            if not autocheckpoint:
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             # a current store is opened without writing (it may be locked by a backup right now:
             # the service must still start; its commits are retried until the lock is gone)
             migrate(self._db)

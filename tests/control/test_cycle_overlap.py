@@ -32,10 +32,10 @@ async def test_the_next_read_goes_out_while_a_commit_is_held_and_decides_only_af
             read_out = asyncio.Event()
             sense, decide, commit = c._sense, c._decide, c._commit
 
-            async def observed_sense(now: float) -> tuple[Reading, Reading]:
+            async def observed_sense(now: float, tail: asyncio.Task[None] | None = None) -> tuple[Reading, Reading]:
                 log.append(("read", c.metrics.cycles + 1))
                 read_out.set()
-                return await sense(now)
+                return await sense(now, tail)
 
             def observed_decide(conv: Reading, div: Reading, now: float) -> Batch:
                 log.append(("decide", c.metrics.cycles))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,51 @@ async def test_writer_runs_jobs_in_order_on_its_own_thread(tmp_path: Path) -> No
     with pytest.raises(RuntimeError):
         await w.commit(batch(5))
     assert EventStore(tmp_path / "e.sqlite").last_seq("conveyor", "induct") == 4
+
+
+def _bulk(first: int, n: int) -> Batch:
+    """``n`` ring events with 1 kB of data each (about a page apiece)."""
+    b = Batch()
+    for seq in range(first, first + n):
+        b.ring("conveyor", "induct", seq, 0.0, {"tracking_id": seq, "pad": "x" * 1000})
+    return b
+
+
+def _runs_reach(w: StoreWriter, n: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while w.checkpointer.runs < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return w.checkpointer.runs >= n
+
+
+async def test_the_writers_commits_never_checkpoint_the_wal(tmp_path: Path) -> None:
+    """A commit that checkpoints takes 10-35 ms instead of ~0.6: the writer leaves that to its
+    checkpoint thread. With that thread idle, the log grows past SQLite's 1000-page automatic
+    checkpoint, which would have restarted it."""
+    w = StoreWriter(tmp_path / "e.sqlite", checkpoint_s=3600.0)
+    try:
+        for k in range(24):  # ~13 MB of log: over three times the 1000 pages (4 MB)
+            await w.commit(_bulk(1 + k * 500, 500))
+        wal = tmp_path / "e.sqlite-wal"
+        assert wal.stat().st_size > 8 * 1024 * 1024
+        assert w.checkpointer.runs == 0
+    finally:
+        w.close()
+    assert EventStore(tmp_path / "e.sqlite").last_seq("conveyor", "induct") == 12000
+
+
+async def test_the_checkpoint_thread_keeps_the_wal_short(tmp_path: Path) -> None:
+    w = StoreWriter(tmp_path / "e.sqlite", checkpoint_s=0.02)
+    try:
+        await w.commit(_bulk(1, 3000))
+        assert await asyncio.to_thread(_runs_reach, w, w.checkpointer.runs + 2)  # copied into the database
+        await w.commit(_bulk(3001, 10))  # the log restarts from its beginning
+        assert await asyncio.to_thread(_runs_reach, w, w.checkpointer.runs + 1)
+        assert 0 < w.checkpointer.last_log_pages < 100  # this commit's pages, not the 3000 before
+        assert w.checkpointer.failures == 0
+    finally:
+        w.close()
+    assert EventStore(tmp_path / "e.sqlite").last_seq("conveyor", "induct") == 3010
 
 
 def test_writer_reports_a_store_it_cannot_open(tmp_path: Path) -> None:
