@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,12 @@ class Service:
             self.packtags = PackTagsProcess(self.controller, self.settings.packtags, self.settings.opcua_security)
             self.packtags.start()
         await self.controller.start()
+        # Everything built so far (site, sort plan, route tables, protocol clients) lives as long
+        # as the service: out of the collector's sight, a full collection no longer walks it. On
+        # the development VM one took 10-30 ms of the loop, once or twice a minute, at any point
+        # of a cycle; after the freeze the few it still runs see only what was made since.
+        gc.collect()
+        gc.freeze()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
