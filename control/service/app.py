@@ -120,7 +120,9 @@ class Service:
         # Everything built so far (site, sort plan, route tables, protocol clients) lives as long
         # as the service: out of the collector's sight, a full collection no longer walks it. On
         # the development VM one took 10-30 ms of the loop, once or twice a minute, at any point
-        # of a cycle; after the freeze the few it still runs see only what was made since.
+        # of a cycle; after the freeze the few it still runs see only what was made since. The
+        # freeze is the process's, so it ends with the service (a test run or a bench starts
+        # many services in one process: what they leave must stay collectable).
         gc.collect()
         gc.freeze()
         return self
@@ -141,10 +143,14 @@ class Service:
         await self.controller.kill()
         if self.packtags is not None:
             await self.packtags.kill()
+        gc.unfreeze()
 
     async def close(self) -> None:
-        if self.camera is not None:
-            await self.camera.close()
-        if self.packtags is not None:  # before the store closes: a command in flight still lands
-            await self.packtags.close()
-        await self.controller.close()
+        try:
+            if self.camera is not None:
+                await self.camera.close()
+            if self.packtags is not None:  # before the store closes: a command in flight still lands
+                await self.packtags.close()
+            await self.controller.close()
+        finally:
+            gc.unfreeze()

@@ -64,3 +64,43 @@ async def test_the_next_read_goes_out_while_a_commit_is_held_and_decides_only_af
             store.close()
     finally:
         await sim.stop()
+
+
+async def test_an_arm_due_at_the_diverters_count_is_accepted_before_the_conveyor_is_read(tmp_path: Path) -> None:
+    """The early arm step over loopback: in the cycle an arm falls due it reaches the diverter
+    PLC before that cycle reads the conveyor, and the decision latency recorded for it is that
+    cycle's diverter read, table pass and write."""
+    sim = _LocalSim(CONFIG / "site.yaml", CONFIG / "scenarios" / "demo.yaml", camera=False)
+    ep = await sim.start()
+    try:
+        svc = Service.from_files(Files.beside(CONFIG / "site.yaml"), tmp_path / "e.sqlite", ServiceSettings(), ep,
+                                 camera=False)
+        async with svc:
+            c = svc.controller
+            log: list[tuple[str, int, bool]] = []
+            read_conveyor, write_arms = c._read_conveyor, c._write_arms
+            stop = asyncio.Event()
+
+            async def observed_read() -> Reading:
+                log.append(("conveyor", c.metrics.cycles, False))
+                return await read_conveyor()
+
+            async def observed_write(*, committed: bool = True) -> bool:
+                before = len(c.arms.pending)
+                ok = await write_arms(committed=committed)
+                if ok and len(c.arms.pending) < before:
+                    log.append(("arm", c.metrics.cycles, committed))
+                    if sum(e[0] == "arm" for e in log) >= 3:
+                        stop.set()
+                return ok
+
+            c._read_conveyor, c._write_arms = observed_read, observed_write  # type: ignore[method-assign]
+            await asyncio.wait_for(c.run(stop), 60.0)
+        arms = [e for e in log if e[0] == "arm"]
+        assert arms and all(not committed for _, _, committed in arms), log  # each went out early
+        for _, cycle, _ in arms:
+            assert log.index(("arm", cycle, False)) < log.index(("conveyor", cycle, False)), log
+        assert c.metrics.decision_s.count == len(arms)
+        assert max(c.metrics.decision_s.values()) < c.cfg.cycle_s  # within the cycle it fell due in
+    finally:
+        await sim.stop()
