@@ -274,8 +274,7 @@ class Controller:
         div = await self._read_diverter()
         if tail is not None:
             await tail
-        if not self._store_failing and self.diverter.connected \
-                and self.decider.arm_early(div, now, self._pending_batch):
+        if self._may_arm_before_commit() and self.decider.arm_early(div, now, self._pending_batch):
             await self._write_arms(committed=False)
         conv, _ = await asyncio.gather(self._read_conveyor(), self._read_diverter_rings(div))
         self.metrics.read_s.add(max(conv.done_at, div.done_at, now) - now)
@@ -294,7 +293,7 @@ class Controller:
         """Store, then publish, then housekeeping."""
         m = self.metrics
         # arms for decisions an earlier cycle stored go out before this cycle's commit (arms.py)
-        if self.arms.pending and not self._store_failing and self.diverter.connected:
+        if self.arms.pending and self._may_arm_before_commit():
             await self._write_arms(committed=False)
         t2 = self.clock()
         committed = await self._commit(batch)
@@ -581,6 +580,10 @@ class Controller:
             return
         self._sent_state, self._beat_at["conveyor"] = state, now
         self._acks_written(values)
+
+    def _may_arm_before_commit(self) -> bool:
+        """Arms for stored decisions may go out ahead of a commit: not while commits fail."""
+        return not self._store_failing and self.diverter.connected
 
     async def _write_arms(self, *, committed: bool = True) -> bool:
         """The next arm commands (before the cycle's commit: those that may go first); False

@@ -432,14 +432,12 @@ class ParcelFlow:
             due = masks.arm_due
             if fresh_only:
                 due = due[[int(tab.key[i]) in self._routed_unstored for i in due.tolist()]]
-            if due.size:
-                self._arm(due, now, batch)
+            self._arm(due, now, batch)
 
     def arm_pass(self, encoder: int, now: float, batch: Batch) -> int:
         """Arm what is due at ``encoder`` (the diverter PLC's count, read before the conveyor
         answered: see `Decider.arm_early`); returns how many arms were queued."""
-        due = self.table.arm_due(encoder)
-        return self._arm(due, now, batch) if due.size else 0
+        return self._arm(self.table.arm_due(encoder), now, batch)
 
     def _arm(self, due_slots: Slots, now: float, batch: Batch) -> int:
         tab = self.table

@@ -68,12 +68,9 @@ class EncoderWatch:
         if last is None or sent_at - last[2] > self.max_gap_s:
             return None
         step = sdiff(count, last[0])
-        per_mps = 1000.0 * self.counts_per_mm
-        slow, fast = min(speed_mps, last[3]) * per_mps, max(speed_mps, last[3]) * per_mps
-        lo = slow * max(0.0, sent_at - self.max_age_s - last[2])
-        hi = fast * (received_at - (last[1] - self.max_age_s))
-        # a belt never runs backwards: below, only the tolerance; above, half again for ramps
-        if lo - self.tolerance_counts <= step <= 1.5 * hi + self.tolerance_counts:
+        lo, hi = travel(last[:3], (count, sent_at, received_at), min(speed_mps, last[3]), max(speed_mps, last[3]),
+                        self.counts_per_mm, self.max_age_s)
+        if explained(step, lo, hi, self.tolerance_counts):
             return None
         return (
             f"encoder moved {step} counts in {(received_at - last[1]) * 1000:.0f} ms at most, "
@@ -117,15 +114,32 @@ class EncoderAgreement:
         return self.detail if self.mismatch else None
 
 
-def follows(before: tuple[int, float, float], after: tuple[int, float, float], speed_mps: float,
+
+Sample = tuple[int, float, float]  # an encoder count, and the instants its read was sent and answered
+
+
+def travel(before: Sample, after: Sample, slow_mps: float, fast_mps: float, counts_per_mm: float,
+           max_age_s: float) -> tuple[float, float]:
+    """The fewest and most counts the belt can have moved between two samples. Each PLC sampled
+    its count somewhere between sending the read and its reply, and the value may be
+    ``max_age_s`` old, so the time between them is only known as an interval; the slower of the
+    belt's speeds bounds it from below and the faster from above."""
+    per_mps = 1000.0 * counts_per_mm
+    lo = slow_mps * per_mps * max(0.0, after[1] - max_age_s - before[2])
+    hi = fast_mps * per_mps * (after[2] - (before[1] - max_age_s))
+    return lo, hi
+
+
+def explained(step: int, lo: float, hi: float, tolerance_counts: float) -> bool:
+    """Whether the belt's travel explains a step: a belt never runs backwards, so below only the
+    tolerance; above, half again for ramps."""
+    return lo - tolerance_counts <= step <= 1.5 * hi + tolerance_counts
+
+
+def follows(before: Sample, after: Sample, speed_mps: float,
             counts_per_mm: float, tolerance_mm: float, max_age_s: float) -> bool:
-    """Whether the count ``after`` (count, sent_at, received_at) can follow ``before`` on one
-    encoder at ``speed_mps``: the two samples may come from different PLCs of the same encoder
-    (the conveyor's last cycle, the diverter's this cycle). The time between them is known only
-    as an interval (either value may be ``max_age_s`` old); half again on top allows for a ramp."""
-    step = sdiff(after[0], before[0])
-    per_s = speed_mps * 1000.0 * counts_per_mm
-    lo = per_s * max(0.0, after[1] - before[2] - max_age_s)
-    hi = per_s * (after[2] - before[1] + max_age_s)
-    tol = tolerance_mm * counts_per_mm
-    return lo - tol <= step <= 1.5 * hi + tol
+    """Whether the count ``after`` can follow ``before`` on one encoder at ``speed_mps``: the
+    two samples may come from different PLCs of the same encoder (the conveyor's last cycle, the
+    diverter's this cycle); the rule of `EncoderWatch`."""
+    lo, hi = travel(before, after, speed_mps, speed_mps, counts_per_mm, max_age_s)
+    return explained(sdiff(after[0], before[0]), lo, hi, tolerance_mm * counts_per_mm)

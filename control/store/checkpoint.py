@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 __all__ = ["Checkpointer"]
@@ -51,7 +50,7 @@ class Checkpointer:
                 if con is None:
                     con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.0)
                     con.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
-                busy, pages, _copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                _busy, pages, _copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.runs += 1
                 self.last_log_pages = int(pages)
                 if failing:
@@ -62,9 +61,8 @@ class Checkpointer:
                 if not failing:
                     log.warning("WAL checkpoint failed: %s (retrying every %.1f s)", exc, self.every_s)
                     failing = True
-                if con is not None:
+                if con is not None:  # the next interval opens a fresh connection
                     con.close()
                     con = None
-                time.sleep(0)  # (nothing else to do: the wait above paces the retries)
         if con is not None:
             con.close()
