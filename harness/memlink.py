@@ -43,7 +43,7 @@ from control.plc import (
     Value,
 )
 from control.plc.link import given_head
-from control.plc.rings import collect, collect_slots, slot_runs, wanted
+from control.plc.rings import collect, collect_slots, command_words, slot_runs, wanted
 from plant.tagmap import ConveyorMap, DiverterMap, ModbusRegister, ModbusRing, RingField
 from plant.words import from_words, to_words
 from plc_sim.servers.image import ImageRefused, conveyor_tags
@@ -178,7 +178,7 @@ class ConveyorMemoryLink(MemoryLink):
         self._ring(ring)
         await self.write({f"{ring}.ack": seq})
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
         raise PlcValueError(f"{self.name}: the conveyor PLC has no host->PLC ring {ring!r}")
 
     def _type(self, name: str) -> str:
@@ -254,35 +254,15 @@ class DiverterMemoryLink(MemoryLink):
         self._ring(ring, "r")
         await self.write({f"{ring}.ack": seq})
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
-        """Command slots, then the head, validated as ModbusLink validates them (consecutive seqs
-        from 1 up, known fields, values in range, no more entries than the ring has slots)."""
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
+        """Command slots, then the head (``with_head``), validated as ModbusLink validates them."""
         spec = self._ring(ring, "w")
         if not entries:
             return
-        if len(entries) > spec.size:
-            raise PlcValueError(f"{self.name}: {len(entries)} entries overflow ring {ring} of {spec.size}")
-        words: dict[int, int] = {}
-        prev: int | None = None
-        for e in entries:
-            extra = set(e) - set(spec.fields)
-            if extra or "seq" not in e:
-                raise PlcValueError(f"{self.name}: ring {ring} entry {dict(e)}: unknown fields {sorted(extra)} or no seq")
-            seq = e["seq"]
-            if seq < 1 or (prev is not None and seq != prev + 1):
-                raise PlcValueError(f"{self.name}: ring {ring}: seqs must be consecutive and >= 1, got {seq} after {prev}")
-            prev = seq
-            a = spec.slot_address(seq)
-            for f, fs in spec.fields.items():
-                try:
-                    ws = to_words(int(e.get(f, 0)), fs.type)
-                except ValueError as exc:
-                    raise PlcValueError(f"{self.name}: ring {ring} seq {seq} field {f}: {exc}") from None
-                for i, w in enumerate(ws):
-                    words[a + fs.offset + i] = w
-        assert prev is not None
+        words, last = command_words(self.name, ring, spec, entries)
         self._write_words(words)
-        await self.write({f"{ring}.head": prev})
+        if with_head:
+            await self.write({f"{ring}.head": last})
 
     async def read_block(self, name: str, count: int | None = None) -> npt.NDArray[np.uint16]:
         """``chute_status`` or ``chute_fill`` as an array indexed by chute id (``count`` ids)."""

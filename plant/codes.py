@@ -68,6 +68,13 @@ class DiverterFault(IntFlag):
     ARM_OVERFLOW = 1 << 2
 
 
+class DiverterFeature(IntFlag):
+    """The diverter PLC's ``features`` register: what its program offers beyond the base
+    interface. A PLC that does not have the register (or reads 0 there) gets the base one."""
+
+    ARM_BY_SLOT_SEQ = 1 << 0  # takes an arm slot once its own seq is the next one; arm.head only informs
+
+
 class ArmAction(IntEnum):
     ARM = 1
     CANCEL = 2

@@ -89,7 +89,10 @@ class PlcLink(Protocol):
 
     async def ack_ring(self, ring: str, seq: int) -> None: ...
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None: ...
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
+        """Command slots, then ``<ring>.head`` (``with_head=False``: the slots alone, for a PLC
+        that takes a slot by its own seq; the head follows later)."""
+        ...
 
 
 def given_head(link: str, ring: str, head: object) -> int:

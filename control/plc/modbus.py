@@ -29,7 +29,7 @@ from control.plc.link import (
     Value,
     given_head,
 )
-from control.plc.rings import collect_slots, slot_runs, wanted
+from control.plc.rings import collect_slots, command_words, slot_runs, wanted
 from plant.site import ModbusEndpoint
 from plant.tagmap import DiverterMap, ModbusRegister, ModbusRing, RingField
 from plant.words import from_words, to_words
@@ -185,9 +185,11 @@ class ModbusLink:
         self._ring(ring, "r")
         await self.write({f"{ring}.ack": seq})
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
         """Write command slots, then the head: the PLC takes entries up to head by seq.
 
+        ``with_head=False``: the slots alone, in one request, for a PLC that takes a slot once
+        it holds the next seq (diverter ``features`` bit0); the caller writes the head later.
         Entries need consecutive seqs (the PLC detects a slot whose seq is not the one it
         expects). Writing a seq again after a reconnect is harmless: the PLC executes each seq
         once. Flow control is the caller's: do not run more than ``size`` ahead of ``ring.ack``.
@@ -195,29 +197,10 @@ class ModbusLink:
         spec = self._ring(ring, "w")
         if not entries:
             return
-        if len(entries) > spec.size:
-            raise PlcValueError(f"{self.name}: {len(entries)} entries overflow ring {ring} of {spec.size}")
-        words: dict[int, int] = {}
-        prev: int | None = None
-        for e in entries:
-            extra = set(e) - set(spec.fields)
-            if extra or "seq" not in e:
-                raise PlcValueError(f"{self.name}: ring {ring} entry {dict(e)}: unknown fields {sorted(extra)} or no seq")
-            seq = e["seq"]
-            if seq < 1 or (prev is not None and seq != prev + 1):
-                raise PlcValueError(f"{self.name}: ring {ring}: seqs must be consecutive and >= 1, got {seq} after {prev}")
-            prev = seq
-            a = spec.slot_address(seq)
-            for f, fs in spec.fields.items():
-                try:
-                    ws = to_words(int(e.get(f, 0)), fs.type)
-                except ValueError as exc:
-                    raise PlcValueError(f"{self.name}: ring {ring} seq {seq} field {f}: {exc}") from None
-                for i, w in enumerate(ws):
-                    words[a + fs.offset + i] = w
-        assert prev is not None
+        words, last = command_words(self.name, ring, spec, entries)
         await self._write_words(words)
-        await self.write({f"{ring}.head": prev})
+        if with_head:
+            await self.write({f"{ring}.head": last})
 
     # -- diverter extras -----------------------------------------------------------------------
     async def read_block(self, name: str, count: int | None = None) -> npt.NDArray[np.uint16]:

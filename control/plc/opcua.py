@@ -211,7 +211,7 @@ class OpcuaLink:
         self._ring(ring)
         await self.write({f"{ring}.ack": seq})
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
         raise PlcValueError(f"{self.name}: the conveyor PLC has no host->PLC ring {ring!r}")
 
     # -- internals -----------------------------------------------------------------------------

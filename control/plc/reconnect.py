@@ -93,8 +93,8 @@ class ReconnectingLink:
     async def ack_ring(self, ring: str, seq: int) -> None:
         await self._run(lambda: self.inner.ack_ring(ring, seq))
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
-        await self._run(lambda: self.inner.write_ring(ring, entries))
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
+        await self._run(lambda: self.inner.write_ring(ring, entries, with_head=with_head))
 
     async def read_block(self, name: str, count: int | None = None) -> npt.NDArray[np.uint16]:
         """The diverter link's chute blocks (PlcError on a link that has none)."""

@@ -9,12 +9,14 @@ write order): that entry is lost too, never guessed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from control.plc.link import Gap, RingRead
+from control.plc.link import Gap, PlcValueError, RingRead
+from plant.tagmap import ModbusRing
+from plant.words import to_words
 
 U32 = npt.NDArray[np.uint32]
 
@@ -92,3 +94,33 @@ def _assemble(
         else:
             gaps.insert(0, gap)
     return RingRead(head=head, entries=entries, gaps=tuple(gaps))
+
+
+def command_words(link: str, ring: str, spec: ModbusRing, entries: Sequence[Mapping[str, int]]) -> tuple[dict[int, int], int]:
+    """A host->PLC ring's slots for ``entries`` as {register address: word}, and the last seq.
+
+    Checked before anything is sent: consecutive seqs from 1 up, known fields, values in
+    range, no more entries than the ring has slots (the caller's flow control keeps it so)."""
+    if len(entries) > spec.size:
+        raise PlcValueError(f"{link}: {len(entries)} entries overflow ring {ring} of {spec.size}")
+    words: dict[int, int] = {}
+    prev: int | None = None
+    for e in entries:
+        extra = set(e) - set(spec.fields)
+        if extra or "seq" not in e:
+            raise PlcValueError(f"{link}: ring {ring} entry {dict(e)}: unknown fields {sorted(extra)} or no seq")
+        seq = e["seq"]
+        if seq < 1 or (prev is not None and seq != prev + 1):
+            raise PlcValueError(f"{link}: ring {ring}: seqs must be consecutive and >= 1, got {seq} after {prev}")
+        prev = seq
+        a = spec.slot_address(seq)
+        for f, fs in spec.fields.items():
+            try:
+                ws = to_words(int(e.get(f, 0)), fs.type)
+            except ValueError as exc:
+                raise PlcValueError(f"{link}: ring {ring} seq {seq} field {f}: {exc}") from None
+            for i, w in enumerate(ws):
+                words[a + fs.offset + i] = w
+    if prev is None:
+        raise PlcValueError(f"{link}: ring {ring}: no entries")
+    return words, prev

@@ -8,7 +8,8 @@ the commit otherwise (``held``: an arm for a decision of this very cycle).
 
 Why an arm need not wait for its own record: the record says which seq went to which parcel,
 and the PLC keeps that too. A controller that dies between the write and the commit finds the
-seq in the PLC's ``arm.head`` (numbering continues after it), the answer carries the parcel's
+seq in the PLC's ``arm.head`` or, where the PLC takes a slot by its own seq and the head
+trails on the beat, in its ``arm.ack`` (numbering continues after both), the answer carries the parcel's
 tracking id and chute, and the parcel's stored state is the routed one either way (it becomes
 "armed" only on the PLC's answer). What must not happen is an arm for a decision that is not
 stored: a restarted controller could decide otherwise and record a correct divert as a
@@ -36,6 +37,8 @@ class ArmQueue:
     held: set[int] = field(default_factory=set)  # pending seqs that may go out only after the next commit
     due_at: dict[int, float] = field(default_factory=dict)  # command seq -> when it became due
     key_of: dict[int, int] = field(default_factory=dict)  # command seq -> parcel key it is for
+    last_written: int = 0  # the newest seq whose slot reached the PLC
+    head_sent: int = 0  # arm.head as last written (behind last_written while slots go out alone)
 
     def room(self) -> int:
         """Commands that may still be queued without overrunning the PLC's ring: every seq
@@ -74,9 +77,10 @@ class ArmQueue:
             self.key_of.clear()
             self.due_at.clear()
             self.next_seq = max(head, ack) + 1
-        else:
-            self.next_seq = max(self.next_seq, head + 1)
+        else:  # a PLC that takes slots by their own seq may have taken some past its head
+            self.next_seq = max(self.next_seq, head + 1, ack + 1)
         self.ack = ack
+        self.head_sent, self.last_written = head, self.next_seq - 1 - len(self.pending)
         return restarted
 
     def restart(self, head: int, ack: int) -> None:
@@ -88,6 +92,7 @@ class ArmQueue:
         self.due_at.clear()
         self.next_seq = max(head, ack) + 1
         self.ack = ack
+        self.head_sent, self.last_written = head, self.next_seq - 1
 
     def to_write(self, *, committed: bool = True) -> list[dict[str, int]]:
         """The next commands to write: at most a ring's worth; before the cycle's commit
@@ -104,8 +109,13 @@ class ArmQueue:
         """The batch holding every queued command committed: none waits any more."""
         self.held.clear()
 
-    def written(self, chunk: list[dict[str, int]], t: float) -> list[float]:
-        """``chunk`` reached the PLC at ``t``; returns the decision latency of each arm in it."""
+    def written(self, chunk: list[dict[str, int]], t: float, *, with_head: bool = True) -> list[float]:
+        """``chunk`` reached the PLC at ``t`` (``with_head``: and ``arm.head`` with it); returns
+        the decision latency of each arm in it."""
+        if chunk:
+            self.last_written = chunk[-1]["seq"]
+            if with_head:
+                self.head_sent = self.last_written
         latencies = []
         for e in chunk:
             due = self.due_at.get(e["seq"])

@@ -54,7 +54,7 @@ from control.service.supervisor import OperatorCommand, Supervisor, SupervisorSe
 from control.service.writer import StoreWriter
 from control.store import AlarmClear, AlarmRow, Batch
 from control.tracking import Geometry, TrackingTable
-from plant.codes import PackMLState, UnitMode
+from plant.codes import DiverterFeature, PackMLState, UnitMode
 from plant.site import Site
 from plant.tagmap import TagMap
 
@@ -78,6 +78,7 @@ LIVE_S = 1.0  # seconds between refreshes of meta.health (the HMI's live view; i
 HEALTH_TABLE_S = 10.0  # seconds between rows of the health table (trends)
 BEAT_S = 0.1  # a PLC with nothing new hears the host heartbeat this often (its watchdog: 1 s)
 ACK_AT_ONCE = 8  # a ring this many entries behind its last ack is acked without waiting for a beat
+HEAD_S = 1.0  # arm.head behind slots written alone is brought up to date this often
 
 
 class Controller:
@@ -143,6 +144,10 @@ class Controller:
         self._mode_stored = ""
         self.files: dict[str, str] = {}  # the files the service was started with (for the HMI)
         self._host_hb = 0
+        # the diverter's scalars; its ``features`` where its tag map has the register
+        self._div_scalars = DIVERTER_SCALARS + (("features",) if "features" in tag_map.diverter.registers else ())
+        self._arm_slots_alone = False  # the diverter PLC takes an arm slot by its own seq (features bit0)
+        self._head_at = float("-inf")  # arm.head last written on a beat (slots written alone)
         self._beat_at = {"conveyor": float("-inf"), "diverter": float("-inf")}  # last write to each PLC
         self._sent_state: dict[str, float | int | bool] = {}  # the unit state and enable last written
         self._acked: dict[str, int] = {}  # ring -> last ack written
@@ -458,9 +463,10 @@ class Controller:
             return out
         try:
             out.sent_at = self.clock()
-            sc = await self.diverter.read(DIVERTER_SCALARS)
+            sc = await self.diverter.read(self._div_scalars)
             out.received_at = self.clock()
             out.scalars = sc
+            self._arm_slots_alone = bool(int(sc.get("features", 0)) & DiverterFeature.ARM_BY_SLOT_SEQ)
             if int(sc["boot_id"]) == 0:  # not running yet
                 return out
             out.restarted = self.streams.restarted("diverter", int(sc["boot_id"]))
@@ -527,6 +533,10 @@ class Controller:
             conv_w["belt_command"], conv_w["belt_command_seq"] = int(belt[0]), belt[1]
         if reset is not None and div_ok:
             div_w["reset_seq"] = reset
+        # slots written alone: the head only informs (a PLC HMI, a restarted controller), and
+        # each write of it is one more request on the diverter's link, so it trails by up to 1 s
+        if div_beat and self.arms.last_written != self.arms.head_sent and now - self._head_at >= HEAD_S:
+            div_w["arm.head"] = self.arms.last_written
         conv_due = conv_beat or conv_news or any(k.endswith(".ack") for k in conv_w)
         div_due = div_beat or bool(div_w)
         if conv_due or div_due:
@@ -591,12 +601,13 @@ class Controller:
         chunk = self.arms.to_write(committed=committed)
         if not chunk:
             return True
+        head = not self._arm_slots_alone  # one request where the PLC takes a slot by its own seq
         try:
-            await self.diverter.write_ring("arm", chunk)
+            await self.diverter.write_ring("arm", chunk, with_head=head)
         except PlcError as exc:
             log.debug("diverter arm write failed: %s", exc)
             return False
-        self.metrics.decision_s.extend(self.arms.written(chunk, self.clock()))
+        self.metrics.decision_s.extend(self.arms.written(chunk, self.clock(), with_head=head))
         return True
 
     async def _write_diverter(self, values: dict[str, float | int | bool], now: float) -> None:
@@ -610,3 +621,5 @@ class Controller:
             return
         self._beat_at["diverter"] = now
         self._acks_written(values)
+        if "arm.head" in values:
+            self.arms.head_sent, self._head_at = int(values["arm.head"]), now

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from plant.codes import DiverterFeature
 from plant.tagmap import ConveyorMap, DiverterMap, ModbusRegister, ModbusRing
 from plant.words import from_words, to_words
 from plc_sim.servers.faults import ResponseDelay
@@ -210,7 +211,7 @@ class DiverterMemory(_Lifecycle):
     side: ``host_read``/``host_write`` of register ranges with Modbus's rules (``writable``).
     """
 
-    def __init__(self, regs: DiverterMap, url: str = "memory://diverter") -> None:
+    def __init__(self, regs: DiverterMap, url: str = "memory://diverter", *, by_slot_seq: bool = True) -> None:
         super().__init__(url)
         self.map = regs
         self.regs: npt.NDArray[np.uint16] = np.zeros(regs.register_span, dtype=np.uint16)
@@ -219,6 +220,19 @@ class DiverterMemory(_Lifecycle):
         self._commands = {n: r for n, r in regs.rings.items() if r.direction == "w"}
         self._taken: dict[str, int] = dict.fromkeys(self._commands, 0)
         self.command_problems: list[CommandProblem] = []
+        self._by_slot_seq = by_slot_seq
+        self._announce()
+
+    @property
+    def by_slot_seq(self) -> bool:
+        """Does this PLC take an arm slot by its own seq (``features`` bit0)? Settable: a test
+        runs the host against a PLC of the base interface, which waits for ``arm.head``."""
+        return self._by_slot_seq
+
+    @by_slot_seq.setter
+    def by_slot_seq(self, on: bool) -> None:
+        self._by_slot_seq = on
+        self._announce()
 
     def reset(self) -> None:
         """Cold start of the PLC memory: every register zero, every ring empty from seq 1."""
@@ -227,6 +241,13 @@ class DiverterMemory(_Lifecycle):
             ring.forget()
         self._taken = dict.fromkeys(self._commands, 0)
         self.command_problems.clear()
+        self._announce()
+
+    def _announce(self) -> None:
+        """The ``features`` register (where the map has one): part of the program, so it is
+        there from power-on, before the first scan."""
+        if "features" in self.map.registers:
+            self.write("features", int(DiverterFeature.ARM_BY_SLOT_SEQ) if self._by_slot_seq else 0)
 
     # -- PLC side ----------------------------------------------------------------------------------
     def read(self, name: str) -> int:
@@ -258,27 +279,52 @@ class DiverterMemory(_Lifecycle):
     def take_commands(self, ring: str = "arm") -> list[dict[str, int]]:
         """New host->PLC entries since the last call, oldest first; acks the last one taken.
 
-        Entries are taken by seq up to the host-written head. A slot holding another seq is
-        reported in ``command_problems`` (and logged) instead of being executed.
+        Entries are taken by seq up to the host-written head and, with ``by_slot_seq`` (the
+        ``features`` bit0 this PLC announces), also beyond it: the next slot is taken as soon as
+        it holds the next seq, so the host may write a slot alone, in one request (a Modbus
+        request is applied whole between two scans here). A slot the head covers that holds
+        another seq is reported in ``command_problems`` (and logged) instead of being executed.
         """
         spec = self._commands[ring]
         head = self._get(spec.head)
         last = self._taken[ring]
-        if head <= last:
-            return []
         out: list[dict[str, int]] = []
-        first = max(last + 1, head - spec.size + 1)
-        for seq in range(last + 1, first):
-            self._problem(CommandProblem(seq, 0, "overwritten"))
-        for seq in range(first, head + 1):
-            entry = self._get_slot(spec, seq % spec.size)
-            if entry["seq"] == seq:
-                out.append(entry)
-            else:
-                self._problem(CommandProblem(seq, entry["seq"], "overwritten" if entry["seq"] > seq else "torn"))
-        self._taken[ring] = head
-        self._put(spec.ack, head)
+        if head > last:
+            first = max(last + 1, head - spec.size + 1)
+            for seq in range(last + 1, first):
+                self._problem(CommandProblem(seq, 0, "overwritten"))
+            for seq in range(first, head + 1):
+                entry = self._get_slot(spec, seq % spec.size)
+                if entry["seq"] == seq:
+                    out.append(entry)
+                else:
+                    self._problem(CommandProblem(seq, entry["seq"], "overwritten" if entry["seq"] > seq else "torn"))
+            last = head
+        if self.by_slot_seq:
+            last = self._take_by_slot_seq(spec, last, out)
+        if last != self._taken[ring]:
+            self._taken[ring] = last
+            self._put(spec.ack, last)
         return out
+
+    def _take_by_slot_seq(self, spec: ModbusRing, last: int, out: list[dict[str, int]]) -> int:
+        """Slots past ``last`` that hold their own next seq, in order; returns the last taken.
+
+        A slot holding a later lap's seq means the host ran more than a ring ahead: the seqs
+        it overwrote are reported lost and taking goes on from the oldest one still there."""
+        seq = last + 1
+        while True:
+            found = self._get_slot(spec, seq % spec.size)["seq"]
+            if found == seq:
+                out.append(self._get_slot(spec, seq % spec.size))
+                seq += 1
+            elif found > seq and (found - seq) % spec.size == 0:
+                newest = max(self._get_slot(spec, i)["seq"] for i in range(spec.size))
+                for lost in range(seq, newest - spec.size + 1):
+                    self._problem(CommandProblem(lost, found if lost == seq else 0, "overwritten"))
+                seq = newest - spec.size + 1
+            else:
+                return seq - 1
 
     # -- host side ---------------------------------------------------------------------------------
     def host_read(self, address: int, count: int) -> npt.NDArray[np.uint16]:

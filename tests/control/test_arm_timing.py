@@ -171,3 +171,20 @@ def test_a_count_follows_another_by_the_belt_travel_between_them() -> None:
     assert not follows(before, (1_000 + 5 * per_10ms, 0.010, 0.011), 2.0, cpm, 5.0, 0.0)
     assert not follows(before, (1_000 - 10 * per_10ms, 0.010, 0.011), 2.0, cpm, 5.0, 0.0)  # backwards
     assert follows((2**32 - 100, 0.0, 0.001), (per_10ms - 100, 0.010, 0.011), 2.0, cpm, 5.0, 0.0)  # 32-bit wrap
+
+
+def test_slots_written_alone_leave_the_head_to_the_beat_and_numbering_follows_the_ack() -> None:
+    """A PLC that takes slots by their own seq: the queue knows which seq the PLC's head should
+    show, and a restarted controller numbers on after the PLC's ack when the head trails it."""
+    q = ArmQueue(32)
+    for tid in (1, 2, 3):
+        q.queue(tid, 1000 * tid, 4, ArmAction.ARM, 0.0)
+    q.written(q.to_write(), 0.001, with_head=False)
+    assert (q.last_written, q.head_sent) == (3, 0)  # the beat writes arm.head = 3
+    q.head_sent = 3
+    q.queue(4, 4000, 4, ArmAction.ARM, 0.0)
+    q.written(q.to_write(), 0.002)  # base interface: slots and head in the same write
+    assert (q.last_written, q.head_sent) == (4, 4)
+    fresh = ArmQueue(32)  # a restarted controller: head 3 written on a beat, seqs up to 7 taken
+    assert not fresh.adopt_heads(3, 7)
+    assert fresh.next_seq == 8 and (fresh.last_written, fresh.head_sent) == (7, 3)

@@ -60,7 +60,7 @@ class FlakyPlc:
     async def ack_ring(self, ring: str, seq: int) -> None:
         self._check()
 
-    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]]) -> None:
+    async def write_ring(self, ring: str, entries: Sequence[Mapping[str, int]], *, with_head: bool = True) -> None:
         self._check()
 
 

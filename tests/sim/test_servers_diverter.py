@@ -15,6 +15,7 @@ import pytest_asyncio
 from control.plc import PlcConnectionError
 from control.plc.modbus import ModbusLink
 from harness.memlink import DiverterMemoryLink
+from plant.codes import DiverterFeature
 from plant.site import ModbusEndpoint
 from plant.tagmap import TagMap
 from plant.words import to_words
@@ -89,6 +90,48 @@ async def test_take_commands_reports_torn_and_overwritten_slots(image: Image) ->
     assert all(p.reason == "overwritten" for p in server.command_problems[1:])
 
 
+async def test_slots_are_taken_by_their_own_seq_without_a_head(image: Image) -> None:
+    """The PLC announces features bit0: a slot holding the next seq is taken in the next scan,
+    though the host wrote no head; a slot further on waits for the one before it."""
+    server = image
+    assert server.read("features") == DiverterFeature.ARM_BY_SLOT_SEQ
+    arm_slot(server, 1, chute=4)
+    arm_slot(server, 2, chute=5)
+    assert [(c["seq"], c["chute"]) for c in server.take_commands()] == [(1, 4), (2, 5)]
+    assert server.read("arm.ack") == 2 and server.read("arm.head") == 0
+    arm_slot(server, 4, chute=7)  # seq 3 not there yet
+    assert server.take_commands() == [] and server.read("arm.ack") == 2
+    arm_slot(server, 3, chute=6)
+    assert [c["seq"] for c in server.take_commands()] == [3, 4]
+    server.write("arm.head", 4)  # the head catching up later changes nothing
+    assert server.take_commands() == [] and server.read("arm.ack") == 4
+    assert server.command_problems == []
+
+
+async def test_a_plc_of_the_base_interface_waits_for_the_head(tag_map: TagMap) -> None:
+    memory = DiverterMemory(tag_map.diverter, by_slot_seq=False)
+    assert memory.read("features") == 0
+    arm_slot(memory, 1)
+    arm_slot(memory, 2)
+    assert memory.take_commands() == [] and memory.read("arm.ack") == 0
+    memory.write("arm.head", 2)
+    assert [c["seq"] for c in memory.take_commands()] == [1, 2]
+    memory.by_slot_seq = True  # a program update that announces it
+    assert memory.read("features") == DiverterFeature.ARM_BY_SLOT_SEQ
+
+
+async def test_a_host_that_laps_the_plc_without_a_head_is_reported(image: Image) -> None:
+    """Seqs 1..40 written into a ring of 32 before the PLC looks, no head: 1..8 are gone (each
+    reported), 9..40 are taken."""
+    server = image
+    for s in range(1, 41):
+        arm_slot(server, s, chute=1)
+    assert [c["seq"] for c in server.take_commands()] == list(range(9, 41))
+    assert [p.seq for p in server.command_problems] == list(range(1, 9))
+    assert all(p.reason == "overwritten" for p in server.command_problems)
+    assert server.read("arm.ack") == 40
+
+
 async def test_chute_blocks_read_as_arrays_by_chute_id(image: Image, link: Link) -> None:
     server = image
     server.set_chute_status(3, 0b001)
@@ -136,7 +179,7 @@ async def test_wrong_device_id_never_connects(server: DiverterPlcServer, tag_map
     assert not lk.connected
 
 
-async def test_memory_survives_restart_and_reset_clears_it(image: Image) -> None:
+async def test_memory_survives_restart_and_reset_clears_it(image: Image, tag_map: TagMap) -> None:
     server = image
     server.write("encoder_count", 123_456)
     await server.ring("confirm").push(chute=1)
@@ -147,7 +190,10 @@ async def test_memory_survives_restart_and_reset_clears_it(image: Image) -> None
     assert getattr(server, "port", None) == port and server.read("encoder_count") == 123_456
     server.reset()
     assert server.read("encoder_count") == 0 and server.ring("confirm").head == 0
-    assert server.read("confirm.ack") == 0 and not server.regs.any()
+    # a cold start clears every register but the program's own ``features``
+    features = tag_map.diverter.registers["features"].address
+    assert server.read("confirm.ack") == 0 and not np.delete(server.regs, features).any()
+    assert server.read("features") == DiverterFeature.ARM_BY_SLOT_SEQ
 
 
 async def test_plc_side_names_are_checked(image: Image) -> None:
