@@ -52,14 +52,20 @@ class DecodeJoin:
         self.key_of = key_of  # tracking id -> parcel key under the current conveyor boot
         self.unclaimed: dict[int, DecodeResult] = {}  # by parcel key: decodes whose scan is not read yet
         self._timeouts_in_a_row = 0
+        self._up_count: int | None = None  # encoder count when the camera stream was last seen coming up
 
-    def take(self, now: float, batch: Batch) -> tuple[list[int], list[RouteRequest]]:
-        """Decodes joined to their scans this cycle, and scans past their deadline."""
+    def take(self, now: float, batch: Batch, encoder: int) -> tuple[list[int], list[RouteRequest]]:
+        """Decodes joined to their scans this cycle, and scans past their deadline (``encoder``:
+        this cycle's count, which dates the camera stream's coming up)."""
         ready: list[int] = []
         reqs: list[RouteRequest] = []
         if self.decoder is None:
             self._no_camera(ready, reqs)
             return ready, reqs
+        if not self.decoder.healthy:
+            self._up_count = None
+        elif self._up_count is None:
+            self._up_count = encoder
         tab = self.table
         for r in self.decoder.poll():
             key = self.key_of(r.tracking_id)
@@ -116,7 +122,10 @@ class DecodeJoin:
                 late.append(i)
         if not late:
             return
-        self._timeouts_in_a_row += len(late)
+        # A scan triggered while no camera stream was up never had a frame on its way (after a
+        # controller restart: the scans of the seconds it was down; the camera's own alarm
+        # covers an outage): routed as a timeout all the same, but no sign of a broken scanner.
+        self._timeouts_in_a_row += sum(self._frame_could_come(i) for i in late)
         if self._timeouts_in_a_row >= self.cfg.scanner_timeout_alarm:
             self.faults.raise_(Fault.SCANNER_TIMEOUT, f"{self._timeouts_in_a_row} scans in a row not decoded "
                                f"within {self.cfg.decode_deadline_s:.2f} s", batch)
@@ -125,6 +134,13 @@ class DecodeJoin:
             tab.scan_status[i] = int(ScanStatus.TIMEOUT)
             ready.append(i)
             reqs.append(RouteRequest(int(tab.key[i]), "", ScanStatus.TIMEOUT, self._length_mm(i), int(tab.lap[i])))
+
+    def _frame_could_come(self, i: int) -> bool:
+        """Was the camera stream up when parcel ``i`` triggered the scanner?"""
+        if self._up_count is None:
+            return False
+        trigger = wrap(int(self.table.expect_scan[i]) - self.geometry.loop_counts)
+        return sdiff(trigger, self._up_count) >= 0
 
     def _no_camera(self, ready: list[int], reqs: list[RouteRequest]) -> None:
         tab = self.table

@@ -385,7 +385,7 @@ class ParcelFlow:
     # ================================================================= vision and routing
     def take_decodes(self, now: float, batch: Batch) -> None:
         """Route the parcels whose decode joined their scan, or whose decode is too late."""
-        ready, reqs = self.decodes.take(now, batch)
+        ready, reqs = self.decodes.take(now, batch, self.encoder)
         if ready:
             self._route(ready, reqs, batch)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from control.faults import Fault
+from control.lifecycle import ScanStatus
 from control.packml import PackMLUnit
 from control.plc import RingRead
 from control.plc.link import Gap
 from control.service.alarms import FaultBook
 from control.service.arms import ArmQueue
+from control.service.feeds import DecodeResult
 from control.service.streams import StreamBook
 from control.service.watch import EncoderWatch, HeartbeatWatch
 from control.store import Batch
@@ -181,10 +183,65 @@ def test_without_a_camera_scans_are_no_reads_at_once_and_raise_no_scanner_alarm(
         table.induct(tid, tid * 1000, tid * 1000 + 200)
         table.scan(tid, tid * 1000 + g.scanner_counts, 0, 0.0, 0.5)
     batch = Batch()
-    ready, reqs = join.take(now=5.0, batch=batch)  # long past every deadline
+    ready, reqs = join.take(now=5.0, batch=batch, encoder=20_000)  # long past every deadline
     assert len(ready) == 10 and {r.status for r in reqs} == {ScanStatus.NO_READ}
     assert Fault.SCANNER_TIMEOUT not in book and batch.unit_events == []
     assert all(table.state[i] == ParcelState.SCANNED for i in ready)
+
+
+class _Stream:
+    """A camera stream that is up or not and delivers no decodes: what a decode join sees of a
+    camera whose frames never come."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+        self.down_for = 0.0
+
+    def poll(self) -> list[DecodeResult]:
+        return []
+
+
+def _timeouts_after_the_stream_comes_up(triggers: list[int], up_at: int) -> tuple[list[ScanStatus], FaultBook]:
+    """Parcels scanned at ``triggers`` (encoder counts), the camera stream up from ``up_at``,
+    no decode ever: their statuses once every deadline has passed, and the fault book."""
+    from control.service.decodes import DecodeJoin
+    from control.service.metrics import Metrics
+    from control.service.settings import ServiceSettings
+    from control.tracking import Geometry, TrackingTable
+    from plant.site import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "config" / "site.yaml")
+    g = Geometry.from_site(site)
+    table = TrackingTable(g, 64)
+    book = FaultBook(PackMLUnit(), lambda: 0.0)
+    stream = _Stream()
+    join = DecodeJoin(table, g, ServiceSettings(), stream, faults=book, metrics=Metrics(), identity={},
+                      key_of=lambda tid: tid)
+    for tid, trigger in enumerate(triggers, start=1):
+        table.induct(tid, trigger - g.scanner_counts, trigger - g.scanner_counts + 200)
+        table.scan(tid, trigger, 0, 0.0, 0.5)
+    stream.healthy = True
+    batch = Batch()
+    join.take(now=0.1, batch=batch, encoder=up_at)  # the first cycle that sees the stream up
+    _, reqs = join.take(now=5.0, batch=batch, encoder=up_at + 50_000)  # every deadline past
+    return [r.status for r in reqs], book
+
+
+def test_scans_from_before_the_camera_stream_came_up_raise_no_scanner_alarm() -> None:
+    """After a controller restart the scans of the seconds it was down are read at once; their
+    frames went nowhere. They are routed as timeouts but are no sign of a broken scanner (the
+    alarm used to be raised, MAJOR, and cleared again, after every restart); scans triggered
+    once the stream is up and still not decoded do raise it."""
+    from control.service.settings import ServiceSettings
+
+    n = ServiceSettings().scanner_timeout_alarm
+    up_at = 100_000
+    before = [up_at - 1000 * k for k in range(1, 2 * n + 1)]
+    statuses, book = _timeouts_after_the_stream_comes_up(before, up_at)
+    assert statuses == [ScanStatus.TIMEOUT] * 2 * n and Fault.SCANNER_TIMEOUT not in book
+    after = [up_at + 1000 * k for k in range(n)]
+    statuses, book = _timeouts_after_the_stream_comes_up(before + after, up_at)
+    assert statuses == [ScanStatus.TIMEOUT] * 3 * n and Fault.SCANNER_TIMEOUT in book
 
 
 def test_tracking_margins_have_one_default() -> None:
