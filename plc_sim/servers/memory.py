@@ -314,9 +314,10 @@ class DiverterMemory(_Lifecycle):
         it overwrote are reported lost and taking goes on from the oldest one still there."""
         seq = last + 1
         while True:
-            found = self._get_slot(spec, seq % spec.size)["seq"]
+            entry = self._get_slot(spec, seq % spec.size)
+            found = entry["seq"]
             if found == seq:
-                out.append(self._get_slot(spec, seq % spec.size))
+                out.append(entry)
                 seq += 1
             elif found > seq and (found - seq) % spec.size == 0:
                 newest = max(self._get_slot(spec, i)["seq"] for i in range(spec.size))
