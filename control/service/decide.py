@@ -29,7 +29,7 @@ from control.service.streams import StreamBook
 from control.service.supervisor import BeltReading, Observed, OperatorCommand, Supervisor
 from control.service.watch import EncoderAgreement, EncoderWatch, HeartbeatWatch, follows
 from control.store import Batch
-from control.tracking import Geometry
+from control.tracking import Geometry, wrap
 from plant.codes import ConveyorFault, DiverterFault, PackMLCommand, PackMLState
 
 __all__ = ["Decider", "Outputs", "Reading"]
@@ -40,6 +40,7 @@ S = PackMLState
 RUNNING = frozenset({S.EXECUTE, S.SUSPENDED, S.SUSPENDING, S.UNSUSPENDING, S.COMPLETING})  # arms may go out
 DIVERTER_LATCHED = DiverterFault.HOST_WATCHDOG | DiverterFault.ARM_OVERFLOW | DiverterFault.DIVERTER
 CAMERA_DOWN_S = 1.0  # no camera stream this long: the camera is down
+AHEAD_CYCLES = 2.0  # a diverter answer older than this many cycles is not projected from (`arm_ahead`)
 
 
 @dataclass(slots=True)
@@ -108,7 +109,41 @@ class Decider:
         self._glitch_cycle = -1
         self._geometry = geometry
         self.conveyor_sample: tuple[int, float, float] | None = None  # last good conveyor count, sent, received
+        # the diverter's last count, sent, received, where that whole answer was good: to arm ahead from
+        self.diverter_sample: tuple[int, float, float] | None = None
         self._armed_early = False  # this cycle's arms were taken at the diverter's count
+
+    def arm_ahead(self, now: float, batch: Batch) -> bool:
+        """Arm what is due at ``now`` by the diverter's count as its last answer projects it,
+        before this cycle reads anything; False (nothing done) when that answer is not fit to
+        project from.
+
+        The decision's critical path is then one Modbus write instead of a read and a write. The
+        projection is the belt's travel since the diverter sampled its count, at the speed the
+        conveyor reported: within a cycle's age the belt's acceleration moves a parcel by well
+        under a millimetre against an arm window of metres, and the PLC fires on its own count
+        whatever we projected. What the last answer could not show (a fault or restart since)
+        is what a write issued after a read could not show either: this cycle's read, a
+        millisecond later, is decided on as always, and a restart's arms go round. Only an
+        answer the last decide found whole is projected from (both PLCs read, counts agreeing,
+        no diverter fault bit, its boot unchanged), only while arming is allowed, and only
+        from the cycle just before: a late cycle reads first."""
+        s = self.diverter_sample
+        if s is None or not self._may_arm() or self._div_fault_bits:
+            return False
+        enc, sent, received = s
+        age = now - (sent + received) / 2.0
+        if not 0.0 <= age <= AHEAD_CYCLES * self.cfg.cycle_s:
+            return False
+        travel = round(self.parcels.speed_mps * 1000.0 * self._geometry.counts_per_mm * age)
+        self._armed_early = True
+        self.parcels.arm_pass(wrap(enc + travel), now, batch)
+        return True
+
+    def _may_arm(self) -> bool:
+        """Arms may go out: the unit runs, the diverter is alive and the two counts agree."""
+        return (self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
+                and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree)
 
     def arm_early(self, div: Reading, now: float, batch: Batch) -> int:
         """Arm, from the diverter PLC's answer alone, what is due at its encoder count; returns
@@ -126,8 +161,7 @@ class Decider:
         last = self.conveyor_sample
         if not div.ok or div.restarted or last is None or int(sc["faults"]) or int(sc["arm.ack"]) < self.arms.ack:
             return 0
-        if not (self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
-                and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree):
+        if not self._may_arm():
             return 0
         enc = int(sc["encoder_count"])
         g = self._geometry
@@ -172,15 +206,13 @@ class Decider:
         if conv.ok:
             # the diverter takes no arm while its watchdog fault is latched (until our reset_seq
             # reaches it), and no fire count is right while its encoder disagrees with the conveyor's
-            may_arm = (
-                self.unit.state in RUNNING and Fault.DIVERTER_HEARTBEAT_LOST not in self.faults
-                and Fault.ENCODER_MISMATCH not in self.faults and self._encoders.agree
-                and not (div.ok and self._div_fault_bits & DiverterFault.HOST_WATCHDOG)
-            )
+            may_arm = self._may_arm() and not (div.ok and self._div_fault_bits & DiverterFault.HOST_WATCHDOG)
             # after an early pass, only decisions of this cycle are armed now; what came due
             # between the two counts is armed by the next cycle's early pass, 10 ms on
             flow.cycle_pass(now, batch, may_arm=may_arm, fresh_only=self._armed_early)
         self._armed_early = False
+        whole = conv.ok and div.ok and not div.restarted and self.conveyor_sample is not None
+        self.diverter_sample = (int(div.scalars["encoder_count"]), div.sent_at, div.received_at) if whole else None
         settings = self._settings_to_write(conv) if conv.ok else {}
         out = self._supervise(conv, div, now, batch, plc_ready=conv.ok and not settings)
         out.settings = settings

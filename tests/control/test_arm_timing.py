@@ -21,7 +21,7 @@ from control.service.supervisor import Supervisor
 from control.service.watch import follows
 from control.store import Batch
 from control.tracking import Geometry, wrap
-from plant.codes import ArmAction, DiverterFault, PackMLState
+from plant.codes import ArmAction, DiverterFault, PackMLCommand, PackMLState
 from plant.site import load_site
 from tests.control.test_parcels import NoReadRouter
 
@@ -188,3 +188,58 @@ def test_slots_written_alone_leave_the_head_to_the_beat_and_numbering_follows_th
     fresh = ArmQueue(32)  # a restarted controller: head 3 written on a beat, seqs up to 7 taken
     assert not fresh.adopt_heads(3, 7)
     assert fresh.next_seq == 8 and (fresh.last_written, fresh.head_sent) == (7, 3)
+
+
+def conveyor(enc: int, t: float, *, ok: bool = True) -> Reading:
+    sc: dict[str, float | int | bool] = {
+        "plc_heartbeat": 1, "plc_boot_id": 5, "encoder_count": enc, "speed_actual": SPEED, "faults": 0,
+        "jam_eye": 0, "belt_state": int(PackMLState.EXECUTE), "belt_command_ack": 0, "belt_command_result": 0,
+        "watchdog_ms": CFG.watchdog_ms, "speed_setpoint": SPEED, "induct.head": 0, "scan.head": 0,
+    }
+    return Reading(ok=ok, scalars=sc if ok else {}, sent_at=t, received_at=t + 0.0005)
+
+
+def before_horizon() -> tuple[ParcelFlow, Decider, int]:
+    """A routed, stored parcel; the returned count is half a cycle of belt short of its arm
+    horizon (not due), so it is due at that count projected one cycle on."""
+    f, d = parts()
+    b = Batch()
+    fire = routed(f, 1, 1000, b)
+    f.committed(0.0)
+    half_cycle = round(SPEED * 1000.0 * f.geometry.counts_per_mm * CFG.cycle_s / 2)
+    return f, d, wrap(fire - f.geometry.arm_horizon_counts - half_cycle)
+
+
+def test_a_cycle_arms_ahead_at_the_diverters_count_projected_from_its_last_answer() -> None:
+    f, d, enc = before_horizon()
+    d.decide(conveyor(enc, 0.0), diverter(enc, 0.0), 0.0, Batch())
+    assert not f.arms.pending  # not due at the count read
+    assert d.arm_ahead(0.00025, Batch())  # projected to the instant it was read: still not due
+    assert not f.arms.pending
+    d.decide(conveyor(enc, 0.0), diverter(enc, 0.0), 0.0, Batch())
+    assert d.arm_ahead(CFG.cycle_s, Batch())  # the next cycle: a cycle of belt on, due
+    assert [e["tracking_id"] for e in f.arms.to_write(committed=False)] == [1]
+    assert f.arms.due_at[f.arms.pending[0]["seq"]] == CFG.cycle_s
+
+
+def test_no_arm_ahead_from_an_answer_the_last_decide_did_not_find_whole() -> None:
+    t = CFG.cycle_s
+    f, d, enc = before_horizon()
+    assert not d.arm_ahead(t, Batch()), "no cycle yet"
+    cases: dict[str, tuple[Reading, Reading]] = {
+        "conveyor read failed": (conveyor(enc, 0.0, ok=False), diverter(enc, 0.0)),
+        "diverter restarted": (conveyor(enc, 0.0), diverter(enc, 0.0, restarted=True)),
+        "diverter fault bit": (conveyor(enc, 0.0), diverter(enc, 0.0, faults=int(DiverterFault.DIVERTER))),
+    }
+    for why, (conv, div) in cases.items():
+        f, d, enc = before_horizon()
+        d.decide(conv, div, 0.0, Batch())
+        assert not d.arm_ahead(t, Batch()), why
+        assert not f.arms.pending, why
+    f, d, enc = before_horizon()
+    d.decide(conveyor(enc, 0.0), diverter(enc, 0.0), 0.0, Batch())
+    assert not d.arm_ahead(3 * CFG.cycle_s, Batch()), "a late cycle reads first"
+    d.unit.command(PackMLCommand.HOLD)
+    assert d.unit.state == PackMLState.HOLDING
+    assert not d.arm_ahead(t, Batch()), "unit holding"
+    assert not f.arms.pending

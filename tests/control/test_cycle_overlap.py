@@ -66,10 +66,11 @@ async def test_the_next_read_goes_out_while_a_commit_is_held_and_decides_only_af
         await sim.stop()
 
 
-async def test_an_arm_due_at_the_diverters_count_is_accepted_before_the_conveyor_is_read(tmp_path: Path) -> None:
-    """The early arm step over loopback: in the cycle an arm falls due it reaches the diverter
-    PLC before that cycle reads the conveyor, and the decision latency recorded for it is that
-    cycle's diverter read, table pass and write."""
+async def test_an_arm_due_at_the_diverters_count_is_accepted_before_the_cycle_reads(tmp_path: Path) -> None:
+    """The arm step over loopback: in the cycle an arm falls due it reaches the diverter PLC
+    before that cycle reads the conveyor; where the cycle could project the diverter's count
+    from its last answer (`arm_ahead`), before it reads the diverter too, and the decision
+    latency recorded for it is the table pass and the write."""
     sim = _LocalSim(CONFIG / "site.yaml", CONFIG / "scenarios" / "demo.yaml", camera=False)
     ep = await sim.start()
     try:
@@ -78,12 +79,24 @@ async def test_an_arm_due_at_the_diverters_count_is_accepted_before_the_conveyor
         async with svc:
             c = svc.controller
             log: list[tuple[str, int, bool]] = []
-            read_conveyor, write_arms = c._read_conveyor, c._write_arms
+            read_conveyor, read_diverter, write_arms = c._read_conveyor, c._read_diverter, c._write_arms
+            arm_ahead = c.decider.arm_ahead
+            ahead: set[int] = set()  # cycles that armed from the projected count
             stop = asyncio.Event()
 
             async def observed_read() -> Reading:
                 log.append(("conveyor", c.metrics.cycles, False))
                 return await read_conveyor()
+
+            async def observed_diverter_read() -> Reading:
+                log.append(("diverter", c.metrics.cycles, False))
+                return await read_diverter()
+
+            def observed_ahead(now: float, batch: Batch) -> bool:
+                made = arm_ahead(now, batch)
+                if made:
+                    ahead.add(c.metrics.cycles)
+                return made
 
             async def observed_write(*, committed: bool = True) -> bool:
                 before = len(c.arms.pending)
@@ -94,12 +107,17 @@ async def test_an_arm_due_at_the_diverters_count_is_accepted_before_the_conveyor
                         stop.set()
                 return ok
 
-            c._read_conveyor, c._write_arms = observed_read, observed_write  # type: ignore[method-assign]
+            c._read_conveyor, c._read_diverter, c._write_arms = (  # type: ignore[method-assign]
+                observed_read, observed_diverter_read, observed_write)
+            c.decider.arm_ahead = observed_ahead  # type: ignore[method-assign]
             await asyncio.wait_for(c.run(stop), 60.0)
         arms = [e for e in log if e[0] == "arm"]
         assert arms and all(not committed for _, _, committed in arms), log  # each went out early
         for _, cycle, _ in arms:
             assert log.index(("arm", cycle, False)) < log.index(("conveyor", cycle, False)), log
+            if cycle in ahead:
+                assert log.index(("arm", cycle, False)) < log.index(("diverter", cycle, False)), log
+        assert ahead & {cycle for _, cycle, _ in arms}, "no arm went out on the projected count"
         assert c.metrics.decision_s.count == len(arms)
         assert max(c.metrics.decision_s.values()) < c.cfg.cycle_s  # within the cycle it fell due in
     finally:
