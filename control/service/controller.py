@@ -273,8 +273,8 @@ class Controller:
         arms due at the diverter's count projected from its last answer go out before anything
         is read (`Decider.arm_ahead`: the decision is one write); otherwise the diverter's
         scalars are read, and once they and the tail are in, the arms due at its count go out
-        (`Decider.arm_early`). Then the diverter's scalars (if not read yet), and the conveyor
-        and the diverter's rings, concurrently.
+        (`Decider.arm_early`). Either way the diverter's scalars are read before the conveyor
+        and the diverter's rings, which are read concurrently.
 
         In this order, because the decisions wait on the slowest link: read concurrently, the
         diverter's answer came in 1.8 ms (p50) behind the conveyor's OPC UA answer, both in the

@@ -109,7 +109,8 @@ class Decider:
         self._glitch_cycle = -1
         self._geometry = geometry
         self.conveyor_sample: tuple[int, float, float] | None = None  # last good conveyor count, sent, received
-        # the diverter's last count, sent, received, where that whole answer was good: to arm ahead from
+        # the diverter's last count, sent, received, where the last decide found both answers
+        # whole (no encoder suspicion, no diverter fault bit, no restart): to arm ahead from
         self.diverter_sample: tuple[int, float, float] | None = None
         self._armed_early = False  # this cycle's arms were taken at the diverter's count
 
@@ -129,7 +130,7 @@ class Decider:
         no diverter fault bit, its boot unchanged), only while arming is allowed, and only
         from the cycle just before: a late cycle reads first."""
         s = self.diverter_sample
-        if s is None or not self._may_arm() or self._div_fault_bits:
+        if s is None or not self._may_arm():
             return False
         enc, sent, received = s
         age = now - (sent + received) / 2.0
@@ -211,7 +212,8 @@ class Decider:
             # between the two counts is armed by the next cycle's early pass, 10 ms on
             flow.cycle_pass(now, batch, may_arm=may_arm, fresh_only=self._armed_early)
         self._armed_early = False
-        whole = conv.ok and div.ok and not div.restarted and self.conveyor_sample is not None
+        whole = (conv.ok and div.ok and not div.restarted and self.conveyor_sample is not None
+                 and not self._div_fault_bits)
         self.diverter_sample = (int(div.scalars["encoder_count"]), div.sent_at, div.received_at) if whole else None
         settings = self._settings_to_write(conv) if conv.ok else {}
         out = self._supervise(conv, div, now, batch, plc_ready=conv.ok and not settings)
